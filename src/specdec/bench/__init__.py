@@ -1,0 +1,1 @@
+"""The measurement side: workloads, runners, peers, reports, plots, theory, memory, doctor."""

@@ -1,0 +1,159 @@
+"""The `specdec` command: thin argument parsing over the library, in llama.cpp's spirit.
+
+    specdec generate -p "Count from 1 to 10." -n 60 --temp 0 --json
+    specdec generate -p "..." --speculative ngram --draft-n auto --draft-debug
+    specdec theory | memory | bench | doctor | serve | train-draft  (see --help of each)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+SUBCOMMAND_MODULES = (
+    "specdec.bench.theory",
+    "specdec.bench.memory",
+    "specdec.bench.runner",
+    "specdec.bench.doctor",
+    "specdec.server.app",
+    "specdec.train.cli",
+)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=None, help="GGUF file or HF model directory (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--max-model-len", type=int, default=4096, help="KV cache capacity in tokens")
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speculative", default="none", choices=["none", "draft", "ngram", "eagle"])
+    p.add_argument("--draft-model", default=None, help="draft model path, or self:DTYPE for a copy of the target")
+    p.add_argument("--draft-n", default="auto", help="draft length K, or 'auto' (cost-aware adaptive K)")
+    p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
+    p.add_argument("--ngram-min", type=int, default=1)
+    p.add_argument("--ngram-max", type=int, default=4)
+
+
+def add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a prompt (stdin if no -p)")
+    add_model_args(p)
+    add_spec_args(p)
+    p.add_argument("-p", "--prompt", default=None)
+    p.add_argument("-n", "--max-tokens", type=int, default=256)
+    p.add_argument("--temp", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--draft-debug", action="store_true", help="one line per verify step on stderr")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from specdec.api import LLM, encode_prompt
+    from specdec.config import SamplingParams
+
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    params = SamplingParams(
+        temperature=args.temp,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        stop=args.stop,
+    )
+    if not prompt.strip():
+        raise ValueError("the prompt is empty (pass -p TEXT or pipe text on stdin)")
+    llm = LLM(
+        model=args.model,
+        speculative_model=args.draft_model,
+        speculative_method=args.speculative,
+        num_speculative_tokens=args.draft_n,
+        dtype=args.dtype,
+        device=args.device,
+        max_model_len=args.max_model_len,
+        threads=args.threads,
+        ngram_min=args.ngram_min,
+        ngram_max=args.ngram_max,
+        adaptive=args.adaptive,
+    )
+    prompt_ids = encode_prompt(llm.tokenizer, prompt, chat=not args.no_chat)
+    text, tokens = [], []
+    for event in llm.stream(prompt_ids, params):
+        step = event.step
+        tokens.extend(step.token_ids)
+        text.append(event.text)
+        if args.draft_debug and step.draft_ids:
+            print(
+                f"draft: accepted {step.num_accepted}/{len(step.draft_ids)} tokens",
+                file=sys.stderr,
+            )
+        elif args.draft_debug and step.fates == ["plain"] and llm.engine.proposer is not None:
+            print("draft: K=0 (plain decode step)", file=sys.stderr)
+        if not args.json:
+            print(event.text, end="", flush=True)
+    stats = llm.last_stats
+    if not args.json:
+        print()
+    if args.draft_debug:
+        print(
+            f"draft summary: acceptance rate {stats.acceptance_rate:.3f}, mean acceptance length "
+            f"{stats.mean_acceptance_length:.2f}, {stats.num_drafts} drafts, "
+            f"{stats.num_plain_steps} plain steps, K histogram {dict(sorted(stats.k_histogram.items()))}",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "text": "".join(text),
+                    "num_prompt_tokens": len(prompt_ids),
+                    "num_generated_tokens": len(tokens),
+                    "prefill_seconds": round(stats.prefill_seconds, 4),
+                    "decode_seconds": round(stats.decode_seconds, 4),
+                    "tokens_per_second": round(stats.tokens_per_second, 3),
+                    "load_seconds": round(llm.target.load_seconds, 3),
+                    "speculative": args.speculative,
+                    "spec": stats.to_dict(),
+                }
+            )
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="specdec", description="Lossless speculative decoding.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_generate(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a missing dependency inside an existing module is a real error
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"specdec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Configuration dataclasses: the model's shape, sampling, speculation and the engine.
+
+Every surface (CLI, Python API, server, bench) builds these and hands them to the
+library; nothing below the surfaces takes loose kwargs. Validation happens here, once,
+with messages that name the bad field and the accepted range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DTYPES = ("float32", "bfloat16", "float16")
+SPECULATIVE_METHODS = ("none", "draft", "ngram", "eagle")
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a Llama-family transformer (Llama 2/3, SmolLM, Mistral, Qwen2)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # qkv bias (Qwen2)
+    max_position_embeddings: int = 2048
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    architecture: str = "llama"
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count (embeddings counted once when tied)."""
+        d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        q = self.num_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        attn = d * q + 2 * d * kv + q * d + (q + 2 * kv if self.attention_bias else 0)
+        per_layer = attn + 3 * d * f + 2 * d
+        head = 0 if self.tie_word_embeddings else v * d
+        return v * d + self.num_layers * per_layer + d + head
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens, in vLLM's vocabulary.
+
+    temperature == 0 means greedy. top_k <= 0 and top_p == 1 disable those filters.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 16
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool):
+            raise ValueError(f"top_k must be an integer (<= 0 disables it), got {self.top_k!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop strings must be non-empty strings, got {self.stop!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class SpeculativeConfig:
+    """Which proposer drafts, and how many tokens per step.
+
+    num_speculative_tokens is an int K >= 1, or "auto" for the cost-aware controller.
+    """
+
+    method: str = "none"
+    draft_model: str | None = None
+    num_speculative_tokens: int | str = 4
+    ngram_min: int = 1
+    ngram_max: int = 4
+    max_speculative_tokens: int = 8
+    adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
+
+    def __post_init__(self) -> None:
+        if self.method not in SPECULATIVE_METHODS:
+            raise ValueError(
+                f"speculative method {self.method!r} is not one of {', '.join(SPECULATIVE_METHODS)}"
+            )
+        k = self.num_speculative_tokens
+        if isinstance(k, str):
+            if k == "auto":
+                pass
+            elif k.isdigit():
+                self.num_speculative_tokens = int(k)
+            else:
+                raise ValueError(f"draft length must be a positive integer or 'auto', got {k!r}")
+        k = self.num_speculative_tokens
+        if isinstance(k, int) and k < 1:
+            raise ValueError(f"draft length must be >= 1, got {k}")
+        if isinstance(k, int) and k > self.max_speculative_tokens:
+            self.max_speculative_tokens = k
+        if self.method == "draft" and not self.draft_model:
+            raise ValueError("--speculative draft needs --draft-model PATH (or self:bfloat16)")
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ValueError(
+                f"need 1 <= ngram_min <= ngram_max, got ngram_min={self.ngram_min} "
+                f"ngram_max={self.ngram_max}"
+            )
+        if self.adaptive not in ("cost", "heuristic"):
+            raise ValueError(f"adaptive must be 'cost' or 'heuristic', got {self.adaptive!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    @property
+    def auto(self) -> bool:
+        return self.num_speculative_tokens == "auto"
+
+
+@dataclass
+class EngineConfig:
+    """Where and how the target runs."""
+
+    model: str | None = None  # None = the embedded default model
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int | None = None
+    max_seq_len: int = 4096
+    chat: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.max_seq_len < 16:
+            raise ValueError(f"max_seq_len must be >= 16, got {self.max_seq_len}")

@@ -1,0 +1,88 @@
+"""Cost calibration for adaptive K, and the controller a speculative config asks for.
+
+The verify cost curve t_verify(K) (one target forward over K+1 tokens; K = 0 is a plain
+decode step) is measured on the actual model, device, dtype and thread count at start-up
+and cached as JSON under the user cache directory, so later starts skip it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+
+import torch
+
+from specdec.config import SpeculativeConfig
+from specdec.engine.controller import (
+    CostAwareController,
+    CostModel,
+    FixedController,
+    HeuristicController,
+    fit_verify_curve,
+)
+from specdec.models.gguf_file import cache_dir
+
+CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
+
+
+def cost_key(loaded, max_k: int) -> str:
+    path = loaded.path
+    stat = path.stat() if path.is_file() else (path / "config.json").stat()
+    parts = [
+        str(path.resolve()),
+        str(stat.st_size),
+        str(int(stat.st_mtime)),
+        str(loaded.model.dtype),
+        str(loaded.model.device),
+        str(torch.get_num_threads()),
+        torch.__version__,
+        str(max_k),
+        str(getattr(loaded, "quant", "none")),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+@torch.inference_mode()
+def measure_verify_seconds(model, max_k: int, repeats: int = 5) -> list[float]:
+    """Median seconds of a forward over K+1 tokens after a CALIBRATION_CONTEXT prefix."""
+    cache = model.new_cache(1, CALIBRATION_CONTEXT + max_k + 2)
+    dev = model.device
+    prefix = torch.arange(CALIBRATION_CONTEXT, device=dev)[None] % 1000 + 100
+    model(prefix, torch.arange(CALIBRATION_CONTEXT, device=dev)[None], cache, logits_indices=slice(-1, None))
+    times: dict[int, list[float]] = {k: [] for k in range(max_k + 1)}
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        for k in range(max_k + 1):
+            ids = torch.full((1, k + 1), 200, device=dev)
+            pos = torch.arange(CALIBRATION_CONTEXT, CALIBRATION_CONTEXT + k + 1, device=dev)[None]
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = model(ids, pos, cache)
+            out.logits.argmax(-1).tolist()  # what a verify step reads back
+            times[k].append(time.perf_counter() - t)
+            cache.truncate(CALIBRATION_CONTEXT)
+    medians = [statistics.median(times[k][1:]) for k in range(max_k + 1)]
+    return fit_verify_curve(list(range(max_k + 1)), medians)
+
+
+def load_or_calibrate(loaded, max_k: int, refresh: bool = False) -> CostModel:
+    path = cache_dir() / "costs" / f"{cost_key(loaded, max_k)}.json"
+    if path.exists() and not refresh:
+        return CostModel.from_dict(json.loads(path.read_text()))
+    cost = CostModel(measure_verify_seconds(loaded.model, max_k))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cost.to_dict()))
+    return cost
+
+
+def make_controller(spec: SpeculativeConfig, cost: CostModel | None):
+    """The per-request controller: fixed K, transformers' heuristic, or cost-aware."""
+    if not spec.auto:
+        return FixedController(int(spec.num_speculative_tokens))
+    if spec.adaptive == "heuristic":
+        return HeuristicController(initial_k=4, max_k=spec.max_speculative_tokens)
+    if cost is None:
+        raise ValueError("adaptive K needs a calibrated cost model (Engine(cost_model=...))")
+    return CostAwareController(cost, max_k=min(spec.max_speculative_tokens, cost.max_k))

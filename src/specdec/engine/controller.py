@@ -1,0 +1,339 @@
+"""How many tokens to draft next step: fixed, transformers' heuristic, or cost-aware.
+
+Contract: each engine step calls `choose()` once, asks the proposer for that many tokens,
+verifies, and then calls `observe(num_draft, num_accepted)` once, where num_draft is the
+draft length actually verified (a proposer may return fewer tokens than asked; an n-gram
+miss gives 0) and num_accepted in 0..num_draft counts accepted draft tokens, without the
+bonus or recovered token. K = 0 is a plain decode step. `k_histogram[k]` counts steps by
+the draft length actually verified, so n-gram misses count as K = 0.
+
+The cost-aware controller maximizes expected tokens per second,
+    E[tokens](K) / step_seconds(K),   E[tokens](K) = 1 + sum_{i=1..K} prod_{j<=i} alpha_j,
+with alpha_j this request's acceptance at draft position j (conditional on reaching it)
+and step_seconds from a `CostModel` measured once per machine and model by the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+def _check_step(num_draft: int, num_accepted: int) -> None:
+    if num_draft < 0 or not 0 <= num_accepted <= num_draft:
+        raise ValueError(
+            f"need 0 <= num_accepted <= num_draft, got num_draft={num_draft} "
+            f"num_accepted={num_accepted}"
+        )
+
+
+def _count(histogram: dict[int, int], num_draft: int) -> None:
+    histogram[num_draft] = histogram.get(num_draft, 0) + 1
+
+
+@dataclass
+class CostModel:
+    """Seconds per engine step as a function of the draft length K."""
+
+    verify_seconds: list[float]  # [K_max + 1]: one target forward over K + 1 tokens
+    draft_seconds_per_token: float = 0.0  # 0 for n-gram
+    draft_overhead_seconds: float = 0.0  # fixed cost of one proposal
+
+    def __post_init__(self) -> None:
+        self.verify_seconds = [float(s) for s in self.verify_seconds]
+        if not self.verify_seconds:
+            raise ValueError("verify_seconds needs at least the K=0 (plain decode) time")
+        bad = [s for s in self.verify_seconds if not (math.isfinite(s) and s > 0)]
+        if bad:
+            raise ValueError(f"verify_seconds must be finite and > 0, got {bad[0]!r}")
+        if not (self.draft_seconds_per_token >= 0 and self.draft_overhead_seconds >= 0):
+            raise ValueError(
+                f"draft costs must be >= 0, got draft_seconds_per_token="
+                f"{self.draft_seconds_per_token} "
+                f"draft_overhead_seconds={self.draft_overhead_seconds}"
+            )
+
+    @property
+    def max_k(self) -> int:
+        return len(self.verify_seconds) - 1
+
+    def step_seconds(self, k: int) -> float:
+        if not 0 <= k <= self.max_k:
+            raise ValueError(f"draft length {k} outside the cost model's 0..{self.max_k}")
+        draft = self.draft_overhead_seconds + k * self.draft_seconds_per_token if k > 0 else 0.0
+        return self.verify_seconds[k] + draft
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verify_seconds": list(self.verify_seconds),
+            "draft_seconds_per_token": self.draft_seconds_per_token,
+            "draft_overhead_seconds": self.draft_overhead_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CostModel:
+        missing = {"verify_seconds"} - data.keys()
+        if missing:
+            raise ValueError(f"cost model is missing {sorted(missing)}")
+        return cls(
+            verify_seconds=list(data["verify_seconds"]),
+            draft_seconds_per_token=float(data.get("draft_seconds_per_token", 0.0)),
+            draft_overhead_seconds=float(data.get("draft_overhead_seconds", 0.0)),
+        )
+
+
+def fit_verify_curve(ks: Sequence[int], seconds: Sequence[float]) -> list[float]:
+    """Measured (K, seconds) points -> a monotone non-decreasing verify_seconds[0..max(ks)].
+
+    Repeated K's are reduced to their median (robust to a noisy neighbour), the medians
+    are made monotone by weighted isotonic regression (pool adjacent violators), and
+    unmeasured K's in between are interpolated linearly. K = 0 must be measured: it is
+    the plain decode step every other cost is compared with.
+    """
+    if len(ks) != len(seconds) or not ks:
+        raise ValueError(f"need as many K's as timings (> 0), got {len(ks)} and {len(seconds)}")
+    if any(k < 0 for k in ks) or 0 not in ks:
+        raise ValueError(f"K's must be >= 0 and include 0 (plain decode), got {sorted(set(ks))}")
+    if any(not (math.isfinite(s) and s > 0) for s in seconds):
+        raise ValueError("timings must be finite and > 0")
+    by_k: dict[int, list[float]] = {}
+    for k, s in zip(ks, seconds):
+        by_k.setdefault(int(k), []).append(float(s))
+    # Pool adjacent violators: blocks of [value, weight, K's], merged while decreasing.
+    blocks: list[list[Any]] = []
+    for k in sorted(by_k):
+        blocks.append([statistics.median(by_k[k]), len(by_k[k]), [k]])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            value, weight, members = blocks.pop()
+            prev = blocks[-1]
+            prev[0] = (prev[0] * prev[1] + value * weight) / (prev[1] + weight)
+            prev[1] += weight
+            prev[2].extend(members)
+    fitted = {k: value for value, _, members in blocks for k in members}
+    measured = sorted(fitted)
+    curve = []
+    for lo, hi in zip(measured, measured[1:]):
+        for k in range(lo, hi):
+            curve.append(fitted[lo] + (fitted[hi] - fitted[lo]) * (k - lo) / (hi - lo))
+    curve.append(fitted[measured[-1]])
+    return curve
+
+
+class AcceptanceEstimator:
+    """Online per-position acceptance alpha_i (i = 1..max_k) for one request.
+
+    Counts are exponentially weighted: each step with a draft multiplies all counts by
+    `decay` and then adds this step's evidence (positions 1..num_accepted reached and
+    accepted, position num_accepted + 1 reached and rejected). decay=0.85 forgets half
+    the evidence in ~4 steps, so a prompt that turns (un)predictable is followed quickly.
+
+    The prior is Beta-like pseudo-counts of strength `prior_strength`:
+    - position 1, reached by every speculative step, starts from prior_mean as pretend
+      history that decays like real evidence, so it is forgotten after a few steps and
+      does not bias a long-run estimate (alpha_1 can reach ~0 and turn speculation off);
+    - position i >= 2 is reached only when everything before it was accepted and may go
+      unobserved for long stretches, so its prior mean is the current estimate of
+      alpha_{i-1} (shrinkage toward the position before), with a fixed strength.
+    prior_mean=0.6 sits at the low end of what decent draft models reach per token: a new
+    request speculates (K=3 on a CPU-like curve 1.0, 1.3, 1.4, ...) but two or three
+    rejections at position 1 are enough to turn speculation off.
+    """
+
+    def __init__(
+        self,
+        max_k: int,
+        prior_mean: float = 0.6,
+        prior_strength: float = 2.0,
+        decay: float = 0.85,
+    ) -> None:
+        if max_k < 1:
+            raise ValueError(f"max_k must be >= 1, got {max_k}")
+        if not 0.0 <= prior_mean <= 1.0:
+            raise ValueError(f"prior_mean must be in [0, 1], got {prior_mean}")
+        if not prior_strength > 0:
+            raise ValueError(f"prior_strength must be > 0, got {prior_strength}")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        self.max_k = max_k
+        self.prior_strength = prior_strength
+        self.decay = decay
+        # index i - 1 holds position i
+        self._accepted = [0.0] * max_k
+        self._reached = [0.0] * max_k
+        self._accepted[0] = prior_strength * prior_mean
+        self._reached[0] = prior_strength
+
+    def observe(self, num_draft: int, num_accepted: int) -> None:
+        _check_step(num_draft, num_accepted)
+        if num_draft == 0:
+            return
+        for i in range(self.max_k):
+            self._accepted[i] *= self.decay
+            self._reached[i] *= self.decay
+        for i in range(min(num_accepted + 1, num_draft, self.max_k)):
+            self._reached[i] += 1.0
+            self._accepted[i] += 1.0 if i < num_accepted else 0.0
+
+    def alphas(self) -> list[float]:
+        """[alpha_1 .. alpha_max_k], each in [0, 1]."""
+        out = [self._accepted[0] / self._reached[0]]
+        s = self.prior_strength
+        for i in range(1, self.max_k):
+            out.append((self._accepted[i] + s * out[-1]) / (self._reached[i] + s))
+        return out
+
+    def expected_tokens(self, k: int) -> float:
+        """1 + sum_{i=1..k} prod_{j<=i} alpha_j: tokens committed per step with K = k."""
+        if not 0 <= k <= self.max_k:
+            raise ValueError(f"draft length {k} outside 0..{self.max_k}")
+        total, reach = 1.0, 1.0
+        for alpha in self.alphas()[:k]:
+            reach *= alpha
+            total += reach
+        return total
+
+
+@runtime_checkable
+class SpeculationController(Protocol):
+    k_histogram: dict[int, int]
+
+    def choose(self) -> int:
+        """Draft length for the next step, 0 for a plain decode step."""
+
+    def observe(self, num_draft: int, num_accepted: int) -> None:
+        """This step's verified draft length and accepted draft tokens."""
+
+
+class FixedController:
+    """Always K = k."""
+
+    def __init__(self, k: int) -> None:
+        if k < 0:
+            raise ValueError(f"draft length must be >= 0, got {k}")
+        self.k = k
+        self.k_histogram: dict[int, int] = {}
+
+    def choose(self) -> int:
+        return self.k
+
+    def observe(self, num_draft: int, num_accepted: int) -> None:
+        _check_step(num_draft, num_accepted)
+        _count(self.k_histogram, num_draft)
+
+
+class HeuristicController:
+    """transformers' assisted-generation schedule: +2 when all drafts pass, else -1 (min 1)."""
+
+    def __init__(self, initial_k: int = 4, max_k: int = 8) -> None:
+        if not 1 <= initial_k <= max_k:
+            raise ValueError(
+                f"need 1 <= initial_k <= max_k, got initial_k={initial_k} max_k={max_k}"
+            )
+        self.k = initial_k
+        self.max_k = max_k
+        self.k_histogram: dict[int, int] = {}
+
+    def choose(self) -> int:
+        return self.k
+
+    def observe(self, num_draft: int, num_accepted: int) -> None:
+        _check_step(num_draft, num_accepted)
+        _count(self.k_histogram, num_draft)
+        if num_draft == 0:
+            return
+        if num_accepted == num_draft:
+            self.k = min(self.k + 2, self.max_k)
+        else:
+            self.k = max(self.k - 1, 1)
+
+
+class CostAwareController:
+    """Pick K in 0..max_k maximizing E[tokens](K) / step_seconds(K), and probe when at 0.
+
+    At K = 0 no acceptance evidence arrives, so the controller probes: after
+    `probe_interval` plain steps it drafts `probe_k` tokens once. A probe whose first token
+    is rejected doubles the interval (from `min_probe_interval` up to a cap); an accepted
+    one probes again at the next step, so a prompt that turns predictable is back to
+    speculating a few steps after the next probe. The cap is set from the cost model so
+    probing costs at most `probe_budget` of the time on a hopeless prompt:
+        cap = ceil((step_seconds(probe_k) - step_seconds(0)) / (probe_budget * step_seconds(0)))
+    e.g. 30 plain steps per probe for verify_seconds 1.0, 1.3, ... and a 1% budget.
+    A probe that gets no draft (n-gram miss, num_draft = 0) costs a plain step and stays
+    pending: the next step probes again.
+    """
+
+    def __init__(
+        self,
+        cost: CostModel,
+        max_k: int,
+        prior_mean: float = 0.6,
+        prior_strength: float = 2.0,
+        decay: float = 0.85,
+        probe_k: int = 1,
+        probe_budget: float = 0.01,
+        min_probe_interval: int = 4,
+    ) -> None:
+        if not 1 <= max_k <= cost.max_k:
+            raise ValueError(f"max_k must be in 1..{cost.max_k} (the cost model's), got {max_k}")
+        if not 1 <= probe_k <= max_k:
+            raise ValueError(f"probe_k must be in 1..{max_k}, got {probe_k}")
+        if not probe_budget > 0:
+            raise ValueError(f"probe_budget must be > 0, got {probe_budget}")
+        if min_probe_interval < 1:
+            raise ValueError(f"min_probe_interval must be >= 1, got {min_probe_interval}")
+        self.cost = cost
+        self.max_k = max_k
+        self.probe_k = probe_k
+        self.estimator = AcceptanceEstimator(max_k, prior_mean, prior_strength, decay)
+        extra = cost.step_seconds(probe_k) - cost.step_seconds(0)
+        cap = math.ceil(max(extra, 0.0) / (probe_budget * cost.step_seconds(0)) - 1e-9)
+        self.max_probe_interval = max(min_probe_interval, cap)
+        self.min_probe_interval = min_probe_interval
+        self.probe_interval = min_probe_interval
+        self.k_histogram: dict[int, int] = {}
+        self.num_probes = 0
+        self._plain_steps = 0  # plain steps chosen since the last probe or speculative step
+        self._probe_pending = False
+
+    def best_k(self) -> int:
+        """argmax_K E[tokens](K) / step_seconds(K) under the current estimate (ties: smaller K)."""
+        best, best_rate = 0, 1.0 / self.cost.step_seconds(0)
+        total, reach = 1.0, 1.0
+        for k, alpha in enumerate(self.estimator.alphas(), start=1):
+            reach *= alpha
+            total += reach
+            rate = total / self.cost.step_seconds(k)
+            if rate > best_rate:
+                best, best_rate = k, rate
+        return best
+
+    def choose(self) -> int:
+        if self._probe_pending:
+            return self.probe_k
+        k = self.best_k()
+        if k > 0:
+            self._plain_steps = 0
+            self.probe_interval = self.min_probe_interval
+            return k
+        if self._plain_steps >= self.probe_interval:
+            self._probe_pending = True
+            self.num_probes += 1
+            return self.probe_k
+        self._plain_steps += 1
+        return 0
+
+    def observe(self, num_draft: int, num_accepted: int) -> None:
+        _check_step(num_draft, num_accepted)
+        _count(self.k_histogram, num_draft)
+        self.estimator.observe(num_draft, num_accepted)
+        if self._probe_pending and num_draft > 0:
+            self._probe_pending = False
+            self._plain_steps = 0
+            if num_accepted > 0:
+                self.probe_interval = 0
+            else:
+                doubled = max(self.min_probe_interval, 2 * self.probe_interval)
+                self.probe_interval = min(doubled, self.max_probe_interval)

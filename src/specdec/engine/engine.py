@@ -1,0 +1,214 @@
+"""The one generation loop, for every proposer and for plain decoding.
+
+    1) prefill   the prompt through the target; the first token comes from its last logits
+    2) propose   K draft tokens (K chosen by the controller; K = 0 is a plain decode step)
+    3) verify    one target forward over [last, d_1 .. d_K] (K+1 positions), then the pure
+                 verifier keeps the longest accepted prefix and adds a recovered or bonus token
+    4) commit    the emitted tokens; roll back the target cache past the rejected drafts,
+                 and let the proposer roll back or extend its own state (observe)
+    5) emit      a StepOutput with the tokens and each token's fate
+
+Invariant between steps: the target cache holds every committed token except the newest,
+which is fed as the first input of the next verify pass. So after a step that drafted K
+and accepted a, the cache grew by K+1 and is rolled back by K-a.
+
+The loop never asks which kind of proposer it has.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.calibrate import make_controller
+from specdec.engine.stats import SpecStats
+from specdec.proposers.base import DraftProposal, Proposer, SequenceState
+from specdec.verify import verify
+
+FATE_PLAIN = "plain"  # a K = 0 step (or the token after prefill)
+FATE_ACCEPTED = "accepted"  # a draft token that passed verification
+FATE_RECOVERED = "recovered"  # resampled from norm(max(p - q, 0)) at the first rejection
+FATE_BONUS = "bonus"  # sampled from p after all K drafts passed
+
+
+@dataclass
+class StepOutput:
+    token_ids: list[int]  # committed this step (after EOS/length truncation)
+    fates: list[str]  # one per committed token
+    draft_ids: list[int]  # what the proposer offered (rejected ones included)
+    num_accepted: int
+    finish_reason: str | None = None  # "stop" (EOS) | "length"; None while running
+
+
+@dataclass
+class GenerationResult:
+    prompt_ids: list[int]
+    token_ids: list[int]
+    finish_reason: str
+    stats: SpecStats
+    steps: list[StepOutput] = field(default_factory=list)
+
+
+def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed if seed is not None else secrets.randbits(63))
+    return g
+
+
+class Engine:
+    """Runs requests one at a time over a pre-allocated target cache."""
+
+    def __init__(
+        self,
+        target,  # LoadedModel
+        proposer: Proposer | None = None,
+        spec: SpeculativeConfig | None = None,
+        max_seq_len: int = 4096,
+        cost_model=None,
+    ) -> None:
+        self.target = target
+        self.model = target.model
+        self.proposer = proposer
+        self.spec = spec or SpeculativeConfig()
+        self.cost_model = cost_model
+        self.max_seq_len = min(max_seq_len, getattr(self.model, "max_seq_len", max_seq_len))
+        self.cache = self.model.new_cache(1, self.max_seq_len)
+        self.eos_ids = set(target.config.eos_token_ids)
+        eos = getattr(target.tokenizer, "eos_token_id", None)
+        if eos is not None:
+            self.eos_ids.add(eos)
+        self.hidden_layers: tuple[int, ...] = tuple(getattr(proposer, "target_hidden_layers", ()))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        need = len(prompt_ids) + params.max_tokens + 1
+        if need > self.max_seq_len:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens + max_tokens {params.max_tokens} "
+                f"exceeds the context of {self.max_seq_len} tokens"
+            )
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationResult:
+        stats = SpecStats()
+        steps = list(self.stream(prompt_ids, params, stats))
+        tokens = [t for s in steps for t in s.token_ids]
+        return GenerationResult(list(prompt_ids), tokens, steps[-1].finish_reason or "length", stats, steps)
+
+    @torch.inference_mode()
+    def stream(
+        self, prompt_ids: list[int], params: SamplingParams, stats: SpecStats | None = None
+    ) -> Iterator[StepOutput]:
+        self.check_request(prompt_ids, params)
+        stats = stats if stats is not None else SpecStats()
+        generator = new_generator(params.seed, self.device)
+        state = SequenceState(list(prompt_ids), len(prompt_ids), params, generator)
+        controller = make_controller(self.spec, self.cost_model) if self.proposer else None
+        self.cache.reset()
+        num_generated = 0
+
+        # 1) prefill
+        t0 = time.perf_counter()
+        ids = torch.tensor([prompt_ids], device=self.device)
+        positions = torch.arange(len(prompt_ids), device=self.device)[None]
+        out = self.model(ids, positions, self.cache, hidden_layers=self.hidden_layers, logits_indices=slice(-1, None))
+        result = verify(ids[:, :0], None, out.logits, params, generator)
+        first = int(result.output_ids[0, 0])
+        state.token_ids.append(first)
+        state.target_hidden = self._hidden(out, slice(None))
+        if self.proposer is not None:
+            self.proposer.start(state)
+        stats.prefill_seconds += time.perf_counter() - t0
+        num_generated = 1
+        finish = self._finish_reason([first], num_generated, params)
+        yield StepOutput([first], [FATE_PLAIN], [], 0, finish)
+        if finish:
+            return
+
+        t_decode = time.perf_counter()
+        while True:
+            # 2) propose
+            t_step = time.perf_counter()
+            room = min(params.max_tokens - num_generated - 1, self.cache.num_free - 1)
+            k = min(controller.choose(), room) if controller else 0
+            if k > 0:
+                proposal = self.proposer.propose(state, k)
+            else:
+                proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long, device=self.device))
+            num_draft = proposal.num_tokens
+            t_verify = time.perf_counter()
+            stats.draft_seconds += t_verify - t_step
+            if num_draft and self.cost_model is not None:
+                self._observe_draft_cost((t_verify - t_step) / num_draft)
+
+            # 3) verify: one target forward over the newest token and the drafts
+            start = self.cache.length
+            inputs = torch.cat(
+                [torch.tensor([[state.token_ids[-1]]], device=self.device), proposal.token_ids.to(self.device)],
+                dim=1,
+            )
+            positions = torch.arange(start, start + num_draft + 1, device=self.device)[None]
+            out = self.model(inputs, positions, self.cache, hidden_layers=self.hidden_layers)
+            result = verify(proposal.token_ids, proposal.probs, out.logits, params, generator)
+            num_accepted = int(result.num_accepted[0])
+            emitted = result.output_ids[0, : num_accepted + 1].tolist()
+            stats.verify_seconds += time.perf_counter() - t_verify
+
+            # 4) commit / rollback
+            self.cache.rollback(num_draft - num_accepted)
+            state.target_hidden = self._hidden(out, slice(0, num_accepted + 1))
+            fates = [FATE_ACCEPTED] * num_accepted + [
+                FATE_PLAIN if num_draft == 0 else FATE_BONUS if num_accepted == num_draft else FATE_RECOVERED
+            ]
+            emitted, fates, finish = self._truncate(emitted, fates, num_generated, params)
+            state.token_ids.extend(emitted)
+            num_generated += len(emitted)
+            stats.observe(num_draft, num_accepted)
+            if controller:
+                controller.observe(num_draft, num_accepted)
+            if self.proposer is not None and not finish:
+                self.proposer.observe(state, result)
+            stats.num_generated_tokens = num_generated - 1
+            stats.decode_seconds = time.perf_counter() - t_decode
+
+            # 5) emit
+            yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish)
+            if finish:
+                return
+
+    def _observe_draft_cost(self, seconds_per_token: float) -> None:
+        cost = self.cost_model
+        old = cost.draft_seconds_per_token
+        cost.draft_seconds_per_token = seconds_per_token if old == 0 else 0.8 * old + 0.2 * seconds_per_token
+
+    def _hidden(self, out, index) -> torch.Tensor | None:
+        if not self.hidden_layers:
+            return None
+        return torch.cat([out.hidden_states[i][0, index] for i in self.hidden_layers], dim=-1)
+
+    def _finish_reason(self, tokens: list[int], num_generated: int, params: SamplingParams) -> str | None:
+        if not params.ignore_eos and any(t in self.eos_ids for t in tokens):
+            return "stop"
+        if num_generated >= params.max_tokens:
+            return "length"
+        return None
+
+    def _truncate(self, emitted, fates, num_generated, params):
+        """Cut a step's tokens at the first EOS or at max_tokens."""
+        if not params.ignore_eos:
+            for i, t in enumerate(emitted):
+                if t in self.eos_ids:
+                    return emitted[: i + 1], fates[: i + 1], "stop"
+        room = params.max_tokens - num_generated
+        if len(emitted) >= room:
+            return emitted[:room], fates[:room], "length"
+        return emitted, fates, None

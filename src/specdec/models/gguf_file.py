@@ -1,0 +1,190 @@
+"""Read a Llama-family GGUF file: config, dequantized weights (in HF names), tokenizer.
+
+llama.cpp's converter permutes the rows of attn_q/attn_k from Hugging Face's rotate-half
+RoPE layout into interleaved pairs; `unpermute_rope` undoes that so one native model
+serves GGUF files and HF directories alike. Weights are dequantized by the `gguf`
+package (float32), then cast to the requested dtype by the caller.
+
+Building a tokenizer from GGUF metadata through transformers takes ~8 s for the default
+model, so the converted tokenizer is cached under the user cache directory, keyed by
+the file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specdec.config import ModelConfig
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+GGUF_TO_HF = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SPECDEC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "specdec"
+    )
+    return Path(root)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unpermute_rope(w: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Interleaved (llama.cpp) rows -> rotate-half (HF) rows, per head; w [H*D, ...]."""
+    rows = w.shape[0]
+    return (
+        w.reshape(num_heads, rows // num_heads // 2, 2, *w.shape[1:])
+        .transpose(1, 2)
+        .reshape(w.shape)
+    )
+
+
+def _field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def read_config(reader, path: Path) -> ModelConfig:
+    arch = _field(reader, "general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"{path}: GGUF architecture {arch!r} is not Llama-family "
+            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+
+    def get(name: str, default=None):
+        value = _field(reader, f"{arch}.{name}", default)
+        if value is None:
+            raise ValueError(f"{path}: GGUF metadata lacks {arch}.{name}")
+        return value
+
+    tensor_names = {t.name for t in reader.tensors}
+    hidden = int(get("embedding_length"))
+    num_heads = int(get("attention.head_count"))
+    num_kv_heads = int(get("attention.head_count_kv", num_heads))
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens.data) if tokens else None)
+    if vocab is None:
+        raise ValueError(f"{path}: GGUF metadata has neither {arch}.vocab_size nor a token list")
+    rope_scaling = None
+    scale_type = _field(reader, f"{arch}.rope.scaling.type")
+    if scale_type == "linear":
+        rope_scaling = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    return ModelConfig(
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        intermediate_size=int(get("feed_forward_length")),
+        num_layers=int(get("block_count")),
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=int(_field(reader, f"{arch}.attention.key_length") or hidden // num_heads),
+        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        rope_scaling=rope_scaling,
+        tie_word_embeddings="output.weight" not in tensor_names,
+        attention_bias="blk.0.attn_q.bias" in tensor_names,
+        max_position_embeddings=int(get("context_length", 2048)),
+        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+        eos_token_ids=(int(eos),) if eos is not None else (),
+        architecture=arch,
+    )
+
+
+def read_state_dict(reader, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Dequantized float32 weights under Hugging Face's parameter names."""
+    from gguf.quants import dequantize
+
+    state: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        array = dequantize(t.data, t.tensor_type)
+        array = np.asarray(array, dtype=np.float32)
+        if not (array.flags.writeable and array.flags.c_contiguous):
+            array = array.copy()  # F32 tensors come back as read-only views of the file
+        weight = torch.from_numpy(array)
+        parts = t.name.split(".")
+        if parts[0] == "blk":
+            layer, kind, suffix = parts[1], parts[2], parts[3]
+            if kind not in GGUF_TO_HF:
+                raise ValueError(f"unexpected GGUF tensor {t.name}")
+            if kind == "attn_q":
+                weight = unpermute_rope(weight, config.num_heads)
+            elif kind == "attn_k":
+                weight = unpermute_rope(weight, config.num_kv_heads)
+            name = f"model.layers.{layer}.{GGUF_TO_HF[kind]}.{suffix}"
+        elif t.name == "token_embd.weight":
+            name = "model.embed_tokens.weight"
+        elif t.name == "output_norm.weight":
+            name = "model.norm.weight"
+        elif t.name == "output.weight":
+            name = "lm_head.weight"
+        elif t.name == "rope_freqs.weight":
+            continue  # llama3 frequency factors; recomputed from the config
+        else:
+            raise ValueError(f"unexpected GGUF tensor {t.name}")
+        state[name] = weight
+    return state
+
+
+def load_gguf_tokenizer(path: Path, sha256: str):
+    """Fast tokenizer from GGUF metadata, converted once and cached by file hash."""
+    from transformers import AutoTokenizer
+
+    cached = cache_dir() / "tokenizers" / sha256[:32]
+    if (cached / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(path.parent), gguf_file=path.name, local_files_only=True
+    )
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "specdec_source.json").write_text(json.dumps({"gguf": str(path), "sha256": sha256}))
+    try:
+        tmp.replace(cached)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], object]:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as e:  # gguf raises assorted errors on truncated files
+        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
+    config = read_config(reader, path)
+    state = read_state_dict(reader, config)
+    tokenizer = load_gguf_tokenizer(path, file_sha256(path))
+    return config, state, tokenizer

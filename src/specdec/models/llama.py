@@ -1,0 +1,240 @@
+"""One native transformer for the Llama family: Llama 2/3, SmolLM/SmolLM2, Mistral, Qwen2.
+
+Differences come from `ModelConfig`: grouped-query attention, tied embeddings, qkv bias,
+rope theta and scaling. Weights use Hugging Face's layout (rotate-half RoPE), with
+q/k/v fused into one projection and gate/up fused into another, so each layer runs
+three matmuls of the four a naive port would, and two instead of three in the MLP.
+
+    forward(token_ids [B, T], positions [B, T], cache, attn_mask=None, hidden_layers=())
+        -> ModelOutput(logits [B, T', V], hidden_states {layer: [B, T, D]})
+
+The T new tokens are written to cache slots [cache.length, cache.length + T). Positions
+drive RoPE only, so tree nodes can share a position. `attn_mask` ([B, T, T] bool, True
+= may attend) masks the new tokens among themselves; every new token sees the whole
+cached prefix. Without a mask the new tokens are causal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specdec.cache import KVCache
+from specdec.config import ModelConfig
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T', V]: T' = T, or len(logits_indices)
+    hidden_states: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, T, D]
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies [D/2], with Llama 3 / linear scaling applied."""
+    d = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in (None, "default"):
+        return inv_freq.float()
+    if kind == "linear":
+        return (inv_freq / scaling["factor"]).float()
+    if kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+        old_len = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_len / wavelen - low) / (high - low)
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        mid = (wavelen <= old_len / low) & (wavelen >= old_len / high)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        return torch.where(mid, blended, scaled).float()
+    raise ValueError(f"unsupported rope_scaling type {kind!r} (supported: linear, llama3)")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 statistics, as transformers does, so bf16 runs match it.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x [B, H, T, D]; cos, sin [B, 1, T, D]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        q_dim = config.num_heads * config.head_dim
+        kv_dim = config.num_kv_heads * config.head_dim
+        self.wqkv = nn.Linear(config.hidden_size, q_dim + 2 * kv_dim, bias=config.attention_bias)
+        self.wo = nn.Linear(q_dim, config.hidden_size, bias=False)
+        self.split = (q_dim, kv_dim, kv_dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, T, D_model]
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        k_cache: torch.Tensor,  # [B, H_kv, S_max, D]
+        v_cache: torch.Tensor,
+        start: int,
+        mask: torch.Tensor | None,  # [B, 1, rep*T, S] bool or None
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, h_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(b, t, h, d).transpose(1, 2)
+        k = k.view(b, t, h_kv, d).transpose(1, 2)
+        v = v.view(b, t, h_kv, d).transpose(1, 2)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        end = start + t
+        k_cache[:, :, start:end] = k
+        v_cache[:, :, start:end] = v
+        keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
+        # GQA without repeating K/V: fold the query heads that share a KV head into the
+        # token axis, [B, H, T, D] -> [B, H_kv, rep*T, D].
+        rep = h // h_kv
+        q = q.reshape(b, h_kv, rep * t, d)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.view(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
+        return self.wo(out)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.w2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, start, mask):
+        x = x + self.attn(self.attn_norm(x), cos, sin, k_cache, v_cache, start, mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig, max_seq_len: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.max_seq_len = max_seq_len or config.max_position_embeddings
+        self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def new_cache(self, batch_size: int = 1, max_seq_len: int | None = None) -> KVCache:
+        c = self.config
+        return KVCache(
+            c.num_layers,
+            batch_size,
+            max_seq_len or self.max_seq_len,
+            c.num_kv_heads,
+            c.head_dim,
+            self.dtype,
+            self.device,
+        )
+
+    def rope_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [S_max, D] in the model dtype, built once per device/dtype."""
+        cached = self._rope_cache
+        if cached is None or cached[0].device != self.device or cached[0].dtype != self.dtype:
+            inv_freq = rope_inv_freq(self.config)
+            t = torch.arange(self.max_seq_len, dtype=torch.float32)
+            freqs = torch.outer(t, inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cached = (emb.cos().to(self.device, self.dtype), emb.sin().to(self.device, self.dtype))
+            self._rope_cache = cached
+        return cached
+
+    def build_mask(
+        self, start: int, num_new: int, attn_mask: torch.Tensor | None, batch_size: int
+    ) -> torch.Tensor | None:
+        """[B, 1, rep*T, start+T] bool, or None when every new token may see every slot."""
+        if attn_mask is None and num_new == 1:
+            return None
+        if attn_mask is None:
+            new = torch.ones(num_new, num_new, dtype=torch.bool, device=self.device).tril()
+            new = new.expand(batch_size, num_new, num_new)
+        else:
+            new = attn_mask.to(device=self.device, dtype=torch.bool)
+        prefix = torch.ones(batch_size, num_new, start, dtype=torch.bool, device=self.device)
+        mask = torch.cat((prefix, new), dim=-1)  # [B, T, S]
+        rep = self.config.num_heads // self.config.num_kv_heads
+        return mask.unsqueeze(1).repeat(1, 1, rep, 1)
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,  # [B, T]
+        positions: torch.Tensor,  # [B, T]
+        cache: KVCache,
+        attn_mask: torch.Tensor | None = None,  # [B, T, T] bool
+        hidden_layers: tuple[int, ...] = (),
+        logits_indices: torch.Tensor | slice | None = None,
+    ) -> ModelOutput:
+        """hidden_layers: 0 = embeddings, i = output of layer i, -1 = after the final norm.
+
+        logits_indices selects which of the T positions get logits (prefill needs one).
+        """
+        b, t = token_ids.shape
+        start = cache.reserve(t)
+        cos_table, sin_table = self.rope_tables()
+        cos = cos_table[positions].unsqueeze(1)  # [B, 1, T, D]
+        sin = sin_table[positions].unsqueeze(1)
+        mask = self.build_mask(start, t, attn_mask, b)
+        x = self.embed(token_ids)
+        hidden: dict[int, torch.Tensor] = {}
+        if 0 in hidden_layers:
+            hidden[0] = x
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache.k[i], cache.v[i], start, mask)
+            if i + 1 in hidden_layers:
+                hidden[i + 1] = x
+        cache.length = start + t
+        x = self.norm(x)
+        if -1 in hidden_layers:
+            hidden[-1] = x
+        if logits_indices is not None:
+            x = x[:, logits_indices]
+        return ModelOutput(self.lm_head(x), hidden)

@@ -1,0 +1,116 @@
+"""Load a target or draft: the embedded default model, a GGUF file, or an HF directory.
+
+    load_model(path=None, dtype="float32", device="cpu") -> LoadedModel
+
+Llama-family weights go to the native model; other HF architectures go through the
+transformers adapter. A missing or malformed path raises an error that names the path
+and says what is missing. Nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from specdec.config import ModelConfig
+from specdec.models.convert import native_state_dict
+from specdec.models.default import default_model_path
+from specdec.models.linear import pack_linears_for_cpu
+from specdec.models.llama import LlamaModel
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # LlamaModel or TransformersAdapter: same forward interface
+    tokenizer: object
+    config: ModelConfig
+    path: Path
+    load_seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_native(self) -> bool:
+        return isinstance(self.model, LlamaModel)
+
+
+def resolve_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def build_native(
+    config: ModelConfig,
+    hf_state: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    device: torch.device,
+    max_seq_len: int | None,
+) -> LlamaModel:
+    state = native_state_dict(hf_state, config)
+    with torch.device("meta"):
+        model = LlamaModel(config, max_seq_len)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.embed.weight
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise ValueError(f"weights lack {leftover[:4]}")
+    model.eval().requires_grad_(False)
+    return pack_linears_for_cpu(model)
+
+
+def load_model(
+    path: str | Path | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    max_seq_len: int | None = None,
+) -> LoadedModel:
+    from specdec.models import gguf_file, hf_dir
+
+    start = time.perf_counter()
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+    torch_dtype = TORCH_DTYPES[dtype]
+    dev = resolve_device(device)
+    path = Path(path).expanduser() if path else default_model_path()
+    if not path.exists():
+        raise FileNotFoundError(f"model path {path} does not exist")
+
+    if path.is_dir():
+        hf_config = hf_dir.read_hf_config(path)
+        tokenizer = hf_dir.load_hf_tokenizer(path)
+        if hf_dir.native_architecture(hf_config) is None:
+            from transformers import AutoModelForCausalLM
+
+            from specdec.models.adapter import TransformersAdapter
+
+            if not list(path.glob("*.safetensors")) and not list(path.glob("*.bin")):
+                raise FileNotFoundError(f"{path}: model directory has no weights (*.safetensors)")
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(path), torch_dtype=torch_dtype, local_files_only=True
+            ).to(dev)
+            model = TransformersAdapter(hf_model, max_seq_len)
+            config = model.config
+        else:
+            config = hf_dir.model_config_from_hf(hf_config, path)
+            model = build_native(config, hf_dir.read_safetensors(path), torch_dtype, dev, max_seq_len)
+    elif path.is_file():
+        if not gguf_file.is_gguf(path):
+            raise ValueError(
+                f"{path}: not a GGUF file (no GGUF magic); pass a .gguf file or a model directory"
+            )
+        config, hf_state, tokenizer = gguf_file.load_gguf(path)
+        model = build_native(config, hf_state, torch_dtype, dev, max_seq_len)
+    else:
+        raise ValueError(f"model path {path} is neither a file nor a directory")
+    return LoadedModel(model, tokenizer, config, path, time.perf_counter() - start)

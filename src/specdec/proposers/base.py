@@ -1,0 +1,59 @@
+"""The proposer side of the proposer/verifier seam.
+
+A proposer makes drafts; the engine never asks which kind it is. Each step the engine
+calls `propose(state, num_tokens)` and gets a `DraftProposal`; after verification and
+commit it calls `observe(state, result)` so the proposer can roll back its own cache,
+extend its index, or adapt. A proposal may hold fewer tokens than asked for (an n-gram
+miss gives zero), and then the engine runs a plain decode step.
+
+`probs is None` marks a deterministic draft (n-gram): the verifier treats q as one-hot,
+which keeps sampling lossless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+
+from specdec.config import SamplingParams
+
+if TYPE_CHECKING:
+    from specdec.verify import VerifyResult
+
+
+@dataclass
+class DraftProposal:
+    token_ids: torch.Tensor  # [B, K] int64
+    probs: torch.Tensor | None = None  # [B, K, V] float32 draft distribution q, or None
+    tree: object | None = None  # a proposers.tree.DraftTree for tree drafts
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_ids.shape[1]
+
+
+@dataclass
+class SequenceState:
+    """What a proposer may read about one running request."""
+
+    token_ids: list[int]  # prompt + every committed token
+    num_prompt_tokens: int
+    params: SamplingParams
+    generator: torch.Generator
+    # Target features for committed tokens the proposer has not consumed yet
+    # (EAGLE heads); [T, D * num_feature_layers] or None.
+    target_hidden: torch.Tensor | None = None
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    def start(self, state: SequenceState) -> None:
+        """Prepare for a new request whose prompt is state.token_ids (prefill, index)."""
+
+    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+        """Draft up to num_tokens tokens that continue state.token_ids."""
+
+    def observe(self, state: SequenceState, result: VerifyResult) -> None:
+        """Feedback after commit: state.token_ids now includes the committed tokens."""

@@ -1,0 +1,1 @@
+"""Draft-head data generation, training, import and export."""

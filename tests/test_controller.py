@@ -1,0 +1,281 @@
+"""Speculation-length controllers: cost model, acceptance estimate, K choice, probing."""
+
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specdec.engine.controller import (
+    AcceptanceEstimator,
+    CostAwareController,
+    CostModel,
+    FixedController,
+    HeuristicController,
+    SpeculationController,
+    fit_verify_curve,
+)
+
+# CPU-like: a verify pass over K+1 tokens costs 1.3x a decode step at K=1, +0.1x per token.
+CPU_COST = CostModel(verify_seconds=[1.0] + [1.2 + 0.1 * k for k in range(1, 9)])
+
+
+def simulate(controller, num_steps, accept, cost=CPU_COST):
+    """Drive choose/observe; accept(step, k) -> num_accepted. Returns (ks, seconds)."""
+    ks, seconds = [], 0.0
+    for step in range(num_steps):
+        k = controller.choose()
+        controller.observe(k, accept(step, k))
+        ks.append(k)
+        seconds += cost.step_seconds(k)
+    return ks, seconds
+
+
+def bernoulli(alpha, seed=0):
+    rng = random.Random(seed)
+
+    def accept(step, k):
+        n = 0
+        while n < k and rng.random() < alpha:
+            n += 1
+        return n
+
+    return accept
+
+
+def accept_none(step, k):
+    return 0
+
+
+def accept_all(step, k):
+    return k
+
+
+# ---------------------------------------------------------------- cost model
+
+
+def test_step_seconds_adds_draft_cost_only_when_drafting():
+    cost = CostModel([1.0, 1.3, 1.4], draft_seconds_per_token=0.25, draft_overhead_seconds=0.1)
+    assert cost.max_k == 2
+    assert cost.step_seconds(0) == 1.0
+    assert cost.step_seconds(1) == pytest.approx(1.3 + 0.1 + 0.25)
+    assert cost.step_seconds(2) == pytest.approx(1.4 + 0.1 + 0.5)
+    with pytest.raises(ValueError, match="draft length 3 outside"):
+        cost.step_seconds(3)
+
+
+def test_cost_model_round_trips_through_json():
+    cost = CostModel(
+        [0.02, 0.025, 0.027], draft_seconds_per_token=0.003, draft_overhead_seconds=0.001
+    )
+    again = CostModel.from_dict(json.loads(json.dumps(cost.to_dict())))
+    assert again == cost
+    with pytest.raises(ValueError, match="verify_seconds"):
+        CostModel.from_dict({"draft_seconds_per_token": 0.0})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"verify_seconds": []},
+        {"verify_seconds": [1.0, -1.0]},
+        {"verify_seconds": [1.0, float("nan")]},
+        {"verify_seconds": [1.0], "draft_seconds_per_token": -0.1},
+    ],
+)
+def test_bad_cost_model_is_rejected(kwargs):
+    with pytest.raises(ValueError):
+        CostModel(**kwargs)
+
+
+def test_fit_verify_curve_exact_tables():
+    # already monotone: unchanged
+    assert fit_verify_curve([0, 1, 2], [1.0, 1.3, 1.4]) == pytest.approx([1.0, 1.3, 1.4])
+    # a dip is pooled with its neighbour: (1.5 + 1.3) / 2
+    assert fit_verify_curve([0, 1, 2], [1.0, 1.5, 1.3]) == pytest.approx([1.0, 1.4, 1.4])
+    # repeated K -> median (the 9.0 outlier is ignored), gaps interpolated linearly
+    ks = [0, 0, 0, 2, 4]
+    assert fit_verify_curve(ks, [1.0, 9.0, 1.0, 1.4, 2.0]) == pytest.approx(
+        [1.0, 1.2, 1.4, 1.7, 2.0]
+    )
+    with pytest.raises(ValueError, match="include 0"):
+        fit_verify_curve([1, 2], [1.3, 1.4])
+    with pytest.raises(ValueError, match="as many"):
+        fit_verify_curve([0, 1], [1.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(st.integers(0, 12), st.floats(0.01, 10.0)), min_size=1, max_size=30
+    )
+)
+def test_fit_verify_curve_is_monotone_and_within_range(points):
+    points = [(0, 1.0)] + points
+    ks, seconds = zip(*points)
+    curve = fit_verify_curve(ks, seconds)
+    assert len(curve) == max(ks) + 1
+    assert all(a <= b + 1e-12 for a, b in zip(curve, curve[1:]))
+    assert min(seconds) - 1e-12 <= min(curve) and max(curve) <= max(seconds) + 1e-12
+
+
+# ---------------------------------------------------------------- estimator
+
+
+def test_estimator_starts_at_the_prior_and_ignores_empty_drafts():
+    est = AcceptanceEstimator(max_k=4, prior_mean=0.6)
+    assert est.alphas() == pytest.approx([0.6] * 4)
+    assert est.expected_tokens(0) == 1.0
+    assert est.expected_tokens(2) == pytest.approx(1 + 0.6 + 0.36)
+    est.observe(0, 0)
+    assert est.alphas() == pytest.approx([0.6] * 4)
+    with pytest.raises(ValueError, match="num_accepted"):
+        est.observe(2, 3)
+
+
+def test_estimator_exact_update():
+    # decay=1: plain counts. observe(2, 1): position 1 reached+accepted, 2 reached+rejected.
+    est = AcceptanceEstimator(max_k=3, prior_mean=0.5, prior_strength=2.0, decay=1.0)
+    est.observe(2, 1)
+    a1 = (1.0 + 1.0) / (2.0 + 1.0)  # prior 1 of 2, plus 1 of 1
+    a2 = (0.0 + 2.0 * a1) / (1.0 + 2.0)  # 0 of 1, prior mean alpha_1 at strength 2
+    a3 = (0.0 + 2.0 * a2) / (0.0 + 2.0)  # never reached: alpha_2
+    assert est.alphas() == pytest.approx([a1, a2, a3])
+    assert est.expected_tokens(3) == pytest.approx(1 + a1 + a1 * a2 + a1 * a2 * a3)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.7, 0.95])
+def test_estimator_converges(alpha):
+    est = AcceptanceEstimator(max_k=4, decay=0.995)
+    accept = bernoulli(alpha, seed=1)
+    for step in range(4000):
+        est.observe(4, accept(step, 4))
+    assert est.alphas()[0] == pytest.approx(alpha, abs=0.05)
+    assert est.alphas()[1] == pytest.approx(alpha, abs=0.1)
+
+
+# ---------------------------------------------------------------- cost-aware controller
+
+
+def test_new_request_speculates_from_the_prior():
+    # prior 0.6: E/t = 1.23, 1.40, 1.45, 1.44 for K = 1..4 on the CPU curve
+    assert CostAwareController(CPU_COST, max_k=8).choose() == 3
+
+
+def test_expensive_drafts_are_not_worth_it_at_the_prior():
+    cost = CostModel(CPU_COST.verify_seconds, draft_seconds_per_token=1.0)
+    assert CostAwareController(cost, max_k=8).choose() == 0
+
+
+def test_picks_zero_when_nothing_is_accepted():
+    controller = CostAwareController(CPU_COST, max_k=8)
+    ks, _ = simulate(controller, 40, accept_none)
+    assert controller.best_k() == 0
+    assert ks[-20:].count(0) >= 18  # the rest are probes
+
+
+def test_picks_max_k_when_everything_is_accepted():
+    controller = CostAwareController(CPU_COST, max_k=8)
+    ks, _ = simulate(controller, 30, accept_all)
+    assert ks[-10:] == [8] * 10
+
+
+def test_moderate_acceptance_picks_a_middle_k():
+    # iid alpha = 0.7: E/t is best at K = 4..5 (1.733, 1.730), 1.689 at 3, 1.70 at 6
+    controller = CostAwareController(CPU_COST, max_k=8)
+    ks, _ = simulate(controller, 1000, bernoulli(0.7, seed=2))
+    middle = sum(1 for k in ks if 3 <= k <= 6)
+    assert middle > 0.8 * len(ks)
+
+
+def test_probing_costs_under_two_percent_on_a_hopeless_prompt():
+    controller = CostAwareController(CPU_COST, max_k=8)
+    assert controller.max_probe_interval == 30  # 0.3 extra per probe / (1% of a 1.0 step)
+    ks, seconds = simulate(controller, 1000, accept_none)
+    plain = 1000 * CPU_COST.step_seconds(0)
+    assert seconds / plain - 1 < 0.02
+    assert 20 <= controller.num_probes <= 40
+
+
+def test_recovers_when_the_prompt_turns_predictable():
+    controller = CostAwareController(CPU_COST, max_k=8)
+    simulate(controller, 300, accept_none)
+    ks, _ = simulate(controller, controller.max_probe_interval + 15, accept_all)
+    assert ks[-5:] == [8] * 5
+
+
+def test_turns_speculation_off_when_the_prompt_turns_unpredictable():
+    controller = CostAwareController(CPU_COST, max_k=8)
+    simulate(controller, 100, accept_all)
+    ks, _ = simulate(controller, 30, accept_none)
+    assert ks[-10:].count(0) >= 9
+
+
+def test_a_probe_without_a_draft_stays_pending():
+    controller = CostAwareController(CPU_COST, max_k=8, min_probe_interval=2)
+    simulate(controller, 40, accept_none)
+    for _ in range(controller.max_probe_interval + 1):
+        if controller.choose() == controller.probe_k:
+            break
+        controller.observe(0, 0)
+    else:
+        pytest.fail("no probe within max_probe_interval plain steps")
+    alphas = controller.estimator.alphas()
+    controller.observe(0, 0)  # n-gram miss: a plain step, no evidence
+    assert controller.estimator.alphas() == alphas
+    assert controller.choose() == controller.probe_k
+
+
+def test_histogram_counts_verified_draft_lengths():
+    controller = CostAwareController(CPU_COST, max_k=8)
+    ks, _ = simulate(controller, 50, bernoulli(0.5, seed=3))
+    assert sum(controller.k_histogram.values()) == 50
+    assert controller.k_histogram == {k: ks.count(k) for k in set(ks)}
+    controller.choose()
+    controller.observe(0, 0)  # asked for K > 0, proposer returned nothing
+    assert controller.k_histogram[0] == ks.count(0) + 1
+
+
+def test_cost_aware_controller_rejects_bad_settings():
+    with pytest.raises(ValueError, match="max_k"):
+        CostAwareController(CPU_COST, max_k=9)
+    with pytest.raises(ValueError, match="probe_k"):
+        CostAwareController(CPU_COST, max_k=4, probe_k=5)
+
+
+# ---------------------------------------------------------------- heuristic and fixed
+
+
+def test_heuristic_schedule_is_plus_two_minus_one():
+    controller = HeuristicController(initial_k=4, max_k=8)
+    trace = []
+    for all_accepted in [True, True, True] + [False] * 10:
+        k = controller.choose()
+        trace.append(k)
+        controller.observe(k, k if all_accepted else k - 1)
+    assert trace == [4, 6, 8, 8, 7, 6, 5, 4, 3, 2, 1, 1, 1]
+    controller.observe(0, 0)  # no draft: no change
+    assert controller.choose() == 1
+    assert controller.k_histogram == {0: 1, 1: 3, 2: 1, 3: 1, 4: 2, 5: 1, 6: 2, 7: 1, 8: 2}
+
+
+def test_fixed_controller():
+    controller = FixedController(3)
+    assert [controller.choose() for _ in range(3)] == [3, 3, 3]
+    controller.observe(3, 1)
+    controller.observe(2, 2)
+    assert controller.k_histogram == {3: 1, 2: 1}
+    with pytest.raises(ValueError):
+        FixedController(-1)
+
+
+def test_all_controllers_follow_the_protocol():
+    for controller in [
+        FixedController(2),
+        HeuristicController(),
+        CostAwareController(CPU_COST, max_k=4),
+    ]:
+        assert isinstance(controller, SpeculationController)
+        with pytest.raises(ValueError, match="num_accepted"):
+            controller.observe(1, 2)
