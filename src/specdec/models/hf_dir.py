@@ -44,6 +44,14 @@ def model_config_from_hf(hf_config: dict, path: Path) -> ModelConfig:
         eos = hf_config.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
         arch = native_architecture(hf_config) or "llama"
+        # transformers >= 5 writes rope_parameters (theta included); older configs
+        # write rope_theta and rope_scaling.
+        rope = dict(hf_config.get("rope_parameters") or {})
+        rope_theta = hf_config.get("rope_theta") or rope.pop("rope_theta", 10000.0)
+        rope.pop("rope_theta", None)
+        rope_scaling = hf_config.get("rope_scaling") or (
+            rope if rope.get("rope_type", "default") != "default" else None
+        )
         return ModelConfig(
             vocab_size=hf_config["vocab_size"],
             hidden_size=hidden,
@@ -53,9 +61,8 @@ def model_config_from_hf(hf_config: dict, path: Path) -> ModelConfig:
             num_kv_heads=hf_config.get("num_key_value_heads") or num_heads,
             head_dim=hf_config.get("head_dim") or hidden // num_heads,
             rms_norm_eps=hf_config.get("rms_norm_eps", 1e-6),
-            rope_theta=hf_config.get("rope_theta")
-            or (hf_config.get("rope_parameters") or {}).get("rope_theta", 10000.0),
-            rope_scaling=hf_config.get("rope_scaling"),
+            rope_theta=rope_theta,
+            rope_scaling=rope_scaling,
             tie_word_embeddings=hf_config.get("tie_word_embeddings", False),
             attention_bias=hf_config.get("attention_bias", arch == "qwen2"),
             max_position_embeddings=hf_config.get("max_position_embeddings", 2048),

