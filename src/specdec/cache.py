@@ -2,8 +2,11 @@
 
 Layout: one tensor for keys and one for values, `[L, B, H_kv, S_max, D]`. A forward over
 T new tokens writes them at slots `[length, length + T)` of every row and then advances
-`length` by T. Rows share one length: the engine runs one request per cache (the
-server's batching packs requests into rows that advance together).
+`length` by T. Rows share one length: the engine runs one request per cache.
+
+The batch engine keeps one request per row with its own length (`seq_lens`, held by the
+engine and passed to the model's ragged forward); `row_view(b, length)` is row b as a
+batch-size-1 cache sharing storage, for the paths that run one row alone (prefill).
 
 - `rollback(n)` forgets the newest n entries (rejected draft tokens): O(1).
 - `compact(start, keep)` keeps a chosen subset of the entries written since `start`
@@ -79,3 +82,15 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+    def row_view(self, row: int, length: int) -> KVCache:
+        """Row `row` as a batch-size-1 cache holding `length` tokens; writes land in this cache."""
+        if not 0 <= row < self.batch_size:
+            raise ValueError(f"row {row} outside 0..{self.batch_size - 1}")
+        if not 0 <= length <= self.max_seq_len:
+            raise ValueError(f"length {length} outside 0..{self.max_seq_len}")
+        view = KVCache.__new__(KVCache)
+        view.k = self.k[:, row : row + 1]
+        view.v = self.v[:, row : row + 1]
+        view.length = length
+        return view

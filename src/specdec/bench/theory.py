@@ -312,6 +312,9 @@ def compare_results(data: dict, c: float, verify_cost: float = 1.0) -> dict:
         k = cfg.get("draft_n")
         if method in (None, False, "none") or not k:
             continue
+        if not isinstance(k, int):  # "auto": K varies per step; use the mean drafted length
+            k = max(1, round(float(cfg.get("mean_draft_n") or 1)))
+            assumptions.add("adaptive-K configs use K = their mean draft length (mean_draft_n)")
         tau = cfg.get("mean_acceptance_length")
         if tau is None and cfg.get("acceptance_rate") is not None:
             tau = 1.0 + k * cfg["acceptance_rate"]

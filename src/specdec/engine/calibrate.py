@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
 
 import torch
@@ -46,7 +45,11 @@ def cost_key(loaded, max_k: int) -> str:
 
 @torch.inference_mode()
 def measure_verify_seconds(model, max_k: int, repeats: int = 5) -> list[float]:
-    """Median seconds of a forward over K+1 tokens after a CALIBRATION_CONTEXT prefix."""
+    """Fastest seconds of a forward over K+1 tokens after a CALIBRATION_CONTEXT prefix.
+
+    The minimum, not the median: on a shared machine the slow samples measure the
+    neighbours, and a curve distorted by them mis-steers the controller for every later run.
+    """
     cache = model.new_cache(1, CALIBRATION_CONTEXT + max_k + 2)
     dev = model.device
     prefix = torch.arange(CALIBRATION_CONTEXT, device=dev)[None] % 1000 + 100
@@ -63,8 +66,8 @@ def measure_verify_seconds(model, max_k: int, repeats: int = 5) -> list[float]:
             out.logits.argmax(-1).tolist()  # what a verify step reads back
             times[k].append(time.perf_counter() - t)
             cache.truncate(CALIBRATION_CONTEXT)
-    medians = [statistics.median(times[k][1:]) for k in range(max_k + 1)]
-    return fit_verify_curve(list(range(max_k + 1)), medians)
+    fastest = [min(times[k][1:]) for k in range(max_k + 1)]
+    return fit_verify_curve(list(range(max_k + 1)), fastest)
 
 
 def load_or_calibrate(loaded, max_k: int, refresh: bool = False) -> CostModel:

@@ -12,6 +12,15 @@ The T new tokens are written to cache slots [cache.length, cache.length + T). Po
 drive RoPE only, so tree nodes can share a position. `attn_mask` ([B, T, T] bool, True
 = may attend) masks the new tokens among themselves; every new token sees the whole
 cached prefix. Without a mask the new tokens are causal.
+
+Ragged batches (the server's `BatchEngine`) pass `seq_lens` [B]: row b's cache holds
+seq_lens[b] tokens and its first `num_new[b]` of the T inputs are real (the rest is
+padding). Only real tokens are computed: they are packed into N = sum(num_new) rows for
+every matmul, their K/V go to row b's slots [seq_lens[b], seq_lens[b] + num_new[b]), and
+attention runs once over the padded [B, T] layout with a per-row causal key mask. The
+caller owns the per-row lengths (`cache.length` is not touched) and gets packed logits
+[N, V]. Worked example: seq_lens [5, 2], num_new [3, 1], T = 3: N = 4 tokens, row 0
+writes slots 5..7 and row 1 slot 2; row 1's query sees keys 0..2, row 0's last sees 0..7.
 """
 
 from __future__ import annotations
@@ -25,6 +34,17 @@ from torch import nn
 
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
+
+
+@dataclass
+class RowLayout:
+    """Where the real tokens of a ragged batch forward live (see the module docstring)."""
+
+    valid: torch.Tensor  # [B, T] bool, True at real tokens
+    row_ids: torch.Tensor  # [N] int64, cache row of each real token (row-major order)
+    slots: torch.Tensor  # [N] int64, cache slot of each real token
+    num_keys: int  # S = max(seq_lens + num_new): the key slots attention reads
+    mask: torch.Tensor  # [B, 1, rep*T, S] bool, True = may attend
 
 
 @dataclass
@@ -97,7 +117,10 @@ class Attention(nn.Module):
         v_cache: torch.Tensor,
         start: int,
         mask: torch.Tensor | None,  # [B, 1, rep*T, S] bool or None
+        rows: RowLayout | None = None,
     ) -> torch.Tensor:
+        if rows is not None:
+            return self._forward_rows(x, cos, sin, k_cache, v_cache, rows)
         b, t, _ = x.shape
         h, h_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split(self.split, dim=-1)
@@ -117,6 +140,26 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.view(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
         return self.wo(out)
+
+    def _forward_rows(self, x, cos, sin, k_cache, v_cache, rows: RowLayout) -> torch.Tensor:
+        # x [N, D_model] packed real tokens; cos, sin [N, 1, D]
+        n = x.shape[0]
+        h, h_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        b, t = rows.valid.shape
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = apply_rope(q.view(n, h, d), cos, sin)
+        k = apply_rope(k.view(n, h_kv, d), cos, sin)
+        k_cache[rows.row_ids, :, rows.slots] = k  # [N, H_kv, D] into per-row slots
+        v_cache[rows.row_ids, :, rows.slots] = v.view(n, h_kv, d)
+        q_pad = q.new_zeros(b, t, h, d)
+        q_pad[rows.valid] = q
+        rep = h // h_kv
+        q_pad = q_pad.transpose(1, 2).reshape(b, h_kv, rep * t, d)  # GQA fold as above
+        keys = k_cache[:b, :, : rows.num_keys]
+        values = v_cache[:b, :, : rows.num_keys]
+        out = F.scaled_dot_product_attention(q_pad, keys, values, attn_mask=rows.mask)
+        out = out.view(b, h, t, d).transpose(1, 2)[rows.valid]  # [N, H, D]
+        return self.wo(out.reshape(n, h * d))
 
 
 class MLP(nn.Module):
@@ -138,8 +181,8 @@ class DecoderLayer(nn.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, k_cache, v_cache, start, mask):
-        x = x + self.attn(self.attn_norm(x), cos, sin, k_cache, v_cache, start, mask)
+    def forward(self, x, cos, sin, k_cache, v_cache, start, mask, rows=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, k_cache, v_cache, start, mask, rows)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -212,11 +255,18 @@ class LlamaModel(nn.Module):
         attn_mask: torch.Tensor | None = None,  # [B, T, T] bool
         hidden_layers: tuple[int, ...] = (),
         logits_indices: torch.Tensor | slice | None = None,
+        seq_lens: torch.Tensor | None = None,  # [B] int64: per-row cache lengths (ragged batch)
+        num_new: torch.Tensor | None = None,  # [B] int64: real tokens per row (default T)
     ) -> ModelOutput:
         """hidden_layers: 0 = embeddings, i = output of layer i, -1 = after the final norm.
 
         logits_indices selects which of the T positions get logits (prefill needs one).
+        With seq_lens the batch is ragged (module docstring) and logits are packed [N, V].
         """
+        if seq_lens is not None:
+            if hidden_layers or attn_mask is not None or logits_indices is not None:
+                raise ValueError("a ragged batch forward (seq_lens) takes no attn_mask, hidden_layers or logits_indices")
+            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new)
         b, t = token_ids.shape
         start = cache.reserve(t)
         cos_table, sin_table = self.rope_tables()
@@ -238,3 +288,40 @@ class LlamaModel(nn.Module):
         if logits_indices is not None:
             x = x[:, logits_indices]
         return ModelOutput(self.lm_head(x), hidden)
+
+    def row_layout(self, seq_lens: torch.Tensor, num_new: torch.Tensor, num_tokens: int, cache: KVCache) -> RowLayout:
+        """Slots and the per-row causal key mask for a ragged batch of T = num_tokens."""
+        dev = self.device
+        b = seq_lens.shape[0]
+        if b > cache.batch_size:
+            raise ValueError(f"{b} rows > the cache's {cache.batch_size}")
+        ends = seq_lens + num_new  # [B]
+        if int(num_new.min()) < 0 or int(num_new.max()) > num_tokens:
+            raise ValueError(f"num_new {num_new.tolist()} outside 0..{num_tokens}")
+        num_keys = int(ends.max())
+        if num_keys > cache.max_seq_len:
+            raise ValueError(f"KV cache full: row lengths {ends.tolist()} > max_seq_len {cache.max_seq_len}")
+        offsets = torch.arange(num_tokens, device=dev)  # [T]
+        valid = offsets[None] < num_new[:, None]  # [B, T]
+        row_ids = torch.arange(b, device=dev)[:, None].expand(b, num_tokens)[valid]  # [N]
+        query_slots = seq_lens[:, None] + offsets[None]  # [B, T]
+        slots = query_slots[valid]  # [N]
+        mask = torch.arange(max(num_keys, 1), device=dev)[None, None] <= query_slots[:, :, None]  # [B, T, S]
+        rep = self.config.num_heads // self.config.num_kv_heads
+        mask = mask.unsqueeze(1).repeat(1, 1, rep, 1)
+        return RowLayout(valid, row_ids, slots, max(num_keys, 1), mask)
+
+    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new) -> ModelOutput:
+        b, t = token_ids.shape
+        dev = self.device
+        seq_lens = torch.as_tensor(seq_lens, dtype=torch.long, device=dev)
+        num_new = torch.full((b,), t, device=dev) if num_new is None else torch.as_tensor(num_new, dtype=torch.long, device=dev)
+        rows = self.row_layout(seq_lens, num_new, t, cache)
+        cos_table, sin_table = self.rope_tables()
+        flat_positions = positions.to(dev)[rows.valid]  # [N]
+        cos = cos_table[flat_positions].unsqueeze(1)  # [N, 1, D]
+        sin = sin_table[flat_positions].unsqueeze(1)
+        x = self.embed(token_ids.to(dev)[rows.valid])  # [N, D_model]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache.k[i], cache.v[i], 0, None, rows)
+        return ModelOutput(self.lm_head(self.norm(x)))

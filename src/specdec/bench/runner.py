@@ -1,0 +1,389 @@
+"""`specdec bench`: every speculative config against plain decoding, interleaved, in one run.
+
+    specdec bench --speculative none,ngram,draft --draft-model D --draft-n auto,4 \
+        --temperature 0,0.7 --categories grounded,creative --repeats 3 --peer hf
+
+Defaults: --speculative none,ngram (plus draft with --draft-model), --draft-n auto,2,4,8,
+--temperature 0,0.7, --max-tokens 128, --repeats 3, every built-in category but heldout.
+
+The target is loaded once; each config is an Engine over the same weights (a KV cache
+and a proposer of its own). After one warm-up generation per config (excluded), each
+repeat walks the prompts and runs every contender back to back on the same prompt, the
+order rotating from prompt to prompt, so the machine's noise hits all alike. Medians over
+repeats; definitions in specdec/bench/summary.py. Outputs in --out: records.jsonl (one
+raw record per run), summary.json (the final JSON), summary.csv, report.md, *.png.
+
+The last stdout line is one JSON object:
+
+    {"baseline": {"name": "none@T0", "temperature": 0.0, "tokens_per_second": float,
+                  "ttft_seconds": float, "latency_seconds": {"p50", "p95", "p99"},
+                  "by_category": {CAT: {...}}},
+     "configs": [                      # plain baselines (speculative "none", draft_n 0,
+       {"name": "ngram:4@T0",          # one per temperature) and every speculative config
+        "speculative": "ngram", "draft_n": 4 | "auto" | 0, "temperature": 0.0, "kind": "specdec",
+        "tokens_per_second": float,    # geometric mean over prompts of median decode tokens/s
+        "speedup": float,              # geometric mean over prompts of tokens/s / baseline's
+        "acceptance_rate": float, "mean_acceptance_length": float,
+        "acceptance_rate_per_position": [float], "drafted_per_position": [int],
+        "mean_draft_n": float, "num_drafts": int, "num_draft_tokens": int, "k_histogram": {K: steps},
+        "ttft_seconds": float, "latency_seconds": {"p50": s, "p95": s, "p99": s},
+        "greedy_mismatches": int | null,   # runs whose ids differ from plain's; null at T > 0
+        "cost_ratio": float, "verify_cost_ratio": float, "alpha": float,   # only where it drafted
+        "predicted_speedup": float, "predicted_speedup_paper": float,
+        "num_runs": int, "num_prompts": int, "mean_generated_tokens": float,
+        "by_category": {CAT: {"speedup", "tokens_per_second", "mean_acceptance_length",
+                              "acceptance_rate"}}}],
+     "peers": {"hf" | "hf-prompt-lookup" | "hf-assisted" | "endpoint":
+               {the same fields at the lowest temperature it ran (speedup over our plain
+                baseline; acceptance fields absent), "by_temperature": {"0": {...}, "0.7": {...}}}},
+     "temperatures": [float], "categories": [str],
+     "meta": {"command", "model", "draft_model", "dtype", "device", "threads", "cpu", "torch",
+              "transformers", "load_average", "load_average_end", "max_tokens", "repeats",
+              "num_prompts", "verify_seconds", "out", ...}}
+
+Plain baselines carry acceptance_rate 0 and mean_acceptance_length 1 (no drafts); peers
+carry no acceptance fields (transformers does not report them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from specdec.bench.peers import Measurement, synchronize
+from specdec.bench.summary import contender_name, stats_to_record, summarize
+from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.engine import Engine
+from specdec.engine.stats import SpecStats
+
+METHODS = ("none", "ngram", "draft", "eagle")
+PEERS = ("hf",)
+
+
+class SpecdecContender:
+    """Our engine with one speculative config, over a target loaded once elsewhere."""
+
+    kind = "specdec"
+
+    def __init__(self, engine: Engine, method: str, draft_n: int | str, ignore_eos: bool = False) -> None:
+        self.engine = engine
+        self.name = method
+        self.draft_n = draft_n if method != "none" else 0
+        self.ignore_eos = ignore_eos
+
+    def measure(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
+                seed: int) -> Measurement:
+        params = SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_tokens=max_tokens,
+                                seed=seed, ignore_eos=self.ignore_eos)
+        stats = SpecStats()
+        tokens, times, counts, finish = [], [], [], "length"
+        synchronize(self.engine.device)
+        start = time.perf_counter()
+        for step in self.engine.stream(prompt_ids, params, stats):
+            times.append(time.perf_counter())
+            counts.append(len(step.token_ids))
+            tokens.extend(step.token_ids)
+            finish = step.finish_reason or finish
+        steps = [b - a for a, b in zip(times, times[1:])]
+        return Measurement(tokens, stats.prefill_seconds, stats.decode_seconds, steps, counts[1:],
+                           finish, stats_to_record(stats))
+
+
+def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
+                 ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost") -> Engine:
+    """An Engine over an already loaded target (and draft): nothing is loaded here.
+
+    cost: a calibrated CostModel for draft_n="auto"; each engine gets its own copy because
+    the engine updates its draft cost as it runs."""
+    from specdec.engine.controller import CostModel
+    from specdec.proposers.draft_model import DraftModelProposer
+    from specdec.proposers.factory import build_proposer
+
+    spec = SpeculativeConfig(method=method, draft_model=str(draft.path) if method == "draft" and draft else None,
+                             num_speculative_tokens=draft_n if method != "none" else 4,
+                             ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive)
+    if method == "draft":
+        if draft is None:
+            raise ValueError("--speculative draft needs --draft-model PATH")
+        proposer = DraftModelProposer(draft, max_seq_len)
+    else:
+        proposer = build_proposer(spec, target, str(target.model.dtype).removeprefix("torch."),
+                                  str(target.model.device), max_seq_len)
+    engine_cost = None
+    if proposer is not None and spec.auto and adaptive == "cost":
+        if cost is None:
+            raise ValueError("draft_n 'auto' needs a calibrated cost model")
+        engine_cost = CostModel.from_dict(cost.to_dict())
+    return Engine(target, proposer, spec, max_seq_len, engine_cost)
+
+
+def load_draft(path: str, target, dtype: str, device: str, max_seq_len: int):
+    from specdec.proposers.draft_model import check_tokenizers
+    from specdec.proposers.factory import resolve_draft
+
+    draft = resolve_draft(path, target, dtype, device, max_seq_len)
+    check_tokenizers(target.tokenizer, draft.tokenizer, target.config.vocab_size, draft.config.vocab_size)
+    return draft
+
+
+def encode(tokenizer, prompt, chat: bool = True) -> list[int]:
+    from specdec.api import encode_prompt
+
+    if prompt.messages is not None:
+        return encode_prompt(tokenizer, messages=prompt.messages)
+    return encode_prompt(tokenizer, prompt.prompt, chat=chat)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def oversubscribed() -> str | None:
+    """A warning when other processes compete for the cores torch's threads spin on."""
+    load, cores, threads = load_average(), os.cpu_count() or 1, torch.get_num_threads()
+    if load is not None and threads > 1 and load > cores:
+        return (f"load average {load:g} on {cores} cores: other processes compete for the CPU and "
+                f"torch's {threads} spinning threads can run several times slower; use --threads 1 "
+                "(or a quiet machine) for measurements")
+    return None
+
+
+def machine_info(args) -> dict:
+    import transformers
+
+    info = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "dtype": args.dtype, "device": args.device, "load_average": load_average()}
+    if torch.device(args.device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+    return info
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+
+
+def _list(kind):
+    def parse(text: str):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        try:
+            return [kind(x) for x in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+    return parse
+
+
+def _draft_n(text: str):
+    return "auto" if text == "auto" else int(text)
+
+
+class _Extend(argparse.Action):
+    """Repeatable list flags: `--peer hf --peer x` and `--peer hf,x` both give [hf, x]."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        old = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, old + [v for v in values if v not in old])
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from specdec.cli import add_model_args
+
+    p = subparsers.add_parser(
+        "bench", help="benchmark speculative configs against plain decoding (interleaved)",
+        description="Run every speculative config and plain decoding back to back on each prompt; "
+        "report tokens/s, speedup, acceptance, latency and greedy equality.")
+    add_model_args(p)
+    p.add_argument("--speculative", type=_list(str), default=None,
+                   help="comma list of none,ngram,draft,eagle (default none,ngram, plus draft with --draft-model); "
+                   "plain 'none' always runs as the baseline")
+    p.add_argument("--draft-model", default=None, help="draft model path, or self:DTYPE")
+    p.add_argument("--draft-n", type=_list(_draft_n), default=["auto", 2, 4, 8],
+                   help="comma list of K's and 'auto' (default auto,2,4,8)")
+    p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
+    p.add_argument("--ngram-min", type=int, default=1)
+    p.add_argument("--ngram-max", type=int, default=4)
+    p.add_argument("--temperature", "--temp", type=_list(float), default=[0.0, 0.7],
+                   help="comma list (default 0,0.7); greedy equality is checked at 0")
+    p.add_argument("-n", "--max-tokens", type=int, default=128)
+    p.add_argument("--ignore-eos", action="store_true", help="always generate --max-tokens tokens")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--categories", type=_list(str), default=None,
+                   help="workload names (default: every built-in category, not heldout)")
+    p.add_argument("--prompts", default=None, metavar="FILE.jsonl", help="a prompt file instead of built-ins")
+    p.add_argument("--max-prompts-per-category", type=int, default=None, metavar="N")
+    p.add_argument("--no-chat", action="store_true", help="raw prompts without the chat template")
+    p.add_argument("--peer", type=_list(str), action=_Extend, default=[], help="hf (repeatable)")
+    p.add_argument("--endpoint", default=None, metavar="URL", help="an OpenAI-compatible server to compare")
+    p.add_argument("--endpoint-model", default=None, metavar="NAME", help="model name sent to --endpoint")
+    p.add_argument("--out", default=None, metavar="DIR", help="results directory (default results/bench-<time>)")
+    p.add_argument("--json", action="store_true", help="print only the final JSON line on stdout")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed base (per prompt and repeat)")
+    p.set_defaults(func=run)
+    return p
+
+
+def check_args(args) -> list[str]:
+    if args.speculative is None:
+        args.speculative = ["none", "ngram"] + (["draft"] if args.draft_model else [])
+    methods = list(dict.fromkeys(["none"] + args.speculative))
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"--speculative {bad[0]!r} is not one of {', '.join(METHODS)}")
+    if "draft" in methods and not args.draft_model:
+        raise ValueError("--speculative draft needs --draft-model PATH (or self:bfloat16)")
+    if args.peer and args.quant != "none":
+        raise ValueError(f"--peer hf runs transformers on float weights, not --quant {args.quant}: "
+                         "drop one of them")
+    bad_peer = [x for x in args.peer if x not in PEERS]
+    if bad_peer:
+        raise ValueError(f"--peer {bad_peer[0]!r} is not one of {', '.join(PEERS)} (use --endpoint URL for a server)")
+    if any(k != "auto" and k < 1 for k in args.draft_n):
+        raise ValueError(f"--draft-n values must be 'auto' or >= 1, got {args.draft_n}")
+    if any(t < 0 for t in args.temperature) or not args.temperature:
+        raise ValueError(f"--temperature values must be >= 0, got {args.temperature}")
+    for flag, value in (("--repeats", args.repeats), ("--max-tokens", args.max_tokens)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    return methods
+
+
+def run(args) -> int:
+    from specdec.bench import report
+    from specdec.bench.workloads import load_workload
+    from specdec.engine.calibrate import load_or_calibrate, measure_verify_seconds
+    from specdec.models.loader import load_model
+
+    methods = check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prompts = load_workload(args.categories, args.prompts, args.max_prompts_per_category)
+    out = Path(args.out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"bench: loading {args.model or 'the default model'} ({args.dtype}, {args.device})", file=sys.stderr)
+    warning = oversubscribed() if torch.device(args.device).type == "cpu" else None
+    if warning:
+        print(f"bench: warning: {warning}", file=sys.stderr)
+    target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant)
+    prompt_ids = [encode(target.tokenizer, p, chat=not args.no_chat) for p in prompts]
+    ints = [k for k in args.draft_n if k != "auto"]
+    max_k = max(ints + ([SpeculativeConfig().max_speculative_tokens] if "auto" in args.draft_n else []))
+    max_seq_len = max(len(ids) for ids in prompt_ids) + args.max_tokens + max_k + 2
+    if max_seq_len > args.max_model_len:
+        raise ValueError(f"the longest prompt + --max-tokens needs {max_seq_len} tokens > --max-model-len "
+                         f"{args.max_model_len}")
+    draft = load_draft(args.draft_model, target, args.dtype, args.device, args.max_model_len) \
+        if "draft" in methods else None
+    auto = len(methods) > 1 and "auto" in args.draft_n and args.adaptive == "cost"
+    cost = load_or_calibrate(target, SpeculativeConfig().max_speculative_tokens) if auto else None
+    # v(K) for the predicted speedup: measured here, on this machine as loaded right now
+    verify_seconds = measure_verify_seconds(target.model, max_k, repeats=3) if len(methods) > 1 else None
+
+    contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
+    for method in methods[1:]:
+        for k in args.draft_n:
+            engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min,
+                                  args.ngram_max, args.adaptive)
+            contenders.append(SpecdecContender(engine, method, k, args.ignore_eos))
+    peers = build_peers(args, target, draft, methods)
+    contenders += peers
+
+    meta = dict(machine_info(args), command=shlex.join(["specdec"] + sys.argv[1:]),
+                model=str(target.path), draft_model=str(draft.path) if draft else None,
+                max_tokens=args.max_tokens, repeats=args.repeats, num_prompts=len(prompts),
+                ignore_eos=args.ignore_eos, seed=args.seed, out=str(out),
+                verify_seconds=verify_seconds,
+                categories=list(dict.fromkeys(p.category for p in prompts)),
+                started=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    with open(out / "records.jsonl", "w") as f:
+        records = run_rounds(contenders, prompts, prompt_ids, args, f)
+    for c in peers:
+        getattr(c, "close", lambda: None)()
+    meta["load_average_end"] = load_average()
+
+    summary = summarize(records, meta)
+    report.write_all(out, records, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if not args.json:
+        print(report.text_table(summary))
+        print(f"results: {out}/ (report.md, summary.csv, records.jsonl, plots)")
+    print(json.dumps(summary))
+    return 0
+
+
+def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], args, records_file) -> list[dict]:
+    """Warm-up (excluded), then per repeat, per prompt, per temperature every contender back to
+    back, the order rotating by one from prompt to prompt. Records are written as they come."""
+    from tqdm import tqdm
+
+    temps = args.temperature
+    total = (args.repeats * len(prompts) + 1) * len(temps) * len(contenders)
+    bar = tqdm(total=total, desc="bench", file=sys.stderr, unit="run", dynamic_ncols=True)
+    bar.set_postfix_str("warm-up")
+    for t in temps:  # one excluded warm-up generation per config
+        for c in contenders:
+            c.measure(prompts[0], prompt_ids[0], t, args.max_tokens, args.seed)
+            bar.update()
+    records = []
+    for repeat in range(args.repeats):
+        for i, (prompt, ids) in enumerate(zip(prompts, prompt_ids)):
+            seed = args.seed + 1000 * repeat + i
+            shift = (repeat * len(prompts) + i) % len(contenders)
+            order = contenders[shift:] + contenders[:shift]
+            for t in temps:
+                for c in order:
+                    bar.set_postfix_str(f"{prompt.id} {contender_name(c.name, c.draft_n, t)}")
+                    m = c.measure(prompt, ids, t, args.max_tokens, seed)
+                    record = make_record(repeat, prompt, c, t, seed, len(ids), m)
+                    records_file.write(json.dumps(record) + "\n")
+                    records_file.flush()
+                    records.append(record)
+                    bar.update()
+    bar.close()
+    return records
+
+
+def build_peers(args, target, draft, methods: list[str]) -> list:
+    from specdec.bench.peers import EndpointPeer, hf_peers
+
+    peers = hf_peers(args.peer, target, draft, methods, args.draft_n, args.ngram_max)
+    for p in peers:
+        p.ignore_eos = args.ignore_eos
+    if args.endpoint:
+        peers.append(EndpointPeer(args.endpoint, args.endpoint_model, target.tokenizer, args.ignore_eos))
+    return peers
+
+
+def make_record(repeat: int, prompt, contender, temperature: float, seed: int, num_prompt_tokens: int,
+                m: Measurement) -> dict:
+    return {
+        "repeat": repeat, "prompt_id": prompt.id, "category": prompt.category,
+        "contender": contender_name(contender.name, contender.draft_n, temperature),
+        "kind": contender.kind, "speculative": contender.name, "draft_n": contender.draft_n,
+        "temperature": temperature, "seed": seed, "num_prompt_tokens": num_prompt_tokens,
+        "num_generated_tokens": m.num_generated_tokens, "finish_reason": m.finish_reason,
+        "prefill_seconds": m.prefill_seconds, "decode_seconds": m.decode_seconds,
+        "tokens_per_second": m.tokens_per_second, "token_ids": m.token_ids,
+        "step_seconds": m.step_seconds, "step_tokens": m.step_tokens, "spec": m.spec,
+    }

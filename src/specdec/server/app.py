@@ -1,0 +1,233 @@
+"""`specdec serve`: an OpenAI-compatible HTTP server over the batch engine.
+
+    specdec serve --speculative-algorithm ngram            # 127.0.0.1:30000
+    curl localhost:30000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
+
+Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
+GET /metrics (Prometheus), GET / (the playground). Every error is OpenAI's
+{"error": {"message", "type", "param", "code"}} with a 4xx/5xx status. The server binds
+loopback unless told otherwise. SIGINT/SIGTERM abort the requests in flight, stop the
+engine worker and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from specdec.server.handlers import ServerState, handle_generation
+from specdec.server.protocol import APIError, ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, error_body
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+log = logging.getLogger("specdec.server")
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a body over max_bytes (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int, on_reject) -> None:
+        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message], receive), send)
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._reject(send)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
+
+    async def _reject(self, send):
+        self.on_reject(413)
+        response = JSONResponse(error_body(f"request body over the limit of {self.max_bytes} bytes", code="body_too_large"), status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+def _replay(messages, receive):
+    async def replayed():
+        return messages.pop(0) if messages else await receive()
+
+    return replayed
+
+
+def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.scheduler.join()
+
+    app = FastAPI(title="specdec", lifespan=lifespan, docs_url=None, redoc_url=None)
+    metrics = state.metrics
+
+    def error(request: Request, status: int, body: dict) -> JSONResponse:
+        if request.url.path.startswith("/v1/"):
+            metrics.request_done(status)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError):
+        return error(request, e.status, e.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "json_invalid":
+            return error(request, 400, error_body(f"invalid JSON body: {first.get('ctx', {}).get('error', first['msg'])}", code="invalid_json"))
+        where = ".".join(loc)
+        return error(request, 400, error_body(f"{where}: {first['msg']}" if where else first["msg"], param=loc[0] if loc else None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        return error(request, e.status_code, error_body(str(e.detail), type="invalid_request_error" if e.status_code < 500 else "server_error"))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return error(request, 500, error_body(f"internal error: {type(e).__name__}", type="server_error"))
+
+    @app.get("/health")
+    async def health():
+        if not state.scheduler.alive:
+            return JSONResponse(error_body("engine worker is not running", type="service_unavailable"), status_code=503)
+        return {"status": "ok", "running": state.scheduler.num_running, "waiting": state.scheduler.num_waiting}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models():
+        card = ModelCard(id=state.model_id, max_model_len=state.max_seq_len, speculative=state.speculative)
+        return ModelList(data=[card]).model_dump()
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        return await handle_generation(state, request, body, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await handle_generation(state, request, body, chat=True)
+
+    if (STATIC_DIR / "index.html").is_file():
+
+        @app.get("/")
+        async def playground():
+            return FileResponse(STATIC_DIR / "index.html")
+
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=metrics.request_done)
+    return app
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="OpenAI-compatible HTTP server (continuous batching, speculation)")
+    p.add_argument("-m", "--model", default=None, help="GGUF file or HF model directory (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--served-model-name", default=None, help="model id clients send (default: the file or directory name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+    p.add_argument("--speculative-algorithm", default="none", choices=["none", "draft", "ngram", "eagle"])
+    p.add_argument("--speculative-draft-model-path", default=None, help="draft model path, or self:DTYPE")
+    p.add_argument("--speculative-num-draft-tokens", default="auto", help="draft length K, or 'auto' (chosen per step from batch size and acceptance)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--max-model-len", type=int, default=2048, help="context per request (KV cache rows are pre-allocated)")
+    p.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run_serve)
+
+
+def build_state(args: argparse.Namespace) -> ServerState:
+    import torch
+
+    from specdec.config import EngineConfig, SpeculativeConfig
+    from specdec.engine.batch import BatchEngine, build_row_proposers
+    from specdec.engine.batch_plan import load_or_calibrate_batch
+    from specdec.models.loader import load_model
+    from specdec.server.metrics import ServerMetrics, SpecCollector
+    from specdec.server.scheduler import Scheduler
+
+    if args.max_batch_size < 1 or args.max_queue < 0 or args.max_body_bytes < 1:
+        raise ValueError("--max-batch-size and --max-body-bytes must be >= 1, --max-queue >= 0")
+    if args.speculative_algorithm == "eagle":
+        raise ValueError("--speculative-algorithm eagle is not available yet; use ngram or draft")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = SpeculativeConfig(
+        method=args.speculative_algorithm,
+        draft_model=args.speculative_draft_model_path,
+        num_speculative_tokens=args.speculative_num_draft_tokens,
+    )
+    EngineConfig(args.model, args.dtype, args.device, args.threads, args.max_model_len)  # validates
+    target = load_model(args.model, args.dtype, args.device, args.max_model_len)
+    proposers = build_row_proposers(spec, target, args.dtype, args.device, args.max_model_len, args.max_batch_size)
+    cost = None
+    if spec.enabled and spec.auto and spec.adaptive == "cost":
+        cost = load_or_calibrate_batch(target, args.max_batch_size, spec.max_speculative_tokens)
+    engine = BatchEngine(target, proposers, spec, args.max_model_len, cost)
+    metrics = ServerMetrics()
+    scheduler = Scheduler(engine, target.tokenizer, metrics, args.max_queue)
+    metrics.attach(SpecCollector(lambda: engine.stats, lambda: scheduler.num_waiting, lambda: scheduler.num_running))
+    name = target.path.name.removesuffix(".gguf")
+    model_id = args.served_model_name or name
+    aliases = {model_id, name, "default"} | ({args.model, Path(args.model).name} if args.model else set())
+    return ServerState(model_id, aliases, target.tokenizer, target.config.vocab_size, engine.max_seq_len, scheduler, metrics, spec.method)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    state = build_state(args)
+    app = create_app(state, args.max_body_bytes)
+    scheduler = state.scheduler
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            scheduler.request_stop()  # ends the streams in flight so shutdown does not wait on them
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn's version re-raises the signal after a graceful shutdown; a served
+            # SIGINT/SIGTERM is a normal exit here.
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5, access_log=False)
+    server = Server(config)
+    scheduler.start()
+    print(f"specdec serve: {state.model_id} on http://{args.host}:{args.port} (speculative {state.speculative}, batch {args.max_batch_size})", flush=True)
+    server.run()
+    scheduler.join()
+    return 0 if server.started else 1

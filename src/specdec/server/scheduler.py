@@ -1,0 +1,250 @@
+"""The engine worker: one thread owns the `BatchEngine`; the event loop talks to it by queues.
+
+Contract:
+- `submit` (event loop) puts a request in a bounded FIFO and returns a `Handle` whose
+  asyncio queue receives `Event`s; a full FIFO raises `QueueFull`, a stopping scheduler
+  `ShuttingDown`.
+- The worker loops: apply cancellations, admit waiting requests into free rows (prefill,
+  first token), run one batched step, detokenize and deliver. Requests join and leave
+  between steps. Every request ends with exactly one event whose `finish_reason` is set
+  ("stop", "length", "abort" or "error"), unless it was cancelled by its client.
+- `cancel` (any thread) frees the request's row or queue entry before the next step.
+- An engine exception fails the requests in flight, not the server.
+- `request_stop` only sets a flag (safe inside a signal handler): the worker aborts
+  everything and exits; `join` waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from specdec.config import SamplingParams
+from specdec.engine.batch import BatchEngine
+from specdec.engine.detokenizer import Detokenizer
+from specdec.engine.engine import StepOutput
+from specdec.engine.stats import SpecStats
+from specdec.server.metrics import ServerMetrics
+
+log = logging.getLogger("specdec.server")
+
+
+class QueueFull(Exception):
+    pass
+
+
+class ShuttingDown(Exception):
+    pass
+
+
+@dataclass
+class Event:
+    text: str
+    step: StepOutput | None = None
+    finish_reason: str | None = None
+    token_texts: list[str] | None = None  # with spec_fates
+    draft_texts: list[str] | None = None
+    num_generated: int = 0
+    stats: SpecStats | None = None  # on the final event
+    error: str | None = None
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    speculative: bool = True
+    want_fates: bool = False
+    arrival: float = field(default_factory=time.perf_counter)
+
+
+class Handle:
+    """The event loop's side of one request."""
+
+    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> None:
+        self.request = request
+        self.loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.scheduler = scheduler
+        self.finished = False
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.scheduler.cancel(self.request.request_id)
+
+    async def events(self):
+        while not self.finished:
+            event = await self.queue.get()
+            self.finished = event.finish_reason is not None
+            yield event
+
+
+@dataclass
+class _Running:
+    handle: Handle
+    detok: Detokenizer
+    num_generated: int = 0
+    last_emit: float = 0.0
+
+
+class Scheduler:
+    def __init__(self, engine: BatchEngine, tokenizer, metrics: ServerMetrics, max_queue: int = 64) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.metrics = metrics
+        self.max_queue = max_queue
+        self._waiting: deque[Handle] = deque()
+        self._running: dict[str, _Running] = {}
+        self._cancelled: set[str] = set()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="specdec-engine", daemon=True)
+
+    # --- event loop side -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}-{int(time.time() * 1000) % 10**8}"
+
+    def submit(self, request: Request, loop: asyncio.AbstractEventLoop) -> Handle:
+        handle = Handle(request, loop, self)
+        with self._cond:
+            if not self.alive:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"the request queue is full ({self.max_queue} waiting); retry later")
+            self._waiting.append(handle)
+            self._cond.notify()
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        with self._cond:
+            self._cancelled.add(request_id)
+            self._cond.notify()
+
+    def request_stop(self) -> None:
+        self._stop = True  # no lock: may run inside a signal handler
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._stop = True
+        with self._cond:
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # --- worker side -----------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop:
+            with self._cond:
+                self._apply_cancellations()
+                if not self._waiting and not self._running:
+                    self._cond.wait(timeout=0.1)
+                    continue
+                admit = []
+                while self._waiting and self.engine.num_free - len(admit) > 0:
+                    admit.append(self._waiting.popleft())
+            for handle in admit:
+                self._admit(handle)
+            if self._running:
+                self._step()
+        self._abort_all("abort", "the server is shutting down")
+
+    def _apply_cancellations(self) -> None:
+        """Under the lock: drop cancelled requests from the queue and the batch."""
+        if not self._cancelled:
+            return
+        self._waiting = deque(h for h in self._waiting if h.request.request_id not in self._cancelled)
+        for rid in self._cancelled:
+            if self._running.pop(rid, None) is not None:
+                self.engine.cancel(rid)
+        self._cancelled.clear()
+
+    def _admit(self, handle: Handle) -> None:
+        req = handle.request
+        try:
+            batch_req, step = self.engine.add(req.request_id, req.prompt_ids, req.params, req.speculative)
+        except Exception as e:  # a bad request must not take the worker down
+            log.exception("prefill failed for %s", req.request_id)
+            self._deliver(handle, Event("", finish_reason="error", error=f"{type(e).__name__}: {e}"))
+            return
+        now = time.perf_counter()
+        self.metrics.prompt_tokens.inc(len(req.prompt_ids))
+        self.metrics.ttft.observe(now - req.arrival)
+        self.metrics.generation_tokens.inc(len(step.token_ids))
+        running = _Running(handle, Detokenizer(self.tokenizer, req.params.stop), last_emit=now)
+        self._running[req.request_id] = running
+        self._emit(running, step, batch_req.stats)
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as e:
+            log.exception("engine step failed")
+            self._abort_all("error", f"{type(e).__name__}: {e}")
+            return
+        now = time.perf_counter()
+        for batch_req, step in outputs:
+            running = self._running.get(batch_req.request_id)
+            if running is None:  # cancelled while the step ran
+                self.engine.cancel(batch_req.request_id)
+                continue
+            if step.token_ids:
+                self.metrics.observe_tokens(len(step.token_ids), now - running.last_emit)
+            running.last_emit = now
+            self._emit(running, step, batch_req.stats)
+
+    def _emit(self, running: _Running, step: StepOutput, stats: SpecStats) -> None:
+        handle = running.handle
+        rid = handle.request.request_id
+        text = running.detok.add(step.token_ids)
+        finish = step.finish_reason
+        if running.detok.stopped:
+            finish = "stop"
+        elif finish:
+            text += running.detok.flush()
+        running.num_generated += len(step.token_ids)
+        event = Event(text, step, finish, num_generated=running.num_generated)
+        if handle.request.want_fates:
+            decode = self.tokenizer.decode
+            event.token_texts = [decode([t]) for t in step.token_ids]
+            event.draft_texts = [decode([t]) for t in step.draft_ids]
+        if finish:
+            event.stats = stats
+            self._running.pop(rid, None)
+            self.engine.cancel(rid)  # a stop string ends a row the engine still runs
+        self._deliver(handle, event)
+
+    def _deliver(self, handle: Handle, event: Event) -> None:
+        try:
+            handle.loop.call_soon_threadsafe(handle.queue.put_nowait, event)
+        except RuntimeError:  # the event loop is gone (shutdown)
+            pass
+
+    def _abort_all(self, reason: str, message: str) -> None:
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for rid, running in list(self._running.items()):
+            self.engine.cancel(rid)
+            self._deliver(running.handle, Event("", finish_reason=reason, error=message, num_generated=running.num_generated))
+        self._running.clear()
+        for handle in waiting:
+            self._deliver(handle, Event("", finish_reason=reason, error=message))

@@ -1,0 +1,222 @@
+"""The batch engine is lossless: every row of a batch reproduces its solo `Engine` run.
+
+Also the ragged forward against one-row forwards, requests joining and leaving between
+steps, and the planner's choice of draft lengths.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.batch import BatchEngine, build_row_proposers
+from specdec.engine.batch_plan import BatchCostModel, BatchPlanner, RowSpeculation
+from specdec.engine.engine import Engine
+from specdec.models.loader import load_model
+from specdec.proposers.ngram import NgramProposer
+
+PROMPTS = [
+    "the cat sat on the mat. the cat sat on the mat. the cat",
+    "1 2 3 4 1 2 3 4 1 2",
+    "Hello",
+    "Write a list: apples, pears, apples, pears, apples, pears, apples, pears, and then",
+    "a b c d e f g h i j k l m n o p",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP's barriers
+    make 2 threads up to ~25x slower than 1 (measured here under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def target(tiny_model_dir):
+    return load_model(str(tiny_model_dir), "float32", "cpu", 256)
+
+
+def encode(target, text: str) -> list[int]:
+    return target.tokenizer.encode(text)
+
+
+def run_batch(engine: BatchEngine, jobs: dict[str, tuple[list[int], SamplingParams]], join_at=None, cancel=None):
+    """Add jobs (some at later steps), step to completion; tokens, fates and steps per job."""
+    join_at = join_at or {}
+    tokens = {rid: [] for rid in jobs}
+    steps, step_no = [], 0
+    pending = dict(jobs)
+    while True:
+        for rid in [r for r in pending if join_at.get(r, 0) <= step_no]:
+            prompt, params = pending.pop(rid)
+            _, first = engine.add(rid, prompt, params)
+            tokens[rid].extend(first.token_ids)
+        if cancel and cancel[1] == step_no:
+            assert engine.cancel(cancel[0])
+        outputs = engine.step()
+        steps.append({req.request_id: out for req, out in outputs})
+        for req, out in outputs:
+            tokens[req.request_id].extend(out.token_ids)
+        step_no += 1
+        if not outputs and not pending:
+            return tokens, steps
+        assert step_no < 500
+
+
+def solo(target, prompt, params, proposer=None, k=None) -> list[int]:
+    spec = SpeculativeConfig(method="ngram", num_speculative_tokens=k) if proposer else None
+    return Engine(target, proposer, spec, 256).generate(prompt, params).token_ids
+
+
+def test_ragged_forward_matches_one_row_forwards(target):
+    model = target.model
+    prompts = [encode(target, p) for p in PROMPTS[:4]]
+    new = [[11, 12, 13], [], [14], [15, 16]]
+    cache = model.new_cache(4, 128)
+    with torch.inference_mode():
+        for b, p in enumerate(prompts):
+            model(torch.tensor([p]), torch.arange(len(p))[None], cache.row_view(b, 0))
+        ids = torch.zeros(4, 3, dtype=torch.long)
+        positions = torch.zeros(4, 3, dtype=torch.long)
+        for b, n in enumerate(new):
+            ids[b, : len(n)] = torch.tensor(n, dtype=torch.long)
+            positions[b, : len(n)] = torch.arange(len(prompts[b]), len(prompts[b]) + len(n))
+        seq_lens = torch.tensor([len(p) for p in prompts])
+        out = model(ids, positions, cache, seq_lens=seq_lens, num_new=torch.tensor([len(n) for n in new]))
+        assert out.logits.shape == (6, model.config.vocab_size)
+        packed = out.logits.split([len(n) for n in new])
+        for b, n in enumerate(new):
+            full = prompts[b] + n
+            ref = model(torch.tensor([full]), torch.arange(len(full))[None], model.new_cache(1, 128)).logits[0]
+            torch.testing.assert_close(packed[b], ref[len(prompts[b]) :], atol=1e-4, rtol=1e-4)
+
+
+def test_ragged_forward_rejects_overflow(target):
+    model = target.model
+    cache = model.new_cache(2, 8)
+    with pytest.raises(ValueError, match="KV cache full"):
+        model(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long), cache,
+              seq_lens=torch.tensor([7, 0]), num_new=torch.tensor([2, 1]))
+
+
+@pytest.mark.parametrize("k", [3, "auto"])
+def test_batched_greedy_rows_equal_solo_plain_engine(target, k):
+    spec = SpeculativeConfig(method="ngram", num_speculative_tokens=k)
+    cost = BatchCostModel([0.01 + 0.001 * n for n in range(1, 40)])  # memory-bound: drafts pay
+    engine = BatchEngine(target, build_row_proposers(spec, target, "float32", "cpu", 256, 4), spec, 256, cost)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    jobs = {f"r{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:4])}
+    tokens, steps = run_batch(engine, jobs)
+    for rid, (prompt, _) in jobs.items():
+        assert tokens[rid] == solo(target, prompt, params), rid
+    # The batch really was ragged: rows drafted and accepted different amounts in one step.
+    ragged = [s for s in steps if len(s) > 1 and len({o.num_accepted for o in s.values()}) > 1]
+    assert ragged, "no step had rows with different acceptance"
+    assert engine.stats.num_accepted_tokens > 0
+    assert engine.num_running == 0 and engine.num_free == 4
+
+
+def test_batched_draft_model_rows_equal_solo_plain_engine(target, tiny_draft_dir):
+    spec = SpeculativeConfig(method="draft", draft_model=str(tiny_draft_dir), num_speculative_tokens=3)
+    proposers = build_row_proposers(spec, target, "float32", "cpu", 256, 3)
+    assert len({id(p) for p in proposers}) == 3 and len({id(p.model) for p in proposers}) == 1  # one draft model, own caches
+    engine = BatchEngine(target, proposers, spec, 256)
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    jobs = {f"d{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:3])}
+    tokens, _ = run_batch(engine, jobs)
+    for rid, (prompt, _) in jobs.items():
+        assert tokens[rid] == solo(target, prompt, params), rid
+    assert 0 < engine.stats.num_accepted_tokens < engine.stats.num_draft_tokens  # drafts both pass and fail
+
+
+def test_requests_join_leave_and_cancel(target):
+    spec = SpeculativeConfig(method="ngram", num_speculative_tokens=4)
+    engine = BatchEngine(target, build_row_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
+    short = SamplingParams(temperature=0, max_tokens=7, ignore_eos=True)
+    long = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    jobs = {
+        "a": (encode(target, PROMPTS[0]), long),
+        "b": (encode(target, PROMPTS[1]), short),  # leaves early, its row is reused by d
+        "c": (encode(target, PROMPTS[2]), long),  # cancelled at step 3
+        "d": (encode(target, PROMPTS[3]), long),
+        "e": (encode(target, PROMPTS[4]), short),
+    }
+    join_at = {"c": 1, "d": 6, "e": 9}
+    tokens, _ = run_batch(engine, jobs, join_at, cancel=("c", 3))
+    for rid in "abde":
+        prompt, params = jobs[rid]
+        assert tokens[rid] == solo(target, prompt, params), rid
+    assert 0 < len(tokens["c"]) < 30
+    assert engine.num_free == 3 and not engine.cancel("c")
+
+
+def test_seeded_sampled_rows_reproduce_solo_runs(target):
+    spec = SpeculativeConfig(method="ngram", num_speculative_tokens=3)
+    engine = BatchEngine(target, build_row_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
+    jobs = {
+        f"s{i}": (encode(target, p), SamplingParams(temperature=0.8, top_k=50, max_tokens=30, seed=100 + i, ignore_eos=True))
+        for i, p in enumerate(PROMPTS[:3])
+    }
+    tokens, _ = run_batch(engine, jobs)
+    for rid, (prompt, params) in jobs.items():
+        assert tokens[rid] == solo(target, prompt, params, NgramProposer(), 3), rid
+
+
+def test_check_request_and_full_batch(target):
+    engine = BatchEngine(target, [None], None, 64)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        engine.add("x", [1] * 60, SamplingParams(max_tokens=10))
+    with pytest.raises(ValueError, match="empty"):
+        engine.add("x", [], SamplingParams())
+    engine.add("x", [1, 2, 3], SamplingParams(max_tokens=5))
+    with pytest.raises(RuntimeError, match="busy"):
+        engine.add("y", [1, 2, 3], SamplingParams(max_tokens=5))
+
+
+def rows(n: int, spec=None) -> list[RowSpeculation]:
+    return [RowSpeculation(spec or SpeculativeConfig(method="ngram", num_speculative_tokens="auto"), True) for _ in range(n)]
+
+
+def trained(row: RowSpeculation, accept: bool) -> RowSpeculation:
+    for _ in range(20):
+        row.observe(4, 4 if accept else 0)
+    return row
+
+
+def test_planner_drafts_when_verification_is_cheap_and_stops_when_compute_bound():
+    cheap = BatchPlanner(BatchCostModel([1.0 + 0.02 * n for n in range(1, 80)]))
+    good = [trained(r, True) for r in rows(4)]
+    assert all(k >= 4 for k in cheap.plan(good, [8] * 4))
+    compute_bound = BatchPlanner(BatchCostModel([float(n) for n in range(1, 80)]))
+    assert compute_bound.plan([trained(r, True) for r in rows(8)], [8] * 8) == [0] * 8
+
+
+def test_planner_prefers_rows_that_accept_and_respects_room():
+    planner = BatchPlanner(BatchCostModel([1.0 + 0.05 * n for n in range(1, 80)]))
+    ks = planner.plan([trained(rows(1)[0], True), trained(rows(1)[0], False)], [2, 8])
+    assert ks[0] == 2 and ks[1] == 0
+
+
+def test_planner_probes_a_plain_row_and_honours_fixed_and_disabled_rows():
+    planner = BatchPlanner(BatchCostModel([1.0 + 0.05 * n for n in range(1, 80)]))
+    row = trained(rows(1)[0], False)
+    history = [planner.plan([row], [8])[0] for _ in range(6)]
+    assert history[:4] == [0, 0, 0, 0] and history[4] == 1
+    fixed = RowSpeculation(SpeculativeConfig(method="ngram", num_speculative_tokens=5), True)
+    off = RowSpeculation(SpeculativeConfig(method="ngram", num_speculative_tokens=5), False)
+    assert planner.plan([fixed, off], [3, 8]) == [3, 0]
+
+
+def test_planner_follows_measured_step_times():
+    cost = BatchCostModel([1.0] * 16)  # calibrated: drafting looks free
+    planner = BatchPlanner(cost)
+    row = trained(rows(1)[0], True)
+    assert planner.plan([row], [8]) == [8]
+    for _ in range(30):  # but a forward over more than one token turns out 20x slower
+        for n in range(2, 10):
+            cost.observe_forward(n, 20.0)
+    assert planner.plan([row], [8]) == [0]
