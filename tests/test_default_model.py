@@ -34,7 +34,7 @@ def hf_reference():
 
     path = default_model_path()
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, torch_dtype=torch.float32, local_files_only=True
+        str(path.parent), gguf_file=path.name, dtype=torch.float32, local_files_only=True
     )
     return model.eval()
 

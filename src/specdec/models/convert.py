@@ -104,7 +104,7 @@ def to_transformers(model, config: ModelConfig):
     cfg = hf_config_dict(config)
     cfg_cls = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     cfg_cls.architectures = None
-    hf_model = transformers.AutoModelForCausalLM.from_config(cfg_cls, torch_dtype=model.dtype)
+    hf_model = transformers.AutoModelForCausalLM.from_config(cfg_cls, dtype=model.dtype)
     state = hf_state_dict(model.state_dict(), config)
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [m for m in missing if "rotary" not in m and not (config.tie_word_embeddings and m == "lm_head.weight")]
