@@ -85,6 +85,9 @@ class LLM:
         ngram_min: int = 1,
         ngram_max: int = 4,
         adaptive: str = "cost",
+        quant: str = "none",
+        tree_nodes: int = 0,
+        tree_top_k: int = 8,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -96,9 +99,11 @@ class LLM:
             ngram_min=ngram_min,
             ngram_max=ngram_max,
             adaptive=adaptive,
+            tree_nodes=tree_nodes,
+            tree_top_k=tree_top_k,
         )
         self.engine_config = EngineConfig(model=model, dtype=dtype, device=device, threads=threads, max_seq_len=max_model_len)
-        self.target: LoadedModel = load_model(model, dtype, device, max_model_len)
+        self.target: LoadedModel = load_model(model, dtype, device, max_model_len, quant=quant)
         self.tokenizer = self.target.tokenizer
         proposer = build_proposer(self.spec_config, self.target, dtype, device, max_model_len)
         cost = None

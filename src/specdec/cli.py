@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES = (
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=None, help="GGUF file or HF model directory (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--quant", default="none", choices=["none", "int8", "int4"],
+                   help="weight-only quantization of a native model (int8 per channel, int4 groups of 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--max-model-len", type=int, default=4096, help="KV cache capacity in tokens")
@@ -31,11 +33,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculative", default="none", choices=["none", "draft", "ngram", "eagle"])
-    p.add_argument("--draft-model", default=None, help="draft model path, or self:DTYPE for a copy of the target")
+    p.add_argument("--draft-model", default=None, help="draft model path, self:DTYPE for a copy of the target, or self:int8 / self:int4 for a quantized copy")
     p.add_argument("--draft-n", default="auto", help="draft length K, or 'auto' (cost-aware adaptive K)")
     p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
     p.add_argument("--ngram-min", type=int, default=1)
     p.add_argument("--ngram-max", type=int, default=4)
+    p.add_argument("--tree-nodes", type=int, default=0, help="eagle: draft EAGLE-2 trees of N nodes (0 = chains)")
+    p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
 
 
 def add_generate(sub) -> None:
@@ -79,9 +83,12 @@ def run_generate(args: argparse.Namespace) -> int:
         device=args.device,
         max_model_len=args.max_model_len,
         threads=args.threads,
+        quant=args.quant,
         ngram_min=args.ngram_min,
         ngram_max=args.ngram_max,
         adaptive=args.adaptive,
+        tree_nodes=args.tree_nodes,
+        tree_top_k=args.tree_top_k,
     )
     prompt_ids = encode_prompt(llm.tokenizer, prompt, chat=not args.no_chat)
     text, tokens = [], []
@@ -144,8 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUANT_COMMANDS = ("generate",)  # subcommands that pass --quant on to the loader
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quant", "none") != "none" and args.command not in QUANT_COMMANDS:
+        print(f"specdec {args.command}: error: --quant is not wired into {args.command} yet "
+              f"(supported: {', '.join(QUANT_COMMANDS)})", file=sys.stderr)
+        return 2
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError) as e:

@@ -101,6 +101,8 @@ class SpeculativeConfig:
     ngram_max: int = 4
     max_speculative_tokens: int = 8
     adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
+    tree_nodes: int = 0  # eagle: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K)
+    tree_top_k: int = 8  # eagle trees: children per expanded node, nodes expanded per depth
 
     def __post_init__(self) -> None:
         if self.method not in SPECULATIVE_METHODS:
@@ -127,6 +129,10 @@ class SpeculativeConfig:
                 f"need 1 <= ngram_min <= ngram_max, got ngram_min={self.ngram_min} "
                 f"ngram_max={self.ngram_max}"
             )
+        if self.tree_nodes < 0 or self.tree_top_k < 1:
+            raise ValueError(f"need tree_nodes >= 0 and tree_top_k >= 1, got {self.tree_nodes}, {self.tree_top_k}")
+        if self.tree_nodes and self.method != "eagle":
+            raise ValueError(f"tree drafts (tree_nodes={self.tree_nodes}) need --speculative eagle")
         if self.adaptive not in ("cost", "heuristic"):
             raise ValueError(f"adaptive must be 'cost' or 'heuristic', got {self.adaptive!r}")
 

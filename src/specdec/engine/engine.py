@@ -10,7 +10,9 @@
 
 Invariant between steps: the target cache holds every committed token except the newest,
 which is fed as the first input of the next verify pass. So after a step that drafted K
-and accepted a, the cache grew by K+1 and is rolled back by K-a.
+and accepted a, the cache grew by K+1 and is rolled back by K-a. A tree draft (the
+proposal carries `tree`) is verified over its N nodes with the tree's ancestor mask, and
+the cache keeps the root and the accepted path by `compact` instead of a rollback.
 
 The loop never asks which kind of proposer it has.
 """
@@ -29,6 +31,7 @@ from specdec.engine.calibrate import make_controller
 from specdec.engine.stats import SpecStats
 from specdec.proposers.base import DraftProposal, Proposer, SequenceState
 from specdec.verify import verify
+from specdec.verify_tree import verify_tree
 
 FATE_PLAIN = "plain"  # a K = 0 step (or the token after prefill)
 FATE_ACCEPTED = "accepted"  # a draft token that passed verification
@@ -151,23 +154,28 @@ class Engine:
                 self._observe_draft_cost((t_verify - t_step) / num_draft)
 
             # 3) verify: one target forward over the newest token and the drafts
-            start = self.cache.length
-            inputs = torch.cat(
-                [torch.tensor([[state.token_ids[-1]]], device=self.device), proposal.token_ids.to(self.device)],
-                dim=1,
-            )
-            positions = torch.arange(start, start + num_draft + 1, device=self.device)[None]
-            out = self.model(inputs, positions, self.cache, hidden_layers=self.hidden_layers)
-            result = verify(proposal.token_ids, proposal.probs, out.logits, params, generator)
-            num_accepted = int(result.num_accepted[0])
+            if proposal.tree is not None:  # 3+4) tree drafts: verify, then compact the accepted path
+                result, num_draft = self._verify_tree(state, proposal.tree, params, generator)
+                num_accepted = int(result.num_accepted[0])
+            else:
+                start = self.cache.length
+                inputs = torch.cat(
+                    [torch.tensor([[state.token_ids[-1]]], device=self.device), proposal.token_ids.to(self.device)],
+                    dim=1,
+                )
+                positions = torch.arange(start, start + num_draft + 1, device=self.device)[None]
+                out = self.model(inputs, positions, self.cache, hidden_layers=self.hidden_layers)
+                result = verify(proposal.token_ids, proposal.probs, out.logits, params, generator)
+                num_accepted = int(result.num_accepted[0])
             emitted = result.output_ids[0, : num_accepted + 1].tolist()
             stats.verify_seconds += time.perf_counter() - t_verify
 
             # 4) commit / rollback
-            self.cache.rollback(num_draft - num_accepted)
-            state.target_hidden = self._hidden(out, slice(0, num_accepted + 1))
+            if proposal.tree is None:
+                self.cache.rollback(num_draft - num_accepted)
+                state.target_hidden = self._hidden(out, slice(0, num_accepted + 1))
             fates = [FATE_ACCEPTED] * num_accepted + [
-                FATE_PLAIN if num_draft == 0 else FATE_BONUS if num_accepted == num_draft else FATE_RECOVERED
+                FATE_PLAIN if num_draft == 0 else FATE_BONUS if bool(result.bonus[0]) else FATE_RECOVERED
             ]
             emitted, fates, finish = self._truncate(emitted, fates, num_generated, params)
             state.token_ids.extend(emitted)
@@ -184,6 +192,30 @@ class Engine:
             yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish)
             if finish:
                 return
+
+    def _verify_tree(self, state: SequenceState, tree, params: SamplingParams, generator: torch.Generator):
+        """One target forward over the tree (root = the newest token) with its ancestor mask
+        and depth positions; keep the accepted path's cache entries with compact.
+
+        Returns the path as a chain VerifyResult and the number of draft nodes verified.
+        """
+        if tree.num_nodes > self.cache.num_free:
+            tree = tree.prefix(self.cache.num_free)  # parents come first: a prefix is a tree
+        start = self.cache.length
+        token_ids = tree.token_ids.clone()
+        token_ids[0] = state.token_ids[-1]
+        positions = (start + tree.depths)[None].to(self.device)
+        out = self.model(
+            token_ids[None].to(self.device),
+            positions,
+            self.cache,
+            attn_mask=tree.attention_mask[None].to(self.device),
+            hidden_layers=self.hidden_layers,
+        )
+        tree_result = verify_tree(tree, out.logits[0], params, generator)
+        self.cache.compact(start, tree_result.path)
+        state.target_hidden = self._hidden(out, torch.tensor(tree_result.path, device=self.device))
+        return tree_result.to_verify_result(), tree.num_nodes - 1
 
     def _observe_draft_cost(self, seconds_per_token: float) -> None:
         cost = self.cost_model

@@ -31,6 +31,7 @@ class LoadedModel:
     config: ModelConfig
     path: Path
     load_seconds: float
+    quant: str = "none"  # weight-only quantization: none, int8, int4 (models/quant.py)
 
     @property
     def name(self) -> str:
@@ -74,12 +75,16 @@ def load_model(
     dtype: str = "float32",
     device: str = "cpu",
     max_seq_len: int | None = None,
+    quant: str = "none",
 ) -> LoadedModel:
     from specdec.models import gguf_file, hf_dir
+    from specdec.models.quant import QUANT_MODES
 
     start = time.perf_counter()
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+    if quant not in QUANT_MODES:
+        raise ValueError(f"quant must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
     torch_dtype = TORCH_DTYPES[dtype]
     dev = resolve_device(device)
     path = Path(path).expanduser() if path else default_model_path()
@@ -97,7 +102,7 @@ def load_model(
             if not list(path.glob("*.safetensors")) and not list(path.glob("*.bin")):
                 raise FileNotFoundError(f"{path}: model directory has no weights (*.safetensors)")
             hf_model = AutoModelForCausalLM.from_pretrained(
-                str(path), torch_dtype=torch_dtype, local_files_only=True
+                str(path), dtype=torch_dtype, local_files_only=True
             ).to(dev)
             model = TransformersAdapter(hf_model, max_seq_len)
             config = model.config
@@ -113,4 +118,19 @@ def load_model(
         model = build_native(config, hf_state, torch_dtype, dev, max_seq_len)
     else:
         raise ValueError(f"model path {path} is neither a file nor a directory")
-    return LoadedModel(model, tokenizer, config, path, time.perf_counter() - start)
+    if quant != "none":
+        apply_quant(model, quant, path)
+    return LoadedModel(model, tokenizer, config, path, time.perf_counter() - start, quant)
+
+
+def apply_quant(model: torch.nn.Module, quant: str, path: Path) -> None:
+    """Quantize a native model in place; GGUF Q4_0/Q4_1/Q8_0 blocks are repacked, not requantized."""
+    from specdec.models.quant import gguf_groups, quantize_model
+
+    if not isinstance(model, LlamaModel):
+        raise ValueError(
+            f"{path}: quant={quant!r} needs a Llama-family model on the native path; "
+            f"this architecture runs through transformers"
+        )
+    source = gguf_groups(path, model.config) if path.is_file() else None
+    quantize_model(model, quant, source=source)

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from specdec.config import DTYPES, SpeculativeConfig
 from specdec.models.loader import LoadedModel, load_model
 from specdec.proposers.base import Proposer
 
+DEFAULT_EAGLE_HEAD = Path(__file__).resolve().parent.parent / "data" / "eagle" / "smollm2-135m"
+SELF_QUANT = ("int8", "int4")  # self:int8 / self:int4: a weight-quantized copy of the target
+
 
 def resolve_draft(spec_path: str, target: LoadedModel, dtype: str, device: str, max_seq_len: int) -> LoadedModel:
-    """A draft model path, or `self:DTYPE` for a copy of the target in another dtype."""
+    """A draft model path, `self:DTYPE` for a copy of the target in another dtype, or
+    `self:int8` / `self:int4` for a weight-quantized copy of the target (models/quant.py)."""
     if spec_path == "self" or spec_path.startswith("self:"):
         variant = spec_path.partition(":")[2] or dtype
+        if variant in SELF_QUANT:
+            return quantized_self_draft(target, variant, dtype, device, max_seq_len)
         if variant not in DTYPES:
-            raise ValueError(f"draft {spec_path!r}: self:VARIANT takes one of {', '.join(DTYPES)}")
+            raise ValueError(f"draft {spec_path!r}: self:VARIANT takes one of {', '.join(DTYPES + SELF_QUANT)}")
         return load_model(target.path, variant, device, max_seq_len)
     return load_model(spec_path, dtype, device, max_seq_len)
+
+
+def quantized_self_draft(target: LoadedModel, quant: str, dtype: str, device: str, max_seq_len: int) -> LoadedModel:
+    """The target's weights quantized, sharing its tokenizer and (same dtype) its embedding."""
+    draft = load_model(target.path, dtype, device, max_seq_len, quant=quant)
+    draft.tokenizer = target.tokenizer
+    if target.is_native and target.model.dtype == draft.model.dtype and target.model.device == draft.model.device:
+        draft.model.embed = target.model.embed
+    return draft
 
 
 def build_proposer(
@@ -32,4 +49,26 @@ def build_proposer(
         draft = resolve_draft(spec.draft_model, target, dtype, device, max_seq_len)
         check_tokenizers(target.tokenizer, draft.tokenizer, target.config.vocab_size, draft.config.vocab_size)
         return DraftModelProposer(draft, max_seq_len)
+    if spec.method == "eagle":
+        return build_eagle(spec, target, dtype, max_seq_len)
     raise ValueError(f"speculative method {spec.method!r} is not available in this build")
+
+
+def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_seq_len: int) -> Proposer:
+    """--draft-model DIR (native or public EAGLE layout); none: the head shipped for the default model."""
+    from specdec.models.default import default_model_path
+    from specdec.models.linear import pack_linears_for_cpu
+    from specdec.models.loader import TORCH_DTYPES
+    from specdec.proposers.eagle import EagleProposer, TreeConfig
+    from specdec.train.export import load_head
+
+    if not target.is_native:
+        raise ValueError(f"--speculative eagle needs a native Llama-family target, {target.name} runs through transformers")
+    path = spec.draft_model
+    if path is None:
+        if target.path.resolve() != default_model_path().resolve():
+            raise ValueError(f"--speculative eagle needs --draft-model DIR for {target.name} (a head ships only for the default model)")
+        path = DEFAULT_EAGLE_HEAD
+    head = pack_linears_for_cpu(load_head(path, target, TORCH_DTYPES[dtype]))
+    tree = TreeConfig(spec.tree_top_k, spec.tree_nodes) if spec.tree_nodes else None
+    return EagleProposer(head, target.model, max_seq_len, tree)

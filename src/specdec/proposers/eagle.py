@@ -1,0 +1,169 @@
+"""The EAGLE proposer: a draft head that reads the target's features (models/eagle.py).
+
+It declares `target_hidden_layers`, so after every step the engine hands it
+`state.target_hidden`: the target's features of the tokens committed in that step, minus
+the newest token (which the target has not seen yet). Those features are queued; each
+`propose` first feeds the queued (feature, next token) pairs into the head's KV cache,
+then drafts:
+  chain  K tokens, one head step each: greedy argmax, or sampled from
+         q = logits_to_probs(draft logits mapped to the full vocabulary) with the
+         request's own transform (zero outside a reduced draft vocabulary)
+  tree   EAGLE-2's dynamic tree: expand the top_k nodes of each depth by cumulative draft
+         log-probability, top_k children each, then keep the best num_nodes of all
+         candidates; depth <= K. The tree is deterministic (probs None), which the tree
+         verifier checks with q one-hot: lossless for greedy and sampling alike.
+`observe` rolls the head's cache back to the pairs built from real target features.
+
+Alignment, worked example: prompt [a b c] at positions 0..2; prefill gives features f0 f1 f2
+and the target's first token d. start queues [f0 f1 f2]. propose(K=3) feeds the pairs
+(f0, b) (f1, c) (f2, d) at positions 0 1 2, whose last output h3 drafts e1; then
+(h3, e1) at position 3 drafts e2 and (h4, e2) at 4 drafts e3: the head cache holds 3 real
+and 2 draft entries. The target verifies [d e1 e2 e3] at positions 3..6, accepts e1 and
+recovers r: committed [a b c d e1 r], and state.target_hidden = [f3 f4] (for d and e1).
+observe truncates the head cache to the 3 real pairs and queues [f3 f4]; the next propose
+feeds (f3, e1) (f4, r) at positions 3 4: pair t is always (f_t, token t+1) at position t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from specdec.proposers.base import DraftProposal, SequenceState
+from specdec.proposers.tree import DraftTree
+from specdec.sampling import logits_to_probs, sample
+
+
+@dataclass
+class TreeConfig:
+    top_k: int = 8  # children per expanded node, and nodes expanded per depth
+    num_nodes: int = 24  # draft nodes kept after reranking (the root not counted)
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.num_nodes < 1:
+            raise ValueError(f"tree top_k {self.top_k} and num_nodes {self.num_nodes} must be >= 1")
+
+
+class EagleProposer:
+    def __init__(self, head, target_model, max_seq_len: int = 4096, tree: TreeConfig | None = None) -> None:
+        """head: an EagleHead; target_model: the native target whose embedding (and LM head)
+        the head shares."""
+        self.head = head.attach(target_model.embed, target_model.lm_head)
+        self.target_hidden_layers = tuple(head.config.feature_layers)
+        self.tree = tree
+        margin = 16 if tree is None else tree.top_k * 16 + 16  # draft entries beyond the real ones
+        self.cache = head.new_cache(max_seq_len + margin)
+        self.num_real = 0  # head cache entries built from real target features
+        self.pending: torch.Tensor | None = None  # [T, F] target features not fed yet
+
+    def start(self, state: SequenceState) -> None:
+        self.cache.reset()
+        self.num_real = 0
+        self.pending = None
+        self._queue(state.target_hidden)
+
+    def observe(self, state: SequenceState, result) -> None:
+        self.cache.truncate(self.num_real)
+        self._queue(state.target_hidden)
+
+    def _queue(self, features: torch.Tensor | None) -> None:
+        if features is None:
+            raise ValueError("the EAGLE proposer needs state.target_hidden (declare target_hidden_layers)")
+        features = features.to(self.head.dtype)
+        self.pending = features if self.pending is None else torch.cat((self.pending, features))
+
+    @torch.inference_mode()
+    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+        hidden, logits = self._catch_up(state)
+        if self.tree is not None:
+            return self._propose_tree(state, hidden, logits, num_tokens)
+        return self._propose_chain(state, hidden, logits, num_tokens)
+
+    def _catch_up(self, state: SequenceState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed the queued pairs (f_t, token t+1); return the last output [1, 1, D] and its logits [V_d]."""
+        head, dev = self.head, self.head.device
+        t = self.pending.shape[0]
+        tokens = state.token_ids[self.num_real + 1 : self.num_real + 1 + t]
+        if len(tokens) != t or self.num_real + t != len(state.token_ids) - 1:
+            raise ValueError(
+                f"EAGLE alignment: {self.num_real} fed + {t} queued features for {len(state.token_ids)} tokens"
+            )
+        positions = torch.arange(self.num_real, self.num_real + t, device=dev)[None]
+        hidden_in = head.fuse_features(self.pending.to(dev))[None]  # [1, T, D]
+        out = head.step(hidden_in, torch.tensor([tokens], device=dev), positions, self.cache)
+        self.num_real += t
+        self.pending = None
+        hidden = out[:, -1:]  # [1, 1, D]
+        return hidden, head.logits(hidden[0, 0])
+
+    def _propose_chain(self, state, hidden, logits, num_tokens: int) -> DraftProposal:
+        head, dev, params = self.head, self.head.device, state.params
+        draft_ids: list[int] = []
+        draft_probs: list[torch.Tensor] = []
+        for i in range(num_tokens):
+            if params.greedy:
+                token = int(head.to_target_ids(logits.argmax()))
+            else:
+                q = logits_to_probs(head.full_vocab_logits(logits), params.temperature, params.top_k, params.top_p)
+                token = int(sample(q[None], state.generator)[0])
+                draft_probs.append(q)
+            draft_ids.append(token)
+            if i == num_tokens - 1:
+                break
+            positions = torch.tensor([[self.num_real + i]], device=dev)
+            hidden = head.step(hidden, torch.tensor([[token]], device=dev), positions, self.cache)
+            logits = head.logits(hidden[0, 0])
+        token_ids = torch.tensor([draft_ids], dtype=torch.long).reshape(1, len(draft_ids))
+        probs = torch.stack(draft_probs)[None] if draft_probs else None  # [1, K, V]
+        return DraftProposal(token_ids, probs)
+
+    def _propose_tree(self, state, hidden, logits, max_depth: int) -> DraftProposal:
+        """EAGLE-2 expansion; pool index order is creation order (parents first)."""
+        head, dev, cfg = self.head, self.head.device, self.tree
+        k = cfg.top_k
+        base = self.cache.length
+        scores, idx = torch.log_softmax(logits.float(), -1).topk(min(k, logits.shape[-1]))
+        pool_tokens = head.to_target_ids(idx).tolist()
+        pool_parent = [-1] * len(pool_tokens)
+        pool_score = scores.tolist()
+        pool_slot: dict[int, int] = {}  # pool index -> head cache slot of its fed pair
+        pool_hidden: dict[int, torch.Tensor] = {-1: hidden[0, 0]}
+        frontier = list(range(len(pool_tokens)))
+        for depth in range(1, max_depth):
+            t = len(frontier)
+            start = self.cache.length
+            mask = torch.zeros(1, t, start + t, dtype=torch.bool, device=dev)
+            mask[0, :, :base] = True
+            for row, node in enumerate(frontier):
+                mask[0, row, start + row] = True
+                ancestor = pool_parent[node]
+                while ancestor != -1:
+                    mask[0, row, pool_slot[ancestor]] = True
+                    ancestor = pool_parent[ancestor]
+            hidden_in = torch.stack([pool_hidden[pool_parent[n]] for n in frontier])[None]  # [1, T, D]
+            tokens = torch.tensor([[pool_tokens[n] for n in frontier]], device=dev)
+            positions = torch.full((1, t), base + depth - 1, device=dev)
+            out = head.step(hidden_in, tokens, positions, self.cache, mask)[0]  # [T, D]
+            logp = torch.log_softmax(head.logits(out).float(), -1)  # [T, V_d]
+            child_lp, child_idx = logp.topk(min(k, logp.shape[-1]), dim=-1)  # [T, k]
+            child_scores = torch.tensor([pool_score[n] for n in frontier])[:, None] + child_lp.cpu()
+            child_tokens = head.to_target_ids(child_idx).tolist()
+            first_new = len(pool_tokens)
+            for row, node in enumerate(frontier):
+                pool_slot[node] = start + row
+                pool_hidden[node] = out[row]
+                for j in range(child_idx.shape[1]):
+                    pool_tokens.append(child_tokens[row][j])
+                    pool_parent.append(node)
+                    pool_score.append(float(child_scores[row, j]))
+            new_scores = torch.tensor(pool_score[first_new:])
+            best = torch.sort(new_scores, descending=True, stable=True).indices[:k]
+            frontier = sorted(first_new + int(i) for i in best)
+        order = torch.sort(torch.tensor(pool_score), descending=True, stable=True).indices[: cfg.num_nodes]
+        keep = sorted(int(i) for i in order)  # creation order keeps parents before children
+        new_index = {node: i + 1 for i, node in enumerate(keep)}
+        parents = [-1] + [0 if pool_parent[n] == -1 else new_index[pool_parent[n]] for n in keep]
+        token_ids = [state.token_ids[-1]] + [pool_tokens[n] for n in keep]
+        tree = DraftTree(torch.tensor(token_ids), torch.tensor(parents))
+        return DraftProposal(tree.token_ids[1:][None], None, tree)

@@ -1,0 +1,138 @@
+"""`specdec train-draft`: self-distill a dataset from the target and train an EAGLE head.
+
+    specdec train-draft --out runs/head [--model TARGET] [--prompts FILE.jsonl]
+        [--num-prompts N] [--max-new-tokens 160] [--epochs 4] [--draft-vocab 8192] [--resume]
+
+OUT/data holds the dataset (generation resumes from OUT/data/responses.jsonl), OUT holds
+checkpoint.pt, metrics.jsonl, summary.json and the head (config.json + model.safetensors),
+which `--speculative eagle --draft-model OUT` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-draft", help="train an EAGLE draft head on the target's own outputs")
+    p.add_argument("-m", "--model", default=None, help="target: GGUF file or HF directory (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--out", required=True, help="output directory (dataset, checkpoints, head)")
+    p.add_argument("--prompts", default=None, help="JSONL of prompts, messages or ShareGPT conversations (default: the shipped corpus)")
+    p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--gen-batch", type=int, default=32, help="prompts per generate batch")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (0 = the target's full vocabulary)")
+    p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"])
+    p.add_argument("--unroll", type=int, default=2, help="training-time test steps (1 = teacher forcing only)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy")
+    p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression (eagle1)")
+    p.add_argument("--batch-tokens", type=int, default=1024, help="padded tokens per training batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs (teacher-forced)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(func=run_train_draft)
+
+
+def run_train_draft(args: argparse.Namespace) -> int:
+    import torch
+
+    from specdec.models.eagle import EagleConfig, EagleHead, draft_vocab_from_counts, save_head
+    from specdec.models.loader import load_model
+    from specdec.train.data import (
+        DEFAULT_PROMPTS,
+        build_dataset,
+        build_text_dataset,
+        load_conversations,
+        load_dataset,
+        python_docs_texts,
+    )
+    from specdec.train.export import target_lm_head_weight
+    from specdec.train.trainer import TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    target = load_model(args.model, "float32", "cpu", 4096)
+    config = target.config
+    feature_layers = None
+    head_config = EagleConfig.for_target(config, args.arch, args.draft_vocab or None, feature_layers)
+
+    # 1) data: generate responses and record features (both resume)
+    data_dir = out / "data"
+    if (data_dir / "dataset.json").is_file():
+        print(f"train-draft: reusing the dataset in {data_dir}")
+    else:
+        conversations = load_conversations(args.prompts or DEFAULT_PROMPTS, args.num_prompts)
+        build_dataset(target, conversations, data_dir, head_config.feature_layers, args.max_new_tokens, args.gen_batch)
+    info, sequences = load_dataset(data_dir)
+    if tuple(info.feature_layers) != head_config.feature_layers:
+        raise ValueError(f"{data_dir} holds features of layers {info.feature_layers}, the head reads {head_config.feature_layers}")
+    extra: list[dict] = []
+    if args.python_docs:
+        docs_dir = out / "docs"
+        if not (docs_dir / "dataset.json").is_file():
+            build_text_dataset(target, python_docs_texts(), docs_dir, head_config.feature_layers, max_tokens=args.python_docs)
+        extra = load_dataset(docs_dir)[1]
+    t_data = time.perf_counter()
+
+    # 2) the head: draft vocabulary from token counts, LM head rows from the target
+    torch.manual_seed(args.seed)
+    head_config.lm_head_from_target = head_config.reduced_vocab
+    head = EagleHead(head_config)
+    lm_weight = target_lm_head_weight(target.model)
+    if head_config.reduced_vocab:
+        counts = torch.zeros(config.vocab_size, dtype=torch.long)
+        for s in sequences:  # the generated data only: the vocabulary of chat replies
+            counts += torch.bincount(s["token_ids"].long(), minlength=config.vocab_size)
+            counts += torch.bincount(s["target_ids"].long(), minlength=config.vocab_size)
+        head.draft_to_target.copy_(draft_vocab_from_counts(counts, head_config.draft_vocab_size))
+        covered = counts[head.draft_to_target].sum() / counts.sum()
+        print(f"train-draft: draft vocabulary of {head_config.draft_vocab_size} covers {float(covered):.4f} of the data's tokens")
+        head.lm_head.weight.requires_grad_(False)
+    head.init_from_target(lm_weight, target.model.norm.weight)
+
+    # 3) train, holding out 1 in 20 generated sequences for early stopping and the summary
+    train_seqs = [s for i, s in enumerate(sequences) if i % 20 != 19] + extra
+    held_out = [s for i, s in enumerate(sequences) if i % 20 == 19]
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        unroll=args.unroll,
+        max_tokens_per_batch=args.batch_tokens,
+        seed=args.seed,
+        cls_weight=args.cls_weight,
+        reg_weight=args.reg_weight,
+    )
+    trainer = Trainer(head, target.model.embed.weight, lm_weight, train_seqs, train_config, out)
+    last = trainer.train(resume=args.resume, eval_sequences=held_out)
+    metrics = trainer.evaluate(held_out) if held_out else {}
+    t_train = time.perf_counter()
+
+    head.config.extra = {
+        "target": str(target.path.name),
+        "num_sequences": info.num_sequences,
+        "num_tokens": info.num_tokens,
+        "num_extra_tokens": sum(s["token_ids"].numel() for s in extra),
+        "epochs": args.epochs,
+        "unroll": args.unroll,
+        "held_out": {k: round(v, 4) for k, v in metrics.items()},
+    }
+    save_head(head, out)
+    summary = {
+        "dataset": {k: getattr(info, k) for k in ("num_sequences", "num_tokens", "num_response_tokens", "generate_seconds", "record_seconds")},
+        "train": last,
+        "held_out": metrics,
+        "data_seconds": round(t_data - t_start, 1),
+        "train_seconds": round(t_train - t_data, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,274 @@
+"""EAGLE heads: shapes, cache and tree-mask consistency, the proposer's alignment and
+losslessness through the engine (untrained heads), training, and import/export layouts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.engine import Engine
+from specdec.models.eagle import EagleConfig, EagleHead, load_native_head, save_head
+from specdec.models.loader import load_model
+from specdec.proposers.eagle import EagleProposer, TreeConfig
+from specdec.proposers.factory import build_proposer
+from specdec.train.export import export_head, import_head, load_head, target_lm_head_weight
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tiny_model_dir):
+    return load_model(tiny_model_dir, "float32", "cpu", 512)
+
+
+def make_head(target, arch="eagle1", draft_vocab=None, seed=0) -> EagleHead:
+    torch.manual_seed(seed)
+    head = EagleHead(EagleConfig.for_target(target.config, arch, draft_vocab))
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            if p.dim() > 1 and "lm_head" not in name:
+                p.normal_(0.0, 0.08)
+        if head.draft_to_target is not None:
+            g = torch.Generator().manual_seed(seed)
+            head.draft_to_target.copy_(torch.randperm(target.config.vocab_size, generator=g)[:draft_vocab].sort().values)
+            head.init_from_target(target_lm_head_weight(target.model), target.model.norm.weight)
+    return head.eval().requires_grad_(False).attach(target.model.embed, target.model.lm_head)
+
+
+def features_for(target, token_ids: list[int], layers) -> torch.Tensor:
+    """[T, F] target features by one full forward."""
+    model = target.model
+    ids = torch.tensor([token_ids])
+    out = model(ids, torch.arange(len(token_ids))[None], model.new_cache(1, len(token_ids)), hidden_layers=layers)
+    return torch.cat([out.hidden_states[i][0] for i in layers], dim=-1)
+
+
+CASES = [("eagle1", None), ("eagle1", 3000), ("eagle3", 3000)]
+
+
+@pytest.mark.parametrize("arch, draft_vocab", CASES)
+def test_head_shapes_and_vocab_maps(tiny_target, arch, draft_vocab):
+    head = make_head(tiny_target, arch, draft_vocab)
+    c = head.config
+    feats = torch.randn(2, 5, c.feature_size)
+    tokens = torch.randint(0, c.vocab_size, (2, 5))
+    cache = head.new_cache(16, batch_size=2)
+    hidden = head.step(head.fuse_features(feats), tokens, torch.arange(5)[None].expand(2, 5), cache)
+    assert hidden.shape == (2, 5, c.hidden_size) and cache.length == 5
+    logits = head.logits(hidden)
+    assert logits.shape == (2, 5, c.draft_vocab_size)
+    full = head.full_vocab_logits(logits)
+    assert full.shape == (2, 5, c.vocab_size)
+    ids = head.to_target_ids(logits.argmax(-1))
+    assert torch.equal(full.argmax(-1), ids)
+    if draft_vocab:
+        outside = torch.ones(c.vocab_size, dtype=torch.bool)
+        outside[head.draft_to_target] = False
+        assert torch.isinf(full[..., outside]).all() and torch.isfinite(full[..., ~outside]).all()
+
+
+@pytest.mark.parametrize("arch, draft_vocab", CASES[::2])
+def test_incremental_steps_equal_one_causal_pass(tiny_target, arch, draft_vocab):
+    head = make_head(tiny_target, arch, draft_vocab)
+    feats = head.fuse_features(torch.randn(1, 6, head.config.feature_size))
+    tokens = torch.randint(0, 1000, (1, 6))
+    full = head.step(feats, tokens, torch.arange(6)[None], head.new_cache(8))
+    cache = head.new_cache(8)
+    steps = [head.step(feats[:, i : i + 1], tokens[:, i : i + 1], torch.tensor([[i]]), cache) for i in range(6)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_tree_mask_in_the_head_equals_separate_branches(tiny_target):
+    head = make_head(tiny_target)
+    d = head.config.hidden_size
+    prefix, kids = torch.randn(1, 4, d), torch.randn(1, 2, d)
+    ids, kid_ids = torch.randint(0, 1000, (1, 4)), torch.randint(0, 1000, (1, 2))
+    cache = head.new_cache(8)
+    head.step(prefix, ids, torch.arange(4)[None], cache)
+    mask = torch.tensor([[[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 1]]], dtype=torch.bool)  # siblings
+    both = head.step(kids, kid_ids, torch.tensor([[4, 4]]), cache, mask)
+    for i in range(2):
+        cache.truncate(4)
+        alone = head.step(kids[:, i : i + 1], kid_ids[:, i : i + 1], torch.tensor([[4]]), cache)
+        torch.testing.assert_close(both[:, i : i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def run(target, proposer, params, k=3, prompt="The cat sat on the mat. The cat"):
+    spec = SpeculativeConfig(method="eagle" if proposer else "none", num_speculative_tokens=k)
+    return Engine(target, proposer, spec, 512).generate(target.tokenizer.encode(prompt), params)
+
+
+@pytest.mark.parametrize("arch, draft_vocab", CASES)
+@pytest.mark.parametrize("tree", [None, TreeConfig(top_k=3, num_nodes=8)])
+def test_eagle_greedy_equals_plain(tiny_target, arch, draft_vocab, tree):
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    plain = run(tiny_target, None, params)
+    head = make_head(tiny_target, arch, draft_vocab)
+    result = run(tiny_target, EagleProposer(head, tiny_target.model, 512, tree), params, k=4)
+    assert result.token_ids == plain.token_ids
+    assert result.stats.num_drafts > 0
+
+
+@pytest.mark.parametrize("tree", [None, TreeConfig(top_k=4, num_nodes=10)])
+def test_head_cache_holds_exactly_the_real_pairs(tiny_target, tree):
+    """After a sampled run with accepted drafts, the head's cache equals a from-scratch pass
+    over the pairs (f_t, token t+1) at positions t: the alignment and rollback are right."""
+    head = make_head(tiny_target, "eagle1")
+    proposer = EagleProposer(head, tiny_target.model, 512, tree)
+    params = SamplingParams(temperature=1.0, max_tokens=30, ignore_eos=True, seed=3)
+    result = run(tiny_target, proposer, params, k=3, prompt="Hello there, how are you?")
+    if tree is None:
+        assert result.stats.num_accepted_tokens > 0  # the rollback must have kept some drafts
+    tokens = result.prompt_ids + result.token_ids
+    n = proposer.num_real
+    assert 0 < n < len(tokens)
+    feats = features_for(tiny_target, tokens[:n], head.config.feature_layers)
+    cache = head.new_cache(n)
+    head.step(feats[None], torch.tensor([tokens[1 : n + 1]]), torch.arange(n)[None], cache)
+    torch.testing.assert_close(proposer.cache.k[..., :n, :], cache.k[..., :n, :], atol=1e-4, rtol=1e-4)
+
+
+def test_sampled_chain_q_is_a_full_vocab_distribution(tiny_target):
+    head = make_head(tiny_target, "eagle1", 3000)
+    proposer = EagleProposer(head, tiny_target.model, 512)
+    prompt = tiny_target.tokenizer.encode("Hello")
+    model = tiny_target.model
+    out = model(torch.tensor([prompt]), torch.arange(len(prompt))[None], model.new_cache(1, 64), hidden_layers=(-1,))
+    from specdec.proposers.base import SequenceState
+
+    params = SamplingParams(temperature=0.7, top_p=0.9)
+    state = SequenceState(prompt + [42], len(prompt), params, torch.Generator().manual_seed(0), out.hidden_states[-1][0])
+    proposer.start(state)
+    proposal = proposer.propose(state, 4)
+    q = proposal.probs[0]  # [K, V]
+    assert q.shape == (4, tiny_target.config.vocab_size)
+    torch.testing.assert_close(q.sum(-1), torch.ones(4))
+    outside = torch.ones(q.shape[-1], dtype=torch.bool)
+    outside[head.draft_to_target] = False
+    assert (q[:, outside] == 0).all()
+    assert (q.gather(1, proposal.token_ids[0][:, None]) > 0).all()
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_a_few_training_steps_lower_the_loss(tiny_target, tmp_path):
+    from specdec.train.data import build_dataset, load_dataset
+    from specdec.train.trainer import TrainConfig, Trainer
+
+    convs = [[{"role": "user", "content": f"Tell me about number {i}."}] for i in range(4)]
+    build_dataset(tiny_target, convs, tmp_path / "data", (1, 2, -1), max_new_tokens=12, batch_size=4)
+    info, seqs3 = load_dataset(tmp_path / "data")
+    d = tiny_target.config.hidden_size
+    assert len(seqs3) == 4 and seqs3[0]["features"].shape[-1] == 3 * d and info.feature_layers == [1, 2, -1]
+    seqs1 = [dict(s, features=s["features"][:, 2 * d :]) for s in seqs3]  # layer -1 alone
+    lm = target_lm_head_weight(tiny_target.model)
+    # eagle3 starts from a random layer under the target's norm + LM head (cross-entropy ~20
+    # nats) and, with no regression term, moves slower in 16 steps than eagle1
+    cases = (("eagle1", 4000, seqs1, (-1,), 0.85), ("eagle3", None, seqs3, (1, 2, -1), 0.98))
+    for arch, draft_vocab, seqs, layers, ratio in cases:
+        torch.manual_seed(0)
+        head = EagleHead(EagleConfig.for_target(tiny_target.config, arch, draft_vocab, layers))
+        if draft_vocab:
+            counts = sum(torch.bincount(s["token_ids"].long(), minlength=tiny_target.config.vocab_size) for s in seqs)
+            head.draft_to_target.copy_(torch.sort(counts, descending=True, stable=True).indices[:draft_vocab].sort().values)
+        head.init_from_target(lm, tiny_target.model.norm.weight)
+        config = TrainConfig(epochs=8, lr=3e-3, warmup_steps=2, max_tokens_per_batch=256, unroll=2, cls_weight=0.1, checkpoint_every=5)
+        trainer = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, tmp_path / arch)
+        before = trainer.evaluate(seqs)["loss"]
+        trainer.train()
+        after = trainer.evaluate(seqs)["loss"]
+        assert after < ratio * before, (arch, before, after)
+    # resume: a trainer with more epochs continues from the last checkpoint's step
+    resumed = Trainer(head, tiny_target.model.embed.weight, lm, seqs, TrainConfig(epochs=9, max_tokens_per_batch=256), tmp_path / "eagle3")
+    resumed.load_checkpoint()
+    assert resumed.step == trainer.step > 0
+
+
+# ---------------------------------------------------------------- import / export
+
+
+@pytest.mark.parametrize("arch, draft_vocab", CASES)
+def test_export_import_round_trip(tiny_target, tmp_path, arch, draft_vocab):
+    head = make_head(tiny_target, arch, draft_vocab, seed=4)
+    export_head(head, tmp_path, torch.float32)
+    back = import_head(tmp_path, tiny_target.config).attach(tiny_target.model.embed, tiny_target.model.lm_head)
+    assert back.config.feature_layers == head.config.feature_layers
+    feats = torch.randn(1, 5, head.config.feature_size)
+    tokens = torch.randint(0, 1000, (1, 5))
+    outs = [h.logits(h.step(h.fuse_features(feats), tokens, torch.arange(5)[None], h.new_cache(8))) for h in (head, back)]
+    torch.testing.assert_close(outs[0], outs[1])
+    if draft_vocab:
+        assert torch.equal(back.draft_to_target, head.draft_to_target)
+
+
+def test_eagle3_layout_names_shapes_and_config(tiny_target, tmp_path):
+    head = make_head(tiny_target, "eagle3", 3000)
+    export_head(head, tmp_path)
+    c, d, v = head.config, head.config.hidden_size, head.config.vocab_size
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLMEagle3"]
+    assert (config["draft_vocab_size"], config["target_hidden_size"], config["vocab_size"]) == (3000, d, v)
+    assert config["num_hidden_layers"] == 1
+    assert config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == list(c.feature_layers)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    q_dim, kv_dim = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    expected = {
+        "fc.weight": (d, 3 * d),
+        "midlayer.self_attn.q_proj.weight": (q_dim, 2 * d),
+        "midlayer.self_attn.k_proj.weight": (kv_dim, 2 * d),
+        "midlayer.self_attn.v_proj.weight": (kv_dim, 2 * d),
+        "midlayer.self_attn.o_proj.weight": (d, q_dim),
+        "midlayer.mlp.gate_proj.weight": (c.intermediate_size, d),
+        "midlayer.mlp.up_proj.weight": (c.intermediate_size, d),
+        "midlayer.mlp.down_proj.weight": (d, c.intermediate_size),
+        "midlayer.input_layernorm.weight": (d,),
+        "midlayer.hidden_norm.weight": (d,),
+        "midlayer.post_attention_layernorm.weight": (d,),
+        "norm.weight": (d,),
+        "lm_head.weight": (3000, d),
+        "d2t": (3000,),
+        "t2d": (v,),
+    }
+    assert {k: tuple(t.shape) for k, t in state.items()} == expected
+    assert state["t2d"].dtype == torch.bool and int(state["t2d"].sum()) == 3000
+    assert torch.equal(state["d2t"] + torch.arange(3000), head.draft_to_target)  # offsets
+
+
+def test_eagle1_layout_names_and_config(tiny_target, tmp_path):
+    head = make_head(tiny_target, "eagle1")
+    export_head(head, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["bias"] is True
+    names = set(load_file(str(tmp_path / "model.safetensors")))
+    layer = {f"layers.0.self_attn.{x}_proj.weight" for x in "qkvo"} | {f"layers.0.mlp.{x}_proj.weight" for x in ("gate", "up", "down")}
+    assert names == {"fc.weight", "fc.bias", "layers.0.post_attention_layernorm.weight"} | layer
+    with pytest.raises(ValueError, match="vocab size"):
+        bad = dict(config, vocab_size=123)
+        (tmp_path / "config.json").write_text(json.dumps(bad))
+        import_head(tmp_path, tiny_target.config)
+
+
+def test_native_save_load_rebuilds_the_frozen_lm_head(tiny_target, tmp_path):
+    head = make_head(tiny_target, "eagle1", 3000)
+    head.config.lm_head_from_target = True
+    save_head(head, tmp_path, torch.float32)
+    assert "lm_head.weight" not in load_file(str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="LM head"):
+        load_native_head(tmp_path)
+    back = load_head(tmp_path, tiny_target).attach(tiny_target.model.embed)
+    torch.testing.assert_close(back.lm_head.weight, head.lm_head.weight)
+
+
+def test_factory_builds_chain_and_tree_proposers(tiny_target, tmp_path):
+    save_head(make_head(tiny_target), tmp_path)
+    chain = build_proposer(SpeculativeConfig(method="eagle", draft_model=str(tmp_path)), tiny_target, "float32", "cpu", 512)
+    tree = build_proposer(SpeculativeConfig(method="eagle", draft_model=str(tmp_path), tree_nodes=12), tiny_target, "float32", "cpu", 512)
+    assert isinstance(chain, EagleProposer) and chain.tree is None and chain.target_hidden_layers == (-1,)
+    assert tree.tree == TreeConfig(8, 12)
+    with pytest.raises(ValueError, match="draft-model"):
+        build_proposer(SpeculativeConfig(method="eagle"), tiny_target, "float32", "cpu", 512)
+    with pytest.raises(ValueError, match="eagle"):
+        SpeculativeConfig(method="ngram", tree_nodes=8)
