@@ -334,9 +334,10 @@ def quantize_model(
     source: GGUF block groups by native name (`gguf_groups`); weights not in it, or in a
     format that does not repack, are quantized from the model's dense weights.
     lm_head: "int8" (default), "int4" or "none" (dense). The head is int8 even in int4
-    mode: the default model's head is its Q8_0 embedding, which int4 groups of 32 cannot
-    hold (9% relative weight error, +4.6% perplexity; int8 per channel: 1.2%, +0.7%),
-    and int8 still reads half the bytes of bfloat16 at decode (measured: perplexity.py).
+    mode: the default model's head is its Q8_0 embedding, which int4 groups of 32 hold
+    badly (9% relative weight error; perplexity +4.6% vs float32 with an int4 head, +0.1%
+    with an int8 one, -0.06% dense; benchmarks/perplexity.py), while int8 still reads
+    half the bytes of bfloat16 per decode step.
     """
     if mode not in QUANT_MODES:
         raise ValueError(f"quant mode must be one of {', '.join(QUANT_MODES)}, got {mode!r}")
