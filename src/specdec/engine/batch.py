@@ -35,7 +35,16 @@ import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.batch_plan import BatchCostModel, BatchPlanner, RowSpeculation
-from specdec.engine.engine import FATE_ACCEPTED, FATE_BONUS, FATE_PLAIN, FATE_RECOVERED, StepOutput, new_generator
+from specdec.engine.engine import (
+    FATE_ACCEPTED,
+    FATE_BONUS,
+    FATE_PLAIN,
+    FATE_RECOVERED,
+    StepOutput,
+    new_generator,
+    stop_reason,
+    truncate_step,
+)
 from specdec.engine.stats import SpecStats
 from specdec.proposers.base import DraftProposal, Proposer, SequenceState
 from specdec.verify import verify
@@ -161,7 +170,7 @@ class BatchEngine:
         req.num_generated = 1
         req.stats.prefill_seconds += time.perf_counter() - t0
         req.t_decode = time.perf_counter()
-        finish = self._finish_reason([first], 1, params)
+        finish = stop_reason([first], 1, params, self.eos_ids)
         if not finish:
             self._requests[request_id] = req
             self._rows[row] = request_id
@@ -249,7 +258,7 @@ class BatchEngine:
         fates = [FATE_ACCEPTED] * num_accepted + [
             FATE_PLAIN if num_draft == 0 else FATE_BONUS if num_accepted == num_draft else FATE_RECOVERED
         ]
-        emitted, fates, finish = self._truncate(emitted, fates, req.num_generated, req.params)
+        emitted, fates, finish = truncate_step(emitted, fates, req.num_generated, req.params, self.eos_ids)
         req.state.token_ids.extend(emitted)
         req.num_generated += len(emitted)
         req.stats.observe(num_draft, num_accepted)
@@ -264,21 +273,3 @@ class BatchEngine:
         if finish:
             self.cancel(req.request_id)
         return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish)
-
-    def _finish_reason(self, tokens: list[int], num_generated: int, params: SamplingParams) -> str | None:
-        if not params.ignore_eos and any(t in self.eos_ids for t in tokens):
-            return "stop"
-        if num_generated >= params.max_tokens:
-            return "length"
-        return None
-
-    def _truncate(self, emitted, fates, num_generated, params):
-        """Cut a step's tokens at the first EOS or at max_tokens (as `Engine` does)."""
-        if not params.ignore_eos:
-            for i, t in enumerate(emitted):
-                if t in self.eos_ids:
-                    return emitted[: i + 1], fates[: i + 1], "stop"
-        room = params.max_tokens - num_generated
-        if len(emitted) >= room:
-            return emitted[:room], fates[:room], "length"
-        return emitted, fates, None

@@ -132,7 +132,7 @@ class Engine:
             self.proposer.start(state)
         stats.prefill_seconds += time.perf_counter() - t0
         num_generated = 1
-        finish = self._finish_reason([first], num_generated, params)
+        finish = stop_reason([first], num_generated, params, self.eos_ids)
         yield StepOutput([first], [FATE_PLAIN], [], 0, finish)
         if finish:
             return
@@ -177,7 +177,7 @@ class Engine:
             fates = [FATE_ACCEPTED] * num_accepted + [
                 FATE_PLAIN if num_draft == 0 else FATE_BONUS if bool(result.bonus[0]) else FATE_RECOVERED
             ]
-            emitted, fates, finish = self._truncate(emitted, fates, num_generated, params)
+            emitted, fates, finish = truncate_step(emitted, fates, num_generated, params, self.eos_ids)
             state.token_ids.extend(emitted)
             num_generated += len(emitted)
             stats.observe(num_draft, num_accepted)
@@ -227,20 +227,23 @@ class Engine:
             return None
         return torch.cat([out.hidden_states[i][0, index] for i in self.hidden_layers], dim=-1)
 
-    def _finish_reason(self, tokens: list[int], num_generated: int, params: SamplingParams) -> str | None:
-        if not params.ignore_eos and any(t in self.eos_ids for t in tokens):
-            return "stop"
-        if num_generated >= params.max_tokens:
-            return "length"
-        return None
 
-    def _truncate(self, emitted, fates, num_generated, params):
-        """Cut a step's tokens at the first EOS or at max_tokens."""
-        if not params.ignore_eos:
-            for i, t in enumerate(emitted):
-                if t in self.eos_ids:
-                    return emitted[: i + 1], fates[: i + 1], "stop"
-        room = params.max_tokens - num_generated
-        if len(emitted) >= room:
-            return emitted[:room], fates[:room], "length"
-        return emitted, fates, None
+def stop_reason(tokens: list[int], num_generated: int, params: SamplingParams, eos_ids: set[int]) -> str | None:
+    """"stop" if tokens hold an EOS, "length" at max_tokens, else None."""
+    if not params.ignore_eos and any(t in eos_ids for t in tokens):
+        return "stop"
+    if num_generated >= params.max_tokens:
+        return "length"
+    return None
+
+
+def truncate_step(emitted: list[int], fates: list[str], num_generated: int, params: SamplingParams, eos_ids: set[int]):
+    """Cut a step's tokens at the first EOS or at max_tokens; returns (tokens, fates, finish)."""
+    if not params.ignore_eos:
+        for i, t in enumerate(emitted):
+            if t in eos_ids:
+                return emitted[: i + 1], fates[: i + 1], "stop"
+    room = params.max_tokens - num_generated
+    if len(emitted) >= room:
+        return emitted[:room], fates[:room], "length"
+    return emitted, fates, None
