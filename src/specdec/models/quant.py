@@ -259,7 +259,7 @@ class Int4Linear(QuantLinear):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight, self.group_size, self.scales_and_zeros)
 
     def dequantize(self) -> torch.Tensor:
-        """float32 [N, K] as the kernel sees it (identity input through the kernel)."""
+        """float32 [N, K] as the kernel applies it (identity through the kernel: bf16-rounded)."""
         eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=self.weight.device)
         return self.matmul(eye).float().T.contiguous()
 
