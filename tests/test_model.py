@@ -148,7 +148,7 @@ def test_state_dict_round_trip():
     assert set(again) <= set(native.state_dict())
 
 
-def test_onednn_packing_is_a_numerical_no_op():
+def test_cpu_linears_are_a_numerical_no_op():
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8)
     dense = LlamaModel(config, 32).eval()

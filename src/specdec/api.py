@@ -20,7 +20,7 @@ from specdec.engine.calibrate import load_or_calibrate
 from specdec.engine.detokenizer import Detokenizer
 from specdec.engine.engine import Engine, StepOutput
 from specdec.engine.stats import SpecStats
-from specdec.models.loader import LoadedModel, load_model
+from specdec.models.loader import LoadedModel, load_model, resolve_batch_invariant
 from specdec.proposers.factory import build_proposer
 
 
@@ -88,6 +88,7 @@ class LLM:
         quant: str = "none",
         tree_nodes: int = 0,
         tree_top_k: int = 8,
+        batch_invariant: str | bool = "auto",
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -103,7 +104,9 @@ class LLM:
             tree_top_k=tree_top_k,
         )
         self.engine_config = EngineConfig(model=model, dtype=dtype, device=device, threads=threads, max_seq_len=max_model_len)
-        self.target: LoadedModel = load_model(model, dtype, device, max_model_len, quant=quant)
+        if tree_nodes > 0:  # trees are not batch-invariant: "on" raises, "auto" turns it off
+            batch_invariant = resolve_batch_invariant(batch_invariant, dtype, quant, device, trees=True)
+        self.target: LoadedModel = load_model(model, dtype, device, max_model_len, quant=quant, batch_invariant=batch_invariant)
         self.tokenizer = self.target.tokenizer
         proposer = build_proposer(self.spec_config, self.target, dtype, device, max_model_len)
         cost = None

@@ -236,7 +236,8 @@ def diagnose(args) -> Diagnosis:
     if not d.ok:
         return d
     try:
-        target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant)
+        target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant,
+                        batch_invariant=args.batch_invariant)
         draft = resolve_draft(args.draft_model, target, args.dtype, args.device, args.max_model_len) \
             if args.speculative == "draft" else None
     except (ValueError, FileNotFoundError, OSError) as e:

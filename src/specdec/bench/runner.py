@@ -284,7 +284,8 @@ def run(args) -> int:
     warning = oversubscribed() if torch.device(args.device).type == "cpu" else None
     if warning:
         print(f"bench: warning: {warning}", file=sys.stderr)
-    target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant)
+    target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant,
+                        batch_invariant=args.batch_invariant)
     prompt_ids = [encode(target.tokenizer, p, chat=not args.no_chat) for p in prompts]
     ints = [k for k in args.draft_n if k != "auto"]
     max_k = max(ints + ([SpeculativeConfig().max_speculative_tokens] if "auto" in args.draft_n else []))

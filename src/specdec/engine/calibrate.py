@@ -39,6 +39,7 @@ def cost_key(loaded, max_k: int) -> str:
         torch.__version__,
         str(max_k),
         str(getattr(loaded, "quant", "none")),
+        f"invariant={getattr(loaded, 'batch_invariant', False)}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 

@@ -38,7 +38,8 @@ from torch import nn
 
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
-from specdec.models.llama import DecoderLayer, RMSNorm, rope_inv_freq
+from specdec.models.attention import AttentionPlan
+from specdec.models.llama import DecoderLayer, RMSNorm, rope_tables
 
 ARCHS = ("eagle1", "eagle3")
 FORMAT = "specdec-eagle-head"
@@ -176,10 +177,7 @@ class EagleHead(nn.Module):
     def _rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         cached = self._rope
         if cached is None or cached[0].shape[0] < length or cached[0].device != self.device or cached[0].dtype != self.dtype:
-            n = max(length, 4096)
-            freqs = torch.outer(torch.arange(n, dtype=torch.float32), rope_inv_freq(self.config.layer_config()))
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cached = (emb.cos().to(self.device, self.dtype), emb.sin().to(self.device, self.dtype))
+            cached = rope_tables(self.config.layer_config(), max(length, 4096), self.dtype, self.device)
             self._rope = cached
         return cached
 
@@ -204,7 +202,7 @@ class EagleHead(nn.Module):
         start = cache.reserve(t)
         embeds = self._target[0](token_ids).to(hidden.dtype)
         cos_table, sin_table = self._rope_tables(int(positions.max()) + 1)
-        cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)
+        cos, sin = cos_table[positions].unsqueeze(2), sin_table[positions].unsqueeze(2)  # [B, T, 1, D]
         mask = self._mask(start, t, attn_mask, b)
         layer = self.layer
         if self.fc is not None:
@@ -222,10 +220,10 @@ class EagleHead(nn.Module):
         x = hidden if self.norm is None else self.norm(hidden)
         return self.lm_head(x) if self.lm_head is not None else self._target[1](x)
 
-    def _mask(self, start: int, t: int, attn_mask, b: int) -> torch.Tensor | None:
+    def _mask(self, start: int, t: int, attn_mask, b: int) -> AttentionPlan:
         if attn_mask is None:
             if t == 1:
-                return None
+                return AttentionPlan(start + 1)
             new = torch.ones(t, t, dtype=torch.bool, device=self.device).tril()
             prefix = torch.ones(t, start, dtype=torch.bool, device=self.device)
             mask = torch.cat((prefix, new), dim=-1).expand(b, t, start + t)
@@ -234,7 +232,7 @@ class EagleHead(nn.Module):
                 raise ValueError(f"attn_mask must be [B, {t}, {start + t}], got {tuple(attn_mask.shape)}")
             mask = attn_mask.to(device=self.device, dtype=torch.bool).expand(b, t, start + t)
         rep = self.config.num_heads // self.config.num_kv_heads
-        return mask.unsqueeze(1).repeat(1, 1, rep, 1)  # [B, 1, rep*T, S], rows (r, t) as in llama.py
+        return AttentionPlan(start + t, mask.unsqueeze(1).repeat(1, 1, rep, 1))  # [B, 1, rep*T, S], rows (r, t)
 
     # -- vocabulary ---------------------------------------------------------------------
     def to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from torch import nn
 
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
+from specdec.models.attention import AttentionPlan, attend, plan_attention
 
 
 @dataclass
@@ -83,17 +84,29 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # float32 statistics, as transformers does, so bf16 runs match it.
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # transformers' formula: float32 statistics, the weight applied after the cast back
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype)
+
+
+def rope_tables(config: ModelConfig, length: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, signed sin [length, D] for `apply_rope`: sin's first half is negated."""
+    inv_freq = rope_inv_freq(config)
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    half = config.head_dim // 2
+    sign = torch.cat((-torch.ones(half), torch.ones(half)))
+    return emb.cos().to(device, dtype), (emb.sin() * sign).to(device, dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x [B, H, T, D]; cos, sin [B, 1, T, D]
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate-half RoPE: x * cos + cat(-x2, x1) * sin, with cat(-x2, x1) * sin computed as
+    roll(x, D/2) * signed sin (the same products, bit for bit, in fewer kernels).
+
+    x [..., H, D]; cos, sin broadcast to it ([B, T, 1, D], or [N, 1, D] for packed rows).
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 class Attention(nn.Module):
@@ -106,51 +119,38 @@ class Attention(nn.Module):
         kv_dim = config.num_kv_heads * config.head_dim
         self.wqkv = nn.Linear(config.hidden_size, q_dim + 2 * kv_dim, bias=config.attention_bias)
         self.wo = nn.Linear(q_dim, config.hidden_size, bias=False)
-        self.split = (q_dim, kv_dim, kv_dim)
 
     def forward(
         self,
         x: torch.Tensor,  # [B, T, D_model]
-        cos: torch.Tensor,
+        cos: torch.Tensor,  # [B, T, 1, D]
         sin: torch.Tensor,
         k_cache: torch.Tensor,  # [B, H_kv, S_max, D]
         v_cache: torch.Tensor,
         start: int,
-        mask: torch.Tensor | None,  # [B, 1, rep*T, S] bool or None
+        plan: AttentionPlan | None,
         rows: RowLayout | None = None,
     ) -> torch.Tensor:
         if rows is not None:
             return self._forward_rows(x, cos, sin, k_cache, v_cache, rows)
         b, t, _ = x.shape
         h, h_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(b, t, h, d).transpose(1, 2)
-        k = k.view(b, t, h_kv, d).transpose(1, 2)
-        v = v.view(b, t, h_kv, d).transpose(1, 2)
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
-        end = start + t
-        k_cache[:, :, start:end] = k
-        v_cache[:, :, start:end] = v
-        keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-        # GQA without repeating K/V: fold the query heads that share a KV head into the
-        # token axis, [B, H, T, D] -> [B, H_kv, rep*T, D].
-        rep = h // h_kv
-        q = q.reshape(b, h_kv, rep * t, d)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        out = out.view(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
-        return self.wo(out)
+        qkv = self.wqkv(x).view(b, t, h + 2 * h_kv, d)
+        qk = apply_rope(qkv[:, :, : h + h_kv], cos, sin)  # q and k heads in one pass
+        k_cache[:, :, start : start + t] = qk[:, :, h:].transpose(1, 2)
+        v_cache[:, :, start : start + t] = qkv[:, :, h + h_kv :].transpose(1, 2)
+        return self.wo(attend(qk[:, :, :h], k_cache, v_cache, plan))
 
     def _forward_rows(self, x, cos, sin, k_cache, v_cache, rows: RowLayout) -> torch.Tensor:
         # x [N, D_model] packed real tokens; cos, sin [N, 1, D]
         n = x.shape[0]
         h, h_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
         b, t = rows.valid.shape
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = apply_rope(q.view(n, h, d), cos, sin)
-        k = apply_rope(k.view(n, h_kv, d), cos, sin)
-        k_cache[rows.row_ids, :, rows.slots] = k  # [N, H_kv, D] into per-row slots
-        v_cache[rows.row_ids, :, rows.slots] = v.view(n, h_kv, d)
+        qkv = self.wqkv(x).view(n, h + 2 * h_kv, d)
+        qk = apply_rope(qkv[:, : h + h_kv], cos, sin)
+        q = qk[:, :h]
+        k_cache[rows.row_ids, :, rows.slots] = qk[:, h:]  # [N, H_kv, D] into per-row slots
+        v_cache[rows.row_ids, :, rows.slots] = qkv[:, h + h_kv :]
         q_pad = q.new_zeros(b, t, h, d)
         q_pad[rows.valid] = q
         rep = h // h_kv
@@ -181,8 +181,8 @@ class DecoderLayer(nn.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, k_cache, v_cache, start, mask, rows=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, k_cache, v_cache, start, mask, rows)
+    def forward(self, x, cos, sin, k_cache, v_cache, start, plan, rows=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, k_cache, v_cache, start, plan, rows)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -197,6 +197,9 @@ class LlamaModel(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
         self.max_seq_len = max_seq_len or config.max_position_embeddings
+        # Batch-invariant attention (models/attention.py); the linears' half of it is
+        # CPULinear.pad_single_row. Set together by `set_batch_invariant`.
+        self.batch_invariant = False
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -220,32 +223,27 @@ class LlamaModel(nn.Module):
         )
 
     def rope_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [S_max, D] in the model dtype, built once per device/dtype."""
+        """cos, signed sin [S_max, D] in the model dtype (`rope_tables`), built once per device/dtype."""
         cached = self._rope_cache
         if cached is None or cached[0].device != self.device or cached[0].dtype != self.dtype:
-            inv_freq = rope_inv_freq(self.config)
-            t = torch.arange(self.max_seq_len, dtype=torch.float32)
-            freqs = torch.outer(t, inv_freq)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cached = (emb.cos().to(self.device, self.dtype), emb.sin().to(self.device, self.dtype))
+            cached = rope_tables(self.config, self.max_seq_len, self.dtype, self.device)
             self._rope_cache = cached
         return cached
 
-    def build_mask(
-        self, start: int, num_new: int, attn_mask: torch.Tensor | None, batch_size: int
-    ) -> torch.Tensor | None:
-        """[B, 1, rep*T, start+T] bool, or None when every new token may see every slot."""
-        if attn_mask is None and num_new == 1:
-            return None
-        if attn_mask is None:
-            new = torch.ones(num_new, num_new, dtype=torch.bool, device=self.device).tril()
-            new = new.expand(batch_size, num_new, num_new)
-        else:
-            new = attn_mask.to(device=self.device, dtype=torch.bool)
-        prefix = torch.ones(batch_size, num_new, start, dtype=torch.bool, device=self.device)
-        mask = torch.cat((prefix, new), dim=-1)  # [B, T, S]
+    def set_batch_invariant(self, enabled: bool) -> None:
+        """Score every slot bit for bit alike in decode steps and chain verify passes."""
+        from specdec.models.linear import set_pad_single_row
+
+        self.batch_invariant = enabled
+        set_pad_single_row(self, enabled)
+
+    def plan_attention(
+        self, start: int, num_new: int, attn_mask: torch.Tensor | None, batch_size: int, cache: KVCache
+    ) -> AttentionPlan:
         rep = self.config.num_heads // self.config.num_kv_heads
-        return mask.unsqueeze(1).repeat(1, 1, rep, 1)
+        return plan_attention(
+            start, num_new, rep, attn_mask, batch_size, self.batch_invariant, cache.max_seq_len, self.dtype, self.device
+        )
 
     def forward(
         self,
@@ -270,15 +268,15 @@ class LlamaModel(nn.Module):
         b, t = token_ids.shape
         start = cache.reserve(t)
         cos_table, sin_table = self.rope_tables()
-        cos = cos_table[positions].unsqueeze(1)  # [B, 1, T, D]
-        sin = sin_table[positions].unsqueeze(1)
-        mask = self.build_mask(start, t, attn_mask, b)
+        cos = cos_table[positions].unsqueeze(2)  # [B, T, 1, D]
+        sin = sin_table[positions].unsqueeze(2)
+        plan = self.plan_attention(start, t, attn_mask, b, cache)
         x = self.embed(token_ids)
         hidden: dict[int, torch.Tensor] = {}
         if 0 in hidden_layers:
             hidden[0] = x
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache.k[i], cache.v[i], start, mask)
+            x = layer(x, cos, sin, cache.k[i], cache.v[i], start, plan)
             if i + 1 in hidden_layers:
                 hidden[i + 1] = x
         cache.length = start + t

@@ -22,6 +22,23 @@ from specdec.models.linear import pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BATCH_INVARIANT_CHOICES = ("auto", "on", "off")
+
+
+def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none", device: str = "cpu", trees: bool = False) -> bool:
+    """on/off as given; auto = on where it is cheap, measured by benchmarks/batch_invariance.py
+    (README): CPU bfloat16/float16 and every quantized mode. Off for dense float32 (oneDNN's
+    two-row kernel and one-thread attention cost ~16% there), on CUDA (not measured) and for
+    tree drafts (not supported: models/attention.py)."""
+    if isinstance(choice, bool):
+        return choice
+    if choice not in BATCH_INVARIANT_CHOICES:
+        raise ValueError(f"batch_invariant must be one of {', '.join(BATCH_INVARIANT_CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        if choice == "on" and trees:
+            raise ValueError("tree drafts are not batch-invariant; use chain drafts (--tree-nodes 0) or --batch-invariant off")
+        return choice == "on"
+    return not trees and torch.device(device).type == "cpu" and (dtype != "float32" or quant != "none")
 
 
 @dataclass
@@ -40,6 +57,10 @@ class LoadedModel:
     @property
     def is_native(self) -> bool:
         return isinstance(self.model, LlamaModel)
+
+    @property
+    def batch_invariant(self) -> bool:
+        return bool(getattr(self.model, "batch_invariant", False))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -76,7 +97,11 @@ def load_model(
     device: str = "cpu",
     max_seq_len: int | None = None,
     quant: str = "none",
+    batch_invariant: bool | str = "auto",
 ) -> LoadedModel:
+    """batch_invariant: verify passes score every position bit for bit as decode steps do
+    (models/attention.py, models/linear.py); True/False, or "auto"/"on"/"off"
+    (`resolve_batch_invariant`). Native models only; "auto" is off for the others."""
     from specdec.models import gguf_file, hf_dir
     from specdec.models.quant import QUANT_MODES
 
@@ -120,6 +145,13 @@ def load_model(
         raise ValueError(f"model path {path} is neither a file nor a directory")
     if quant != "none":
         apply_quant(model, quant, path)
+    invariant = resolve_batch_invariant(batch_invariant, dtype, quant, device)
+    if invariant and batch_invariant == "auto" and not isinstance(model, LlamaModel):
+        invariant = False
+    if invariant:
+        if not isinstance(model, LlamaModel):
+            raise ValueError(f"{path}: batch_invariant needs a Llama-family model on the native path")
+        model.set_batch_invariant(True)
     return LoadedModel(model, tokenizer, config, path, time.perf_counter() - start, quant)
 
 

@@ -199,11 +199,15 @@ class QuantLinear(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        y = self.matmul(x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()).to(x.dtype)
+        rows = x.reshape(-1, self.in_features)
+        if rows.dtype != torch.bfloat16:
+            rows = rows.to(torch.bfloat16)
+        y = self.matmul(rows if rows.is_contiguous() else rows.contiguous())
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
-        return y.view(*lead, self.out_features)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -299,24 +303,19 @@ def weight_bytes(module: nn.Module) -> int:
     return total
 
 
-def dense_weight(linear: nn.Module) -> torch.Tensor:
-    w = linear.weight.detach()
-    return w.to_dense() if w.is_mkldnn else w
-
-
 def quantize_linear(
     linear: nn.Module, mode: str, group_size: int, source: GroupQuant | None = None
 ) -> QuantLinear:
-    """nn.Linear or OneDNNLinear -> Int8Linear / Int4Linear; GGUF groups used where exact."""
-    bias = linear.bias.to_dense() if linear.bias is not None and linear.bias.is_mkldnn else linear.bias
+    """nn.Linear or CPULinear -> Int8Linear / Int4Linear; GGUF groups used where exact."""
+    bias = linear.bias
     device = linear.weight.device
     if mode == "int8":
-        return Int8Linear(source.dequantize().to(device) if source is not None else dense_weight(linear), bias)
+        return Int8Linear(source.dequantize().to(device) if source is not None else linear.weight.detach(), bias)
     if mode != "int4":
         raise ValueError(f"quant mode must be one of {', '.join(QUANT_MODES)}, got {mode!r}")
     if source is not None and source.bits == 4 and source.group_size == group_size:
         return Int4Linear(source, bias, device)
-    weight = source.dequantize() if source is not None else dense_weight(linear)
+    weight = source.dequantize() if source is not None else linear.weight.detach()
     return Int4Linear(quantize_int4_groups(weight, group_size), bias, device)
 
 

@@ -153,6 +153,8 @@ def register(subparsers) -> None:
     p.add_argument("--speculative-draft-model-path", default=None, help="draft model path, or self:DTYPE")
     p.add_argument("--speculative-num-draft-tokens", default="auto", help="draft length K, or 'auto' (chosen per step from batch size and acceptance)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--quant", default="none", choices=["none", "int8", "int4"],
+                   help="weight-only quantization of a native model (int8 per channel, int4 groups of 32)")
     p.add_argument("--device", default="cpu")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--max-model-len", type=int, default=2048, help="context per request (KV cache rows are pre-allocated)")
@@ -185,7 +187,9 @@ def build_state(args: argparse.Namespace) -> ServerState:
         num_speculative_tokens=args.speculative_num_draft_tokens,
     )
     EngineConfig(args.model, args.dtype, args.device, args.threads, args.max_model_len)  # validates
-    target = load_model(args.model, args.dtype, args.device, args.max_model_len)
+    # The batched forward packs rows of different lengths into one pass: it is not batch-invariant
+    # (models/attention.py), so served greedy output is exact in float32 only.
+    target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant, batch_invariant=False)
     proposers = build_row_proposers(spec, target, args.dtype, args.device, args.max_model_len, args.max_batch_size)
     cost = None
     if spec.enabled and spec.auto and spec.adaptive == "cost":

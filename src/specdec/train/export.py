@@ -226,6 +226,5 @@ def load_head(path: str | Path, target, dtype: torch.dtype = torch.float32) -> E
 
 
 def target_lm_head_weight(model) -> torch.Tensor:
-    """The target's LM head as a dense [V, D] tensor (oneDNN-packed or tied included)."""
-    weight = model.lm_head.weight
-    return weight.to_dense() if weight.is_mkldnn else weight
+    """The target's LM head as a dense [V, D] tensor (tied included)."""
+    return model.lm_head.weight

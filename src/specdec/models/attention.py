@@ -1,0 +1,147 @@
+"""Attention of T new queries over the KV cache, and its batch-invariant variant.
+
+    plan = plan_attention(start, num_new, rep, attn_mask=None, invariant=False, ...)
+    out = attend(q [B, T, H, D], k_cache [B, H_kv, S_max, D], v_cache, plan) -> [B, T, H*D]
+
+The plan is built once per forward and shared by every layer. Queries that share a KV
+head are folded into one SDPA call without repeating K/V (GQA): rep = H / H_kv.
+
+Standard plan: one SDPA call over cache slots [0, start + T); new token i sees the whole
+prefix and, among the new tokens, itself and its predecessors (causal) or what
+`attn_mask` [B, T, T] allows (tree drafts). A single new token needs no mask.
+
+Batch-invariant plan: a verify pass must score slot i bit for bit as a single-token
+decode at slot i does, or greedy speculative output drifts from plain output at
+near-ties (bfloat16 especially). Measured on this CPU, SDPA's result for one query
+depends on (1) how many keys the call reads, (2) how many query rows share its GEMM,
+and (3) in float32, MKL's threading inside the flash kernel. The invariant plan fixes
+all three, for decode steps and chain verify passes alike:
+  - every query is its own SDPA batch entry (K/V expanded over the entries, not
+    copied) with its rep rows, so each GEMM has the shape a decode step's has;
+  - the query at slot i reads slots [0, S(i)), S(i) = i + 1 rounded up to KEY_BLOCK
+    (capped at the cache size), with an additive mask of -inf past slot i; the masked
+    slots hold finite stale or draft entries whose weights are exactly 0, and queries
+    with different S(i) go to separate calls;
+  - float32 (and float16) attention runs on one thread.
+Worked example, KEY_BLOCK 64, chain verify at slots 62..65 (T = 4): queries at 62 and
+63 read slots [0, 64), those at 64 and 65 read [0, 128); a decode step at slot 63
+reads [0, 64) with the same mask row, so both compute the identical sum.
+Tree masks are not supported: a tree node's keys (prefix plus its ancestors) are not a
+prefix of the cache, and gathering them per node costs more than the tree saves.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+KEY_BLOCK = 64
+
+
+@dataclass
+class AttentionGroup:
+    first: int  # first query (index into the T new tokens)
+    num_queries: int
+    num_keys: int  # S: slots [0, S) read
+    mask: torch.Tensor  # [num_queries, 1, rep, S] additive: 0 or -inf
+
+
+@dataclass
+class AttentionPlan:
+    num_keys: int  # slots [0, num_keys) hold the prefix and the new tokens
+    mask: torch.Tensor | None = None  # standard: [B, 1, rep*T, S] bool, True = may attend
+    groups: tuple[AttentionGroup, ...] = ()  # batch-invariant: one call per group
+    single_thread: bool = False
+
+    @property
+    def invariant(self) -> bool:
+        return bool(self.groups)
+
+
+def plan_attention(
+    start: int,
+    num_new: int,
+    rep: int,
+    attn_mask: torch.Tensor | None = None,  # [B, T, T] bool over the new tokens
+    batch_size: int = 1,
+    invariant: bool = False,
+    max_keys: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> AttentionPlan:
+    end = start + num_new
+    if invariant:
+        if attn_mask is not None:
+            raise ValueError("batch-invariant attention verifies chains only; tree drafts need batch_invariant=False")
+        if batch_size != 1:
+            raise ValueError(f"batch-invariant attention runs one sequence, got batch size {batch_size}")
+        return _invariant_plan(start, num_new, rep, max_keys or end, dtype, device)
+    if attn_mask is None and num_new == 1:
+        return AttentionPlan(end)
+    if attn_mask is None:
+        new = torch.ones(num_new, num_new, dtype=torch.bool, device=device).tril().expand(batch_size, num_new, num_new)
+    else:
+        new = attn_mask.to(device=device, dtype=torch.bool)
+    prefix = torch.ones(batch_size, num_new, start, dtype=torch.bool, device=device)
+    mask = torch.cat((prefix, new), dim=-1)  # [B, T, S]
+    return AttentionPlan(end, mask.unsqueeze(1).repeat(1, 1, rep, 1))
+
+
+def _invariant_plan(start, num_new, rep, max_keys, dtype, device) -> AttentionPlan:
+    slots = range(start, start + num_new)
+    padded = [min(-(-(s + 1) // KEY_BLOCK) * KEY_BLOCK, max_keys) for s in slots]
+    groups = []
+    first = 0
+    while first < num_new:
+        n = 1
+        while first + n < num_new and padded[first + n] == padded[first]:
+            n += 1
+        keys = padded[first]
+        visible = torch.arange(keys, device=device)[None] <= torch.arange(start + first, start + first + n, device=device)[:, None]
+        mask = torch.zeros(n, keys, dtype=dtype, device=device).masked_fill_(~visible, float("-inf"))
+        groups.append(AttentionGroup(first, n, keys, mask[:, None, None, :].expand(n, 1, rep, keys)))
+        first += n
+    single_thread = dtype != torch.bfloat16 and torch.device(device).type == "cpu"
+    return AttentionPlan(start + num_new, groups=tuple(groups), single_thread=single_thread)
+
+
+@contextmanager
+def _threads(single: bool):
+    if not single:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def attend(
+    q: torch.Tensor,  # [B, T, H, D], RoPE applied
+    k_cache: torch.Tensor,  # [B, H_kv, S_max, D], the new tokens already written
+    v_cache: torch.Tensor,
+    plan: AttentionPlan,
+) -> torch.Tensor:  # [B, T, H*D]
+    b, t, h, d = q.shape
+    h_kv = k_cache.shape[1]
+    rep = h // h_kv
+    if plan.invariant:
+        qs = q.reshape(t, h_kv, rep, d)  # B = 1: query t is batch entry t
+        outs = []
+        with _threads(plan.single_thread):
+            for g in plan.groups:
+                keys = k_cache[:, :, : g.num_keys].expand(g.num_queries, h_kv, g.num_keys, d)
+                values = v_cache[:, :, : g.num_keys].expand(g.num_queries, h_kv, g.num_keys, d)
+                outs.append(F.scaled_dot_product_attention(qs[g.first : g.first + g.num_queries], keys, values, attn_mask=g.mask))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # [T, H_kv, rep, D]
+        return out.view(1, t, h * d)
+    # rows (r, t) of the fold match the mask's repeat over rep
+    qf = q.transpose(1, 2).reshape(b, h_kv, rep * t, d)
+    s = plan.num_keys
+    out = F.scaled_dot_product_attention(qf, k_cache[:, :, :s], v_cache[:, :, :s], attn_mask=plan.mask)
+    return out.view(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
