@@ -1,24 +1,29 @@
-"""Is a verify pass's logit at position i the same as a single-token decode's at i?
+"""Is a verify pass's logit at position i the same as a single-token decode's at i? And what
+does making it so (batch invariance, models/attention.py) cost?
 
-    python benchmarks/batch_invariance.py [--modes bfloat16:none,bfloat16:int4,...]
+    python benchmarks/batch_invariance.py [--modes bfloat16:none,bfloat16:int4,...] [--repeats 5]
 
 Speculative decoding is lossless only if the target's verify pass over K+1 tokens scores
-position i exactly as plain decoding would. Greedy ties aside, small differences are
-harmless, but they make speculative and plain greedy output diverge at near-ties.
+position i exactly as plain decoding would. Small differences flip greedy choices at
+near-ties, so speculative and plain greedy output drift apart (bfloat16 especially).
 
+For every mode (dtype:quant), with batch invariance off and on:
 1) End to end: after a prefix, decode 9 known tokens one by one (reference logits), then
    for K = 1..8 rewind the cache and run one (K+1)-token pass; report the max |difference|
    over the K+1 positions, whether all are bitwise equal, and whether the argmax agrees.
-2) Per op, on the model's own activations: each linear kind with M = K+1 rows vs the
-   same row alone (M = 1); attention of a real verify pass (K+1 masked queries over the
-   prefix and new keys) vs each query alone over the keys it may see (the T = 1 path, no
-   mask). Elementwise ops (norm, RoPE, SiLU, residual adds) are row-local.
+2) Per op (invariance off only), on the model's own activations: each linear with M = K+1
+   rows vs the same row alone; attention of a real verify pass vs each query alone.
+3) Cost: plain greedy decoding (a story prompt) and n-gram speculation with K = 4 (a
+   grounded prompt), 128 tokens, off and on interleaved, medians of --repeats after one
+   warm-up; greedy mismatches of the speculative run against the plain one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 from contextlib import contextmanager
 
 import torch
@@ -119,34 +124,85 @@ def attention_rows(model, prompt_ids: list[int], max_k: int) -> list[float]:
     return rows
 
 
+STORY = "Write a short story about a lighthouse keeper."
+GROUNDED = ("Fix the typos and repeat the text: Teh comittee will meet on tusday at noon in room 4B to "
+            "reveiw the budgte, and evryone shoud bring there notes from the last meating.")
+
+
+def speed(models: dict, repeats: int, max_tokens: int = 128) -> dict:
+    """tokens/s of plain and n-gram (K = 4) decoding per (mode, invariant); interleaved."""
+    from specdec.config import SamplingParams, SpeculativeConfig
+    from specdec.engine.engine import Engine
+    from specdec.proposers.ngram import NgramProposer
+
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    runs = {}
+    for key, loaded in models.items():
+        story = encode_prompt(loaded.tokenizer, STORY)
+        grounded = encode_prompt(loaded.tokenizer, GROUNDED)
+        runs[key + ("plain",)] = (Engine(loaded, max_seq_len=1024), story)
+        runs[key + ("plain-grounded",)] = (Engine(loaded, max_seq_len=1024), grounded)
+        spec = SpeculativeConfig(method="ngram", num_speculative_tokens=4)
+        runs[key + ("ngram4",)] = (Engine(loaded, NgramProposer(1, 4), spec, 1024), grounded)
+    rates: dict = {k: [] for k in runs}
+    tokens: dict = {}
+    for r in range(repeats + 1):
+        for k, (engine, ids) in runs.items():
+            t = time.perf_counter()
+            out = engine.generate(ids, params)
+            if r:
+                rates[k].append(max_tokens / (time.perf_counter() - t))
+            tokens[k] = out.token_ids
+    out = {}
+    for key in models:
+        med = {kind: statistics.median(rates[key + (kind,)]) for kind in ("plain", "ngram4")}
+        mismatches = sum(a != b for a, b in zip(tokens[key + ("plain-grounded",)], tokens[key + ("ngram4",)]))
+        out[key] = {**med, "ngram_mismatches": mismatches}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modes", default="float32:none,bfloat16:none,bfloat16:int4,float32:int4,bfloat16:int8")
+    p.add_argument("--modes", default="float32:none,bfloat16:none,bfloat16:int8,bfloat16:int4,float32:int4")
     p.add_argument("--max-k", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-invariant", action="store_true", help="load the models with batch_invariant=True")
+    p.add_argument("--repeats", type=int, default=5, help="speed repeats (0 skips the cost measurement)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = {}
+    results, models = {}, {}
     for mode in args.modes.split(","):
         dtype, _, quant = mode.partition(":")
-        loaded = load_model(None, dtype, "cpu", 512, quant=quant or "none", batch_invariant=args.batch_invariant)
-        prompt_ids = encode_prompt(loaded.tokenizer, PROMPT)
-        continuation = loaded.tokenizer.encode(" The sky looks blue because air scatters short wavelengths more",
-                                               add_special_tokens=False)
-        e2e = end_to_end(loaded.model, prompt_ids, continuation, args.max_k)
-        ops = {} if args.batch_invariant else per_op(loaded.model, prompt_ids, args.max_k)
-        results[mode] = {"end_to_end": e2e, "per_op": ops}
-        print(f"\n{mode}: verify pass (K+1 tokens) vs single-token decode")
-        print("  K  " + " ".join(f"{k:>9d}" for k in e2e))
-        print("  max|d| " + " ".join(f"{v['max_abs_diff']:9.2e}" for v in e2e.values()))
-        print("  bitwise " + " ".join(f"{str(v['bitwise_equal']):>9s}" for v in e2e.values()))
-        print("  argmax  " + " ".join(f"{str(v['argmax_equal']):>9s}" for v in e2e.values()))
-        print("  per op, max|op(x)[j] - op(x[j])| for M = 2..K+1:")
-        for name, rows in ops.items():
-            print(f"    {name:10s} " + " ".join(f"{v:9.2e}" for v in rows))
-        del loaded
-    print(json.dumps({"benchmark": "batch_invariance", "torch": torch.__version__, "results": results}))
+        for invariant in (False, True):
+            loaded = load_model(None, dtype, "cpu", 1024, quant=quant or "none", batch_invariant=invariant)
+            models[(mode, invariant)] = loaded
+            prompt_ids = encode_prompt(loaded.tokenizer, PROMPT)
+            continuation = loaded.tokenizer.encode(" The sky looks blue because air scatters short wavelengths more",
+                                                   add_special_tokens=False)
+            e2e = end_to_end(loaded.model, prompt_ids, continuation, args.max_k)
+            ops = {} if invariant else per_op(loaded.model, prompt_ids, args.max_k)
+            results[f"{mode}:{'on' if invariant else 'off'}"] = {"end_to_end": e2e, "per_op": ops}
+            print(f"\n{mode}, batch invariance {'on' if invariant else 'off'}: verify pass (K+1 tokens) vs single-token decode")
+            print("  K       " + " ".join(f"{k:>9d}" for k in e2e))
+            print("  max|d|  " + " ".join(f"{v['max_abs_diff']:9.2e}" for v in e2e.values()))
+            print("  bitwise " + " ".join(f"{str(v['bitwise_equal']):>9s}" for v in e2e.values()))
+            print("  argmax  " + " ".join(f"{str(v['argmax_equal']):>9s}" for v in e2e.values()))
+            if ops:
+                print("  per op, max|op(x)[j] - op(x[j])| for M = 2..K+1:")
+                for name, rows in ops.items():
+                    print(f"    {name:10s} " + " ".join(f"{v:9.2e}" for v in rows))
+    costs = {}
+    if args.repeats:
+        measured = speed(models, args.repeats)
+        print(f"\ncost ({args.threads} threads, 128 greedy tokens, medians of {args.repeats}; tok/s off -> on)")
+        print(f"  {'mode':14s} {'plain off':>9s} {'on':>7s} {'cost':>6s}   {'ngram4 off':>10s} {'on':>7s} {'cost':>6s}   mismatches off/on")
+        for mode in args.modes.split(","):
+            off, on = measured[(mode, False)], measured[(mode, True)]
+            c_plain, c_spec = 1 - on["plain"] / off["plain"], 1 - on["ngram4"] / off["ngram4"]
+            costs[mode] = {"off": off, "on": on, "plain_cost": c_plain, "ngram4_cost": c_spec}
+            print(f"  {mode:14s} {off['plain']:9.1f} {on['plain']:7.1f} {100 * c_plain:5.1f}%   {off['ngram4']:10.1f} "
+                  f"{on['ngram4']:7.1f} {100 * c_spec:5.1f}%   {off['ngram_mismatches']}/{on['ngram_mismatches']}")
+    print(json.dumps({"benchmark": "batch_invariance", "torch": torch.__version__, "threads": args.threads,
+                      "results": results, "cost": costs}))
     return 0
 
 

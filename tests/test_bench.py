@@ -177,6 +177,26 @@ def test_report_files_from_synthetic_records(tmp_path):
     assert s["configs"][1]["speedup"] > 1
 
 
+def test_peers_at_several_ks_are_keyed_per_k():
+    """One llamacpp-prompt-lookup contender per K: each its own "peers" entry, greedy-checked like hf."""
+    recs = [r for r in synthetic_records() if r["speculative"] == "none"]
+    for name, k, tps in (("llamacpp", None, 30.0), ("llamacpp-prompt-lookup", 2, 40.0),
+                         ("llamacpp-prompt-lookup", 4, 50.0), ("hf-prompt-lookup", 4, 20.0)):
+        for repeat in range(3):
+            for prompt, category in (("a", "grounded"), ("b", "creative")):
+                r = _record("none", prompt, category, repeat, tps, tokens=[7] * 9 if k == 4 else None)
+                r.update(kind="peer", speculative=name, draft_n=k, spec=None,
+                         contender=summary.contender_name(name, k, 0.0))
+                recs.append(r)
+    peers = summarize(recs)["peers"]
+    assert set(peers) == {"llamacpp", "llamacpp-prompt-lookup:2", "llamacpp-prompt-lookup:4", "hf-prompt-lookup"}
+    assert peers["llamacpp-prompt-lookup:2"]["draft_n"] == 2
+    assert peers["llamacpp-prompt-lookup:2"]["by_temperature"]["0"]["name"] == "llamacpp-prompt-lookup:2@T0"
+    assert peers["llamacpp-prompt-lookup:2"]["tokens_per_second"] == pytest.approx(40.0)
+    assert peers["llamacpp"]["greedy_mismatches"] == 0
+    assert peers["llamacpp-prompt-lookup:4"]["greedy_mismatches"] == 6  # every run differs from plain's ids
+
+
 def test_summary_needs_a_baseline():
     recs = [r for r in synthetic_records() if r["speculative"] != "none"]
     with pytest.raises(ValueError, match="no plain baseline"):

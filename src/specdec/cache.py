@@ -1,6 +1,8 @@
 """Pre-allocated KV cache, indexed by slot, rolled back by moving a length pointer.
 
-Layout: one tensor for keys and one for values, `[L, B, H_kv, S_max, D]`. A forward over
+Layout: one tensor for keys and one for values, `[L, B, H_kv, S_alloc, D]`, where S_alloc is
+max_seq_len rounded up to `pad_to` slots (batch-invariant attention reads whole blocks of
+slots, models/attention.py); only max_seq_len of them are ever written. A forward over
 T new tokens writes them at slots `[length, length + T)` of every row and then advances
 `length` by T. Rows share one length: the engine runs one request per cache.
 
@@ -33,15 +35,14 @@ class KVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device | str = "cpu",
+        pad_to: int = 1,
     ) -> None:
-        shape = (num_layers, batch_size, num_kv_heads, max_seq_len, head_dim)
+        alloc = -(-max_seq_len // pad_to) * pad_to
+        shape = (num_layers, batch_size, num_kv_heads, alloc, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_seq_len = max_seq_len
         self.length = 0
-
-    @property
-    def max_seq_len(self) -> int:
-        return self.k.shape[3]
 
     @property
     def batch_size(self) -> int:
@@ -92,5 +93,6 @@ class KVCache:
         view = KVCache.__new__(KVCache)
         view.k = self.k[:, row : row + 1]
         view.v = self.v[:, row : row + 1]
+        view.max_seq_len = self.max_seq_len
         view.length = length
         return view

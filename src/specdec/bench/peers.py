@@ -18,6 +18,8 @@ an SSE chunk) whose wall time is spread evenly over its tokens for inter-token l
 - `endpoint`: an OpenAI-compatible server, POST /v1/chat/completions with stream=true;
   tokens are counted with the target's tokenizer on the returned text (per chunk: the
   growth of the token count of the text so far).
+- `llamacpp`, `llamacpp-prompt-lookup`: llama-cpp-python on the target's GGUF file, an
+  optional extra; see llamacpp.py.
 """
 
 from __future__ import annotations

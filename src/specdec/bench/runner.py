@@ -1,7 +1,7 @@
 """`specdec bench`: every speculative config against plain decoding, interleaved, in one run.
 
     specdec bench --speculative none,ngram,draft --draft-model D --draft-n auto,4 \
-        --temperature 0,0.7 --categories grounded,creative --repeats 3 --peer hf
+        --temperature 0,0.7 --categories grounded,creative --repeats 3 --peer hf,llamacpp
 
 Defaults: --speculative none,ngram (plus draft with --draft-model), --draft-n auto,2,4,8,
 --temperature 0,0.7, --max-tokens 128, --repeats 3, every built-in category but heldout.
@@ -33,16 +33,17 @@ The last stdout line is one JSON object:
         "num_runs": int, "num_prompts": int, "mean_generated_tokens": float,
         "by_category": {CAT: {"speedup", "tokens_per_second", "mean_acceptance_length",
                               "acceptance_rate"}}}],
-     "peers": {"hf" | "hf-prompt-lookup" | "hf-assisted" | "endpoint":
+     "peers": {"hf" | "hf-prompt-lookup" | "hf-assisted" | "llamacpp" | "llamacpp-prompt-lookup"
+               | "endpoint":   # a peer run at several K's is keyed NAME:K, once per K
                {the same fields at the lowest temperature it ran (speedup over our plain
                 baseline; acceptance fields absent), "by_temperature": {"0": {...}, "0.7": {...}}}},
      "temperatures": [float], "categories": [str],
      "meta": {"command", "model", "draft_model", "dtype", "device", "threads", "cpu", "torch",
-              "transformers", "load_average", "load_average_end", "max_tokens", "repeats",
-              "num_prompts", "verify_seconds", "out", ...}}
+              "transformers", "llama_cpp" (with --peer llamacpp), "load_average", "load_average_end",
+              "max_tokens", "repeats", "num_prompts", "verify_seconds", "out", ...}}
 
 Plain baselines carry acceptance_rate 0 and mean_acceptance_length 1 (no drafts); peers
-carry no acceptance fields (transformers does not report them).
+carry no acceptance fields (transformers and llama-cpp-python do not report them).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from specdec.engine.engine import Engine
 from specdec.engine.stats import SpecStats
 
 METHODS = ("none", "ngram", "draft", "eagle")
-PEERS = ("hf",)
+PEERS = ("hf", "llamacpp")
 
 
 class SpecdecContender:
@@ -175,6 +176,10 @@ def machine_info(args) -> dict:
     info = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "dtype": args.dtype, "device": args.device, "load_average": load_average()}
+    if "llamacpp" in args.peer:
+        import llama_cpp
+
+        info["llama_cpp"] = llama_cpp.__version__
     if torch.device(args.device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     return info
@@ -233,7 +238,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, metavar="FILE.jsonl", help="a prompt file instead of built-ins")
     p.add_argument("--max-prompts-per-category", type=int, default=None, metavar="N")
     p.add_argument("--no-chat", action="store_true", help="raw prompts without the chat template")
-    p.add_argument("--peer", type=_list(str), action=_Extend, default=[], help="hf (repeatable)")
+    p.add_argument("--peer", type=_list(str), action=_Extend, default=[],
+                   help="hf, llamacpp (repeatable or a comma list; llamacpp needs pip install 'specdec[llamacpp]')")
     p.add_argument("--endpoint", default=None, metavar="URL", help="an OpenAI-compatible server to compare")
     p.add_argument("--endpoint-model", default=None, metavar="NAME", help="model name sent to --endpoint")
     p.add_argument("--out", default=None, metavar="DIR", help="results directory (default results/bench-<time>)")
@@ -252,12 +258,16 @@ def check_args(args) -> list[str]:
         raise ValueError(f"--speculative {bad[0]!r} is not one of {', '.join(METHODS)}")
     if "draft" in methods and not args.draft_model:
         raise ValueError("--speculative draft needs --draft-model PATH (or self:bfloat16)")
-    if args.peer and args.quant != "none":
-        raise ValueError(f"--peer hf runs transformers on float weights, not --quant {args.quant}: "
-                         "drop one of them")
     bad_peer = [x for x in args.peer if x not in PEERS]
     if bad_peer:
         raise ValueError(f"--peer {bad_peer[0]!r} is not one of {', '.join(PEERS)} (use --endpoint URL for a server)")
+    if "hf" in args.peer and args.quant != "none":
+        raise ValueError(f"--peer hf runs transformers on float weights, not --quant {args.quant}: "
+                         "drop one of them")
+    if "llamacpp" in args.peer:  # fail before loading anything; it runs the GGUF as is, --quant or not
+        from specdec.bench.llamacpp import import_llama_cpp
+
+        import_llama_cpp()
     if any(k != "auto" and k < 1 for k in args.draft_n):
         raise ValueError(f"--draft-n values must be 'auto' or >= 1, got {args.draft_n}")
     if any(t < 0 for t in args.temperature) or not args.temperature:
@@ -306,7 +316,7 @@ def run(args) -> int:
             engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min,
                                   args.ngram_max, args.adaptive)
             contenders.append(SpecdecContender(engine, method, k, args.ignore_eos))
-    peers = build_peers(args, target, draft, methods)
+    peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers
 
     meta = dict(machine_info(args), command=shlex.join(["specdec"] + sys.argv[1:]),
@@ -365,12 +375,17 @@ def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], arg
     return records
 
 
-def build_peers(args, target, draft, methods: list[str]) -> list:
+def build_peers(args, target, draft, methods: list[str], max_seq_len: int) -> list:
     from specdec.bench.peers import EndpointPeer, hf_peers
 
     peers = hf_peers(args.peer, target, draft, methods, args.draft_n, args.ngram_max)
     for p in peers:
         p.ignore_eos = args.ignore_eos
+    if "llamacpp" in args.peer:
+        from specdec.bench.llamacpp import llamacpp_peers
+
+        peers += llamacpp_peers(args.peer, target, methods, args.draft_n, args.ngram_max, max_seq_len,
+                                args.ignore_eos)
     if args.endpoint:
         peers.append(EndpointPeer(args.endpoint, args.endpoint_model, target.tokenizer, args.ignore_eos))
     return peers

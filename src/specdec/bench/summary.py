@@ -5,7 +5,8 @@ A *record* is one measured generation (one JSON line of records.jsonl):
     {"repeat": 0, "prompt_id": "grounded-1", "category": "grounded",
      "contender": "ngram:4@T0",         # unique name of (engine, method, K, temperature)
      "kind": "specdec" | "peer",
-     "speculative": "none" | "ngram" | "draft" | "hf" | "hf-prompt-lookup" | "hf-assisted" | "endpoint",
+     "speculative": "none" | "ngram" | "draft" | "hf" | "hf-prompt-lookup" | "hf-assisted" | "llamacpp"
+                    | "llamacpp-prompt-lookup" | "endpoint",
      "draft_n": 0 | int | "auto" | null, "temperature": 0.0, "seed": 0,
      "num_prompt_tokens": 41, "num_generated_tokens": 64, "finish_reason": "length",
      "prefill_seconds": 0.05,           # time to first token
@@ -228,6 +229,17 @@ def summarize_contender(records: list[dict], baseline: list[dict], categories: l
     return out
 
 
+def peer_keys(groups: dict[str, list[dict]]) -> dict[str, str]:
+    """contender -> its key in "peers": the peer's name, or NAME:K where that peer ran at several K's."""
+    ks: dict[str, set] = defaultdict(set)
+    for g in groups.values():
+        if g[0]["kind"] != "specdec":
+            ks[g[0]["speculative"]].add(str(g[0]["draft_n"]))
+    return {name: g[0]["speculative"] if len(ks[g[0]["speculative"]]) == 1
+            else f"{g[0]['speculative']}:{g[0]['draft_n']}"
+            for name, g in groups.items() if g[0]["kind"] != "specdec"}
+
+
 def summarize(records: list[dict], meta: dict | None = None) -> dict:
     """The bench's final JSON object (see runner's module docstring for the schema)."""
     if not records:
@@ -238,7 +250,7 @@ def summarize(records: list[dict], meta: dict | None = None) -> dict:
     categories = list(dict.fromkeys(r["category"] for r in records))
     baselines = {g[0]["temperature"]: g for g in groups.values()
                  if g[0]["kind"] == "specdec" and g[0]["speculative"] == "none"}
-    configs, peers = [], {}
+    configs, peers, keys = [], {}, peer_keys(groups)
     for name, group in groups.items():
         t = group[0]["temperature"]
         if t not in baselines:
@@ -247,7 +259,7 @@ def summarize(records: list[dict], meta: dict | None = None) -> dict:
         if group[0]["kind"] == "specdec":
             configs.append(entry)
         else:
-            peer = peers.setdefault(entry["speculative"], {"by_temperature": {}})
+            peer = peers.setdefault(keys[name], {"by_temperature": {}})
             peer["by_temperature"][f"{t:g}"] = entry
     temperatures = sorted(baselines)
     head_t = temperatures[0]

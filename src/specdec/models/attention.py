@@ -14,15 +14,17 @@ Batch-invariant plan: a verify pass must score slot i bit for bit as a single-to
 decode at slot i does, or greedy speculative output drifts from plain output at
 near-ties (bfloat16 especially). Measured on this CPU, SDPA's result for one query
 depends on (1) how many keys the call reads, (2) how many query rows share its GEMM,
-and (3) in float32, MKL's threading inside the flash kernel. The invariant plan fixes
-all three, for decode steps and chain verify passes alike:
+and (3) how the flash kernel spreads its (batch, head) items over threads (a decode
+step's 3 items on 2 threads differ, rarely, from the same items in a larger call; seen
+in float32 and bfloat16). The invariant plan fixes all three, for decode steps and
+chain verify passes alike:
   - every query is its own SDPA batch entry (K/V expanded over the entries, not
     copied) with its rep rows, so each GEMM has the shape a decode step's has;
   - the query at slot i reads slots [0, S(i)), S(i) = i + 1 rounded up to KEY_BLOCK
-    (capped at the cache size), with an additive mask of -inf past slot i; the masked
+    (the cache allocates whole blocks), with an additive mask of -inf past slot i; the masked
     slots hold finite stale or draft entries whose weights are exactly 0, and queries
     with different S(i) go to separate calls;
-  - float32 (and float16) attention runs on one thread.
+  - attention runs on one thread (CPU), so every item runs alone on the same thread.
 Worked example, KEY_BLOCK 64, chain verify at slots 62..65 (T = 4): queries at 62 and
 63 read slots [0, 64), those at 64 and 65 read [0, 128); a decode step at slot 63
 reads [0, 64) with the same mask row, so both compute the identical sum.
@@ -68,7 +70,7 @@ def plan_attention(
     attn_mask: torch.Tensor | None = None,  # [B, T, T] bool over the new tokens
     batch_size: int = 1,
     invariant: bool = False,
-    max_keys: int | None = None,
+    max_keys: int | None = None,  # slots the cache tensors hold (a multiple of KEY_BLOCK)
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> AttentionPlan:
@@ -92,7 +94,9 @@ def plan_attention(
 
 def _invariant_plan(start, num_new, rep, max_keys, dtype, device) -> AttentionPlan:
     slots = range(start, start + num_new)
-    padded = [min(-(-(s + 1) // KEY_BLOCK) * KEY_BLOCK, max_keys) for s in slots]
+    padded = [-(-(s + 1) // KEY_BLOCK) * KEY_BLOCK for s in slots]
+    if padded[-1] > max_keys:
+        raise ValueError(f"batch-invariant attention reads {padded[-1]} slots; the cache holds {max_keys} (allocate it with pad_to=KEY_BLOCK)")
     groups = []
     first = 0
     while first < num_new:
@@ -104,7 +108,7 @@ def _invariant_plan(start, num_new, rep, max_keys, dtype, device) -> AttentionPl
         mask = torch.zeros(n, keys, dtype=dtype, device=device).masked_fill_(~visible, float("-inf"))
         groups.append(AttentionGroup(first, n, keys, mask[:, None, None, :].expand(n, 1, rep, keys)))
         first += n
-    single_thread = dtype != torch.bfloat16 and torch.device(device).type == "cpu"
+    single_thread = torch.device(device).type == "cpu"
     return AttentionPlan(start + num_new, groups=tuple(groups), single_thread=single_thread)
 
 

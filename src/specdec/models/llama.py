@@ -34,7 +34,7 @@ from torch import nn
 
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
-from specdec.models.attention import AttentionPlan, attend, plan_attention
+from specdec.models.attention import KEY_BLOCK, AttentionPlan, attend, plan_attention
 
 
 @dataclass
@@ -220,6 +220,7 @@ class LlamaModel(nn.Module):
             c.head_dim,
             self.dtype,
             self.device,
+            pad_to=KEY_BLOCK,
         )
 
     def rope_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +243,7 @@ class LlamaModel(nn.Module):
     ) -> AttentionPlan:
         rep = self.config.num_heads // self.config.num_kv_heads
         return plan_attention(
-            start, num_new, rep, attn_mask, batch_size, self.batch_invariant, cache.max_seq_len, self.dtype, self.device
+            start, num_new, rep, attn_mask, batch_size, self.batch_invariant, cache.k.shape[3], self.dtype, self.device
         )
 
     def forward(
@@ -262,9 +263,9 @@ class LlamaModel(nn.Module):
         With seq_lens the batch is ragged (module docstring) and logits are packed [N, V].
         """
         if seq_lens is not None:
-            if hidden_layers or attn_mask is not None or logits_indices is not None:
-                raise ValueError("a ragged batch forward (seq_lens) takes no attn_mask, hidden_layers or logits_indices")
-            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new)
+            if attn_mask is not None or logits_indices is not None:
+                raise ValueError("a ragged batch forward (seq_lens) takes no attn_mask or logits_indices")
+            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new, hidden_layers)
         b, t = token_ids.shape
         start = cache.reserve(t)
         cos_table, sin_table = self.rope_tables()
@@ -309,7 +310,7 @@ class LlamaModel(nn.Module):
         mask = mask.unsqueeze(1).repeat(1, 1, rep, 1)
         return RowLayout(valid, row_ids, slots, max(num_keys, 1), mask)
 
-    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new) -> ModelOutput:
+    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new, hidden_layers=()) -> ModelOutput:
         b, t = token_ids.shape
         dev = self.device
         seq_lens = torch.as_tensor(seq_lens, dtype=torch.long, device=dev)
@@ -320,6 +321,12 @@ class LlamaModel(nn.Module):
         cos = cos_table[flat_positions].unsqueeze(1)  # [N, 1, D]
         sin = sin_table[flat_positions].unsqueeze(1)
         x = self.embed(token_ids.to(dev)[rows.valid])  # [N, D_model]
+        hidden: dict[int, torch.Tensor] = {0: x} if 0 in hidden_layers else {}
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.k[i], cache.v[i], 0, None, rows)
-        return ModelOutput(self.lm_head(self.norm(x)))
+            if i + 1 in hidden_layers:
+                hidden[i + 1] = x
+        x = self.norm(x)
+        if -1 in hidden_layers:
+            hidden[-1] = x
+        return ModelOutput(self.lm_head(x), hidden)  # packed: logits [N, V], hidden {layer: [N, D]}

@@ -3,7 +3,7 @@
     specdec train-draft --out runs/head [--model TARGET] [--prompts FILE.jsonl]
         [--num-prompts N] [--max-new-tokens 160] [--epochs 4] [--draft-vocab 8192] [--resume]
 
-OUT/data holds the dataset (generation resumes from OUT/data/responses.jsonl), OUT holds
+OUT/data holds the dataset (shards written as sequences finish; a rerun resumes), OUT holds
 checkpoint.pt, metrics.jsonl, summary.json and the head (config.json + model.safetensors),
 which `--speculative eagle --draft-model OUT` loads.
 """
@@ -20,10 +20,13 @@ def register(sub) -> None:
     p = sub.add_parser("train-draft", help="train an EAGLE draft head on the target's own outputs")
     p.add_argument("-m", "--model", default=None, help="target: GGUF file or HF directory (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--out", required=True, help="output directory (dataset, checkpoints, head)")
-    p.add_argument("--prompts", default=None, help="JSONL of prompts, messages or ShareGPT conversations (default: the shipped corpus)")
+    p.add_argument("--prompts", default=None, help="JSONL of prompts, messages or ShareGPT conversations, or a comma list of them "
+                   "(default: the shipped train_prompts.jsonl then train_corpus.jsonl)")
     p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts")
     p.add_argument("--max-new-tokens", type=int, default=160)
-    p.add_argument("--gen-batch", type=int, default=32, help="prompts per generate batch")
+    p.add_argument("--gen-batch", type=int, default=64, help="sequences generated together (continuous batching)")
+    p.add_argument("--data-dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="dtype the target generates and records the data in (bfloat16: ~4x faster on CPU)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (0 = the target's full vocabulary)")
     p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"])
@@ -36,6 +39,10 @@ def register(sub) -> None:
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs (teacher-forced)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="dataset directory (default OUT/data); one recorded with more layers than the head reads is sliced")
+    p.add_argument("--record-layers", default=None,
+                   help="comma list of target layers to record (default: the head's; e.g. 2,15,27,-1 serves eagle1 and eagle3)")
     p.set_defaults(func=run_train_draft)
 
 
@@ -59,21 +66,21 @@ def run_train_draft(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     out = Path(args.out)
-    target = load_model(args.model, "float32", "cpu", 4096)
+    target = load_model(args.model, args.data_dtype, "cpu", 4096, batch_invariant=False)
     config = target.config
     feature_layers = None
     head_config = EagleConfig.for_target(config, args.arch, args.draft_vocab or None, feature_layers)
 
     # 1) data: generate responses and record features (both resume)
-    data_dir = out / "data"
+    data_dir = Path(args.data) if args.data else out / "data"
     if (data_dir / "dataset.json").is_file():
         print(f"train-draft: reusing the dataset in {data_dir}")
     else:
-        conversations = load_conversations(args.prompts or DEFAULT_PROMPTS, args.num_prompts)
-        build_dataset(target, conversations, data_dir, head_config.feature_layers, args.max_new_tokens, args.gen_batch)
-    info, sequences = load_dataset(data_dir)
-    if tuple(info.feature_layers) != head_config.feature_layers:
-        raise ValueError(f"{data_dir} holds features of layers {info.feature_layers}, the head reads {head_config.feature_layers}")
+        prompts = args.prompts.split(",") if args.prompts else DEFAULT_PROMPTS
+        conversations = load_conversations(prompts, args.num_prompts)
+        record = tuple(int(x) for x in args.record_layers.split(",")) if args.record_layers else head_config.feature_layers
+        build_dataset(target, conversations, data_dir, record, args.max_new_tokens, args.gen_batch)
+    info, sequences = load_dataset(data_dir, head_config.feature_layers)
     extra: list[dict] = []
     if args.python_docs:
         docs_dir = out / "docs"

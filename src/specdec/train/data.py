@@ -2,16 +2,16 @@
 
     build_dataset(target, conversations, out_dir, ...) -> DatasetInfo
 
-1) generate  greedy responses to every prompt through the chat template, batched with
-             left padding through transformers' `generate` on a copy of the target
-             (`specdec.models.convert.to_transformers`), linears packed for oneDNN on CPU;
-             finished batches are appended to `responses.jsonl`, so a rerun resumes
-2) record    one teacher-forced native forward per sequence (prompt + response) that keeps
-             the target's hidden features at `feature_layers` and its argmax token at every
-             position (`target_ids[i]` = the target's prediction for token i+1)
-3) save      shards of concatenated sequences as safetensors:
+1) generate  greedy responses to every prompt through the chat template, continuously
+   + record  batched on the native model (`generate_records`), keeping at every position
+             the target's hidden features at `feature_layers`, its argmax token
+             (`target_ids[i]` = the prediction for token i+1) and its top-k next tokens
+             with their probabilities (soft labels)
+2) save      shards of concatenated sequences as safetensors, written as sequences finish
+             (a rerun resumes):
                token_ids [N] int32, target_ids [N] int32, loss_mask [N] uint8
-               (1 on response tokens), seq_offsets [S+1] int64, features [N, F] float16
+               (1 on response tokens), seq_offsets [S+1] int64, features [N, F] float16,
+               label_ids [N, k] int32, label_probs [N, k] float16
              with F = D * len(feature_layers), layers concatenated in the order given
              (the engine's `state.target_hidden` order).
 
@@ -32,7 +32,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "train_prompts.jsonl"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# the hand-written prompts, then the generated corpus (train/corpus.py): `--num-prompts N` takes a prefix
+DEFAULT_PROMPTS = (DATA_DIR / "train_prompts.jsonl", DATA_DIR / "train_corpus.jsonl")
 
 
 @dataclass
@@ -47,8 +49,15 @@ class DatasetInfo:
     record_seconds: float = 0.0
 
 
-def load_conversations(path: str | Path, limit: int | None = None) -> list[list[dict]]:
-    """Messages ending with a user turn, one list per prompt."""
+def load_conversations(path: str | Path | tuple | list, limit: int | None = None) -> list[list[dict]]:
+    """Messages ending with a user turn, one list per prompt; several files are read in order."""
+    if isinstance(path, (tuple, list)):
+        conversations: list[list[dict]] = []
+        for p in path:
+            conversations += load_conversations(p, None if limit is None else limit - len(conversations))
+            if limit is not None and len(conversations) >= limit:
+                break
+        return conversations
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
@@ -88,59 +97,122 @@ def encode_conversations(tokenizer, conversations: list[list[dict]]) -> list[lis
     return [encode_prompt(tokenizer, messages=m) for m in conversations]
 
 
+@dataclass
+class _Row:
+    """A sequence being generated in one cache row of `generate_records`."""
+
+    index: int  # into the prompt list
+    token_ids: list[int]  # prompt + response so far (the newest not yet fed)
+    features: list[torch.Tensor]  # [T_i, F] per forward, for the fed tokens
+    label_ids: list[torch.Tensor]  # [T_i, k]
+    label_probs: list[torch.Tensor]
+    num_prompt: int
+
+    @property
+    def seq_len(self) -> int:  # tokens already in the cache
+        return sum(f.shape[0] for f in self.features)
+
+
+def _features(out, feature_layers) -> torch.Tensor:
+    return torch.cat([out.hidden_states[i] for i in feature_layers], dim=-1).float()
+
+
+def _labels(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's k most likely next tokens and their probabilities: [T, k] int32, float16."""
+    probs, ids = torch.softmax(logits.float(), -1).topk(k, dim=-1)
+    return ids.to(torch.int32), probs.to(torch.float16)
+
+
 @torch.inference_mode()
-def generate_responses(
+def generate_records(
     target,  # LoadedModel (native)
     prompts: list[list[int]],
     max_new_tokens: int,
     batch_size: int,
-    log_path: Path | None = None,
-) -> list[list[int]]:
-    """Greedy responses (ending at EOS, EOS kept), in the order of `prompts`."""
-    from specdec.models.convert import to_transformers
-    from specdec.models.linear import pack_linears_for_cpu
+    feature_layers: tuple[int, ...],
+    num_labels: int = 8,
+    on_record=None,  # called with (index, record) as each sequence finishes
+) -> None:
+    """Greedy responses with the target's features and top-k next-token labels, recorded
+    while generating (no second pass).
 
-    done: dict[int, list[int]] = {}
-    if log_path is not None and log_path.is_file():
-        for line in log_path.read_text().splitlines():
-            row = json.loads(line)
-            if row["prompt_ids"] == prompts[row["index"]] and row["max_new_tokens"] == max_new_tokens:
-                done[row["index"]] = row["response_ids"]
-    todo = sorted((i for i in range(len(prompts)) if i not in done), key=lambda i: len(prompts[i]))
-    if todo:
-        hf = pack_linears_for_cpu(to_transformers(target.model, target.config))
-        eos = target.tokenizer.eos_token_id
-        pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else eos
-        bar = tqdm(total=len(todo), desc="generate", unit="prompt")
-        for b in range(0, len(todo), batch_size):
-            idx = todo[b : b + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]) :] = 1
-            out = hf.generate(
-                input_ids=ids.to(target.model.device),
-                attention_mask=mask.to(target.model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            )[:, width:].tolist()
-            rows = []
-            for row, i in enumerate(idx):
-                response = out[row]
-                if eos in response:
-                    response = response[: response.index(eos) + 1]
-                done[i] = response
-                rows.append({"index": i, "prompt_ids": prompts[i], "max_new_tokens": max_new_tokens, "response_ids": response})
-            if log_path is not None:
-                with log_path.open("a") as f:
-                    f.writelines(json.dumps(r) + "\n" for r in rows)
-            bar.update(len(idx))
-        bar.close()
-    return [done[i] for i in range(len(prompts))]
+    Continuous batching over the native model's ragged forward: up to `batch_size`
+    sequences decode together, one cache row each; a finished row takes the next prompt,
+    prefilled alone in its row. A response ends at EOS (kept) or after max_new_tokens; its
+    last token is fed once more so that every token of prompt + response has a feature.
+    Records are dicts as `record_features` returns, plus label_ids / label_probs.
+    """
+    model = target.model
+    eos = set(target.config.eos_token_ids) | {target.tokenizer.eos_token_id} - {None}
+    queue = list(range(len(prompts)))
+    if not queue:
+        return
+    max_len = max(len(prompts[i]) for i in queue) + max_new_tokens + 1
+    cache = model.new_cache(batch_size, max_len)
+    rows: list[_Row | None] = [None] * batch_size
+    dev = model.device
+    bar = tqdm(total=len(queue), desc="generate", unit="seq")
+
+    def add(out_feats, logits, row: _Row) -> int:
+        row.features.append(out_feats.cpu())
+        ids, probs = _labels(logits, num_labels)
+        row.label_ids.append(ids.cpu())
+        row.label_probs.append(probs.cpu())
+        return int(logits[-1].argmax())
+
+    def finish(r: int) -> None:
+        row = rows[r]
+        rows[r] = None
+        t = len(row.token_ids)
+        loss_mask = torch.zeros(t, dtype=torch.uint8)
+        loss_mask[row.num_prompt :] = 1
+        label_ids = torch.cat(row.label_ids)
+        record = {
+            "token_ids": torch.tensor(row.token_ids, dtype=torch.int32),
+            "target_ids": label_ids[:, 0].clone(),
+            "loss_mask": loss_mask,
+            "features": torch.cat(row.features).to(torch.float16),
+            "label_ids": label_ids,
+            "label_probs": torch.cat(row.label_probs),
+        }
+        bar.update(1)
+        if on_record is not None:
+            on_record(row.index, record)
+
+    while queue or any(rows):
+        # 1) fill free rows: prefill a new prompt alone in its row
+        for r in range(batch_size):
+            if rows[r] is None and queue:
+                i = queue.pop(0)
+                ids = prompts[i]
+                out = model(torch.tensor([ids], device=dev), torch.arange(len(ids), device=dev)[None],
+                            cache.row_view(r, 0), hidden_layers=feature_layers)
+                rows[r] = _Row(i, list(ids), [], [], [], len(ids))
+                rows[r].token_ids.append(add(_features(out, feature_layers)[0], out.logits[0], rows[r]))
+        # 2) one ragged step: every running row feeds its newest token
+        active = [r for r in range(batch_size) if rows[r] is not None]
+        if not active:
+            continue
+        b = active[-1] + 1
+        tokens = torch.zeros(b, 1, dtype=torch.long)
+        seq_lens = torch.zeros(b, dtype=torch.long)
+        num_new = torch.zeros(b, dtype=torch.long)
+        for r in active:
+            tokens[r, 0] = rows[r].token_ids[-1]
+            seq_lens[r] = rows[r].seq_len
+            num_new[r] = 1
+        out = model(tokens.to(dev), seq_lens[:, None].to(dev), cache, seq_lens=seq_lens, num_new=num_new,
+                    hidden_layers=feature_layers)
+        feats = _features(out, feature_layers)  # [N, F], rows in order
+        for j, r in enumerate(active):
+            row = rows[r]
+            ended = row.token_ids[-1] in eos or len(row.token_ids) - row.num_prompt >= max_new_tokens
+            next_id = add(feats[j : j + 1], out.logits[j : j + 1], row)
+            if ended:  # the last token has its feature now
+                finish(r)
+            else:
+                row.token_ids.append(next_id)
+    bar.close()
 
 
 @torch.inference_mode()
@@ -166,11 +238,24 @@ def record_features(
     }
 
 
-def _write_shard(path: Path, records: list[dict[str, torch.Tensor]], feature_layers) -> None:
+RECORD_KEYS = ("token_ids", "target_ids", "loss_mask", "features")
+LABEL_KEYS = ("label_ids", "label_probs")  # optional: top-k soft labels
+
+
+def _write_shard(path: Path, records: list[dict[str, torch.Tensor]], feature_layers, metadata: dict | None = None) -> None:
     lengths = torch.tensor([0] + [r["token_ids"].numel() for r in records])
-    tensors = {k: torch.cat([r[k] for r in records]) for k in ("token_ids", "target_ids", "loss_mask", "features")}
+    keys = RECORD_KEYS + (LABEL_KEYS if all("label_ids" in r for r in records) else ())
+    tensors = {k: torch.cat([r[k] for r in records]) for k in keys}
     tensors["seq_offsets"] = lengths.cumsum(0)
-    save_file(tensors, str(path), metadata={"feature_layers": json.dumps(list(feature_layers))})
+    meta = {"feature_layers": json.dumps(list(feature_layers))}
+    meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _fingerprint(prompts: list[list[int]], max_new_tokens: int, feature_layers) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([prompts, max_new_tokens, list(feature_layers)]).encode()).hexdigest()[:16]
 
 
 def build_dataset(
@@ -180,36 +265,54 @@ def build_dataset(
     feature_layers: tuple[int, ...] = (-1,),
     max_new_tokens: int = 160,
     batch_size: int = 32,
-    shard_size: int = 128,
+    shard_size: int = 256,
+    num_labels: int = 8,
 ) -> DatasetInfo:
+    """Generate and record (`generate_records`), writing a shard every `shard_size` finished
+    sequences; a rerun with the same prompts and settings keeps the shards already written."""
+    from safetensors import safe_open
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = encode_conversations(target.tokenizer, conversations)
+    fingerprint = _fingerprint(prompts, max_new_tokens, feature_layers)
+    shards, done = [], set()
+    for path in sorted(out_dir.glob("shard-*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if json.loads(meta.get("fingerprint", "null")) != fingerprint:
+            raise ValueError(f"{path} was written for other prompts or settings; use a new --out or delete it")
+        shards.append(path.name)
+        done.update(json.loads(meta["indices"]))
+    pending: list[tuple[int, dict]] = []
+
+    def flush() -> None:
+        name = f"shard-{len(shards):04d}.safetensors"
+        _write_shard(out_dir / name, [r for _, r in pending], feature_layers,
+                     {"fingerprint": fingerprint, "indices": [i for i, _ in pending]})
+        shards.append(name)
+        pending.clear()
+
+    def on_record(index: int, record: dict) -> None:
+        pending.append((index, record))
+        if len(pending) == shard_size:
+            flush()
+
+    todo = [i for i in range(len(prompts)) if i not in done]
     t0 = time.perf_counter()
-    responses = generate_responses(target, prompts, max_new_tokens, batch_size, out_dir / "responses.jsonl")
-    t1 = time.perf_counter()
-    shards, records = [], []
+    generate_records(target, [prompts[i] for i in todo], max_new_tokens, batch_size, feature_layers, num_labels,
+                     lambda j, record: on_record(todo[j], record))
+    if pending:
+        flush()
+    seconds = time.perf_counter() - t0
     num_tokens = num_response = 0
-    for i in tqdm(range(len(prompts)), desc="record", unit="seq"):
-        rec = record_features(target, prompts[i], responses[i], feature_layers)
-        records.append(rec)
-        num_tokens += rec["token_ids"].numel()
-        num_response += len(responses[i])
-        if len(records) == shard_size or i == len(prompts) - 1:
-            name = f"shard-{len(shards):04d}.safetensors"
-            _write_shard(out_dir / name, records, feature_layers)
-            shards.append(name)
-            records = []
-    info = DatasetInfo(
-        list(feature_layers),
-        target.config.hidden_size,
-        len(prompts),
-        num_tokens,
-        num_response,
-        shards,
-        round(t1 - t0, 1),
-        round(time.perf_counter() - t1, 1),
-    )
+    for name in shards:
+        with safe_open(str(out_dir / name), "pt") as f:
+            mask = f.get_tensor("loss_mask")
+        num_tokens += mask.numel()
+        num_response += int(mask.sum())
+    info = DatasetInfo(list(feature_layers), target.config.hidden_size, len(prompts), num_tokens, num_response,
+                       shards, round(seconds, 1), 0.0)
     (out_dir / "dataset.json").write_text(json.dumps(asdict(info), indent=2))
     return info
 
@@ -254,17 +357,34 @@ def build_text_dataset(
     return info
 
 
-def load_dataset(data_dir: str | Path) -> tuple[DatasetInfo, list[dict[str, torch.Tensor]]]:
-    """The dataset's info and one dict per sequence (token_ids, target_ids, loss_mask, features)."""
+def load_dataset(
+    data_dir: str | Path, feature_layers: tuple[int, ...] | None = None
+) -> tuple[DatasetInfo, list[dict[str, torch.Tensor]]]:
+    """The dataset's info and one dict per sequence (token_ids, target_ids, loss_mask, features).
+
+    feature_layers: keep only these of the recorded layers (in this order), so one dataset
+    recorded at (2, 15, 27, -1) trains an EAGLE-1 head (-1) and an EAGLE-3 head (2, 15, 27).
+    """
     data_dir = Path(data_dir)
     meta = data_dir / "dataset.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{data_dir} is not a draft-head dataset (no dataset.json)")
     info = DatasetInfo(**json.loads(meta.read_text()))
+    columns = None
+    if feature_layers is not None and tuple(feature_layers) != tuple(info.feature_layers):
+        missing = [f for f in feature_layers if f not in info.feature_layers]
+        if missing:
+            raise ValueError(f"{data_dir} holds features of layers {info.feature_layers}, not {missing}")
+        d = info.hidden_size
+        columns = torch.cat([torch.arange(d) + d * info.feature_layers.index(f) for f in feature_layers])
+        info.feature_layers = list(feature_layers)
     sequences = []
     for name in info.shards:
         shard = load_file(str(data_dir / name))
+        if columns is not None:
+            shard["features"] = shard["features"][:, columns]
         offsets = shard["seq_offsets"].tolist()
+        keys = RECORD_KEYS + (LABEL_KEYS if "label_ids" in shard else ())
         for a, b in zip(offsets[:-1], offsets[1:]):
-            sequences.append({k: shard[k][a:b] for k in ("token_ids", "target_ids", "loss_mask", "features")})
+            sequences.append({k: shard[k][a:b] for k in keys})
     return info, sequences
