@@ -279,3 +279,16 @@ def test_all_controllers_follow_the_protocol():
         assert isinstance(controller, SpeculationController)
         with pytest.raises(ValueError, match="num_accepted"):
             controller.observe(1, 2)
+
+
+def test_tree_cost_verifies_every_node_whatever_the_depth():
+    from specdec.engine.controller import CostModel
+
+    cost = CostModel([1.0, 1.1, 1.2, 1.3], draft_seconds_per_token=0.05, tree_nodes=6)
+    # verify over 7 tokens: 1.3 + 3 * 0.1 (linear past the curve), plus K levels of drafting
+    assert cost.step_seconds(0) == 1.0
+    assert abs(cost.step_seconds(2) - (1.6 + 0.1)) < 1e-9
+    assert abs(cost.step_seconds(3) - (1.6 + 0.15)) < 1e-9
+    assert CostModel.from_dict(cost.to_dict()).tree_nodes == 6
+    # a chain model is unchanged
+    assert CostModel([1.0, 1.1, 1.2, 1.3]).step_seconds(2) == 1.2

@@ -83,6 +83,23 @@ def test_speculative_greedy_equals_plain(default_model):
     assert spec_draft.proposer is not None
 
 
+@pytest.mark.parametrize("tree_nodes", [0, 16])
+def test_shipped_eagle_head_greedy_equals_plain(default_model, tree_nodes):
+    """The head shipped for the default model, chain (K = 5) and tree (16 nodes) drafts."""
+    from specdec.proposers.factory import build_proposer
+
+    spec = SpeculativeConfig(method="eagle", num_speculative_tokens=5, tree_nodes=tree_nodes)
+    eagle = Engine(default_model, build_proposer(spec, default_model, "float32", "cpu", 1024), spec, 1024)
+    plain = Engine(default_model, max_seq_len=1024)
+    accepted = 0
+    for prompt in PROMPTS + ["Explain how a bicycle gear works, step by step."]:
+        ids = encode_prompt(default_model.tokenizer, prompt)
+        out = eagle.generate(ids, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
+        assert out.token_ids == greedy(plain, ids, 48), prompt
+        accepted += out.stats.num_accepted_tokens
+    assert accepted > 0  # the head drafts something the target accepts
+
+
 def test_seeded_sampling_is_reproducible(default_model):
     engine = Engine(default_model, max_seq_len=1024)
     ids = encode_prompt(default_model.tokenizer, PROMPTS[2])

@@ -187,6 +187,55 @@ def test_a_few_training_steps_lower_the_loss(tiny_target, tmp_path):
     assert resumed.step == trainer.step > 0
 
 
+def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target):
+    """generate_records (continuous batching, features recorded while decoding) against the
+    engine's own greedy run and a teacher-forced forward over the same tokens."""
+    from specdec.api import encode_prompt
+    from specdec.train.data import generate_records
+
+    prompts = [encode_prompt(tiny_target.tokenizer, f"Tell me a fact about the number {i}.") for i in range(5)]
+    records: dict[int, dict] = {}
+    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, records.__setitem__)  # 5 prompts, 2 rows
+    assert sorted(records) == list(range(5))
+    engine = Engine(tiny_target, max_seq_len=512)
+    d = tiny_target.config.hidden_size
+    for i, ids in enumerate(prompts):
+        rec = records[i]
+        solo = engine.generate(ids, SamplingParams(temperature=0, max_tokens=10)).token_ids
+        assert rec["token_ids"].tolist() == ids + solo
+        assert int(rec["loss_mask"].sum()) == len(solo) and rec["loss_mask"][: len(ids)].sum() == 0
+        assert torch.equal(rec["label_ids"][:, 0], rec["target_ids"])
+        assert rec["target_ids"][len(ids) - 1 : -1].tolist() == solo  # greedy: the label is the next token
+        assert rec["label_probs"].shape == (len(ids) + len(solo), 4) and (rec["label_probs"][:, :-1] >= rec["label_probs"][:, 1:]).all()
+        forced = features_for(tiny_target, rec["token_ids"].tolist(), (1, -1))
+        assert rec["features"].shape == (len(ids) + len(solo), 2 * d)
+        torch.testing.assert_close(rec["features"].float(), forced, atol=2e-2, rtol=1e-2)  # float16 storage
+
+
+def test_dataset_resumes_and_slices_feature_layers(tiny_target, tmp_path):
+    from specdec.train.data import build_dataset, load_dataset
+
+    convs = [[{"role": "user", "content": f"Count to {i}."}] for i in range(5)]
+    build_dataset(tiny_target, convs, tmp_path, (1, -1), max_new_tokens=6, batch_size=2, shard_size=2)
+    shards = sorted(tmp_path.glob("shard-*.safetensors"))
+    assert len(shards) == 3
+    first = load_dataset(tmp_path)[1]
+    shards[-1].unlink()  # a run cut short: the last shard is missing
+    info = build_dataset(tiny_target, convs, tmp_path, (1, -1), max_new_tokens=6, batch_size=2, shard_size=2)
+    assert info.num_sequences == 5 and len(info.shards) == 3
+    again = load_dataset(tmp_path)[1]
+    key = lambda s: s["token_ids"].tolist()  # noqa: E731  shard order may differ after a resume
+    assert sorted(map(key, again)) == sorted(map(key, first))
+    info1, only_last = load_dataset(tmp_path, (-1,))
+    d = tiny_target.config.hidden_size
+    assert info1.feature_layers == [-1] and only_last[0]["features"].shape[-1] == d
+    assert torch.equal(only_last[0]["features"], again[0]["features"][:, d:])
+    with pytest.raises(ValueError, match="not"):
+        load_dataset(tmp_path, (2,))
+    with pytest.raises(ValueError, match="other prompts"):
+        build_dataset(tiny_target, convs[:4], tmp_path, (1, -1), max_new_tokens=6, batch_size=2, shard_size=2)
+
+
 # ---------------------------------------------------------------- import / export
 
 

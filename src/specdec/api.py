@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from specdec.config import EngineConfig, SamplingParams, SpeculativeConfig
-from specdec.engine.calibrate import load_or_calibrate
+from specdec.engine.calibrate import calibration_size, load_or_calibrate
 from specdec.engine.detokenizer import Detokenizer
 from specdec.engine.engine import Engine, StepOutput
 from specdec.engine.stats import SpecStats
@@ -111,7 +111,7 @@ class LLM:
         proposer = build_proposer(self.spec_config, self.target, dtype, device, max_model_len)
         cost = None
         if proposer is not None and self.spec_config.auto and self.spec_config.adaptive == "cost":
-            cost = load_or_calibrate(self.target, self.spec_config.max_speculative_tokens)
+            cost = load_or_calibrate(self.target, calibration_size(self.spec_config))
         self.engine = Engine(self.target, proposer, self.spec_config, max_model_len, cost)
         self.stats = SpecStats()  # aggregate over every request this LLM ran
 

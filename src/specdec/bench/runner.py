@@ -99,7 +99,8 @@ class SpecdecContender:
 
 
 def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
-                 ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost") -> Engine:
+                 ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost", tree_nodes: int = 0,
+                 tree_top_k: int = 8) -> Engine:
     """An Engine over an already loaded target (and draft): nothing is loaded here.
 
     cost: a calibrated CostModel for draft_n="auto"; each engine gets its own copy because
@@ -110,7 +111,8 @@ def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draf
 
     spec = SpeculativeConfig(method=method, draft_model=str(draft.path) if method == "draft" and draft else None,
                              num_speculative_tokens=draft_n if method != "none" else 4,
-                             ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive)
+                             ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive,
+                             tree_nodes=tree_nodes if method == "eagle" else 0, tree_top_k=tree_top_k)
     if method == "draft":
         if draft is None:
             raise ValueError("--speculative draft needs --draft-model PATH")
@@ -228,6 +230,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
     p.add_argument("--ngram-min", type=int, default=1)
     p.add_argument("--ngram-max", type=int, default=4)
+    p.add_argument("--tree-nodes", type=_list(int), default=[0],
+                   help="eagle: comma list of tree sizes, 0 = chain drafts (default 0); each size is its own "
+                   "config, eagle-treeN; trees turn --batch-invariant auto off (trees are not batch-invariant)")
+    p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
     p.add_argument("--temperature", "--temp", type=_list(float), default=[0.0, 0.7],
                    help="comma list (default 0,0.7); greedy equality is checked at 0")
     p.add_argument("-n", "--max-tokens", type=int, default=128)
@@ -282,7 +288,7 @@ def run(args) -> int:
     from specdec.bench import report
     from specdec.bench.workloads import load_workload
     from specdec.engine.calibrate import load_or_calibrate, measure_verify_seconds
-    from specdec.models.loader import load_model
+    from specdec.models.loader import load_model, resolve_batch_invariant
 
     methods = check_args(args)
     if args.threads:
@@ -294,8 +300,11 @@ def run(args) -> int:
     warning = oversubscribed() if torch.device(args.device).type == "cpu" else None
     if warning:
         print(f"bench: warning: {warning}", file=sys.stderr)
+    trees = "eagle" in methods and any(n > 0 for n in args.tree_nodes)
+    invariant = resolve_batch_invariant(args.batch_invariant, args.dtype, args.quant, args.device, trees) \
+        if trees else args.batch_invariant
     target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant,
-                        batch_invariant=args.batch_invariant)
+                        batch_invariant=invariant)
     prompt_ids = [encode(target.tokenizer, p, chat=not args.no_chat) for p in prompts]
     ints = [k for k in args.draft_n if k != "auto"]
     max_k = max(ints + ([SpeculativeConfig().max_speculative_tokens] if "auto" in args.draft_n else []))
@@ -306,16 +315,19 @@ def run(args) -> int:
     draft = load_draft(args.draft_model, target, args.dtype, args.device, args.max_model_len) \
         if "draft" in methods else None
     auto = len(methods) > 1 and "auto" in args.draft_n and args.adaptive == "cost"
-    cost = load_or_calibrate(target, SpeculativeConfig().max_speculative_tokens) if auto else None
+    cost_size = max([SpeculativeConfig().max_speculative_tokens] + (args.tree_nodes if "eagle" in methods else []))
+    cost = load_or_calibrate(target, cost_size) if auto else None
     # v(K) for the predicted speedup: measured here, on this machine as loaded right now
     verify_seconds = measure_verify_seconds(target.model, max_k, repeats=3) if len(methods) > 1 else None
 
     contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
     for method in methods[1:]:
-        for k in args.draft_n:
-            engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min,
-                                  args.ngram_max, args.adaptive)
-            contenders.append(SpecdecContender(engine, method, k, args.ignore_eos))
+        for tree_nodes in (args.tree_nodes if method == "eagle" else [0]):
+            name = f"eagle-tree{tree_nodes}" if tree_nodes else method
+            for k in args.draft_n:
+                engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min,
+                                      args.ngram_max, args.adaptive, tree_nodes, args.tree_top_k)
+                contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
     peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers
 

@@ -71,6 +71,11 @@ def measure_verify_seconds(model, max_k: int, repeats: int = 5) -> list[float]:
     return fit_verify_curve(list(range(max_k + 1)), fastest)
 
 
+def calibration_size(spec: SpeculativeConfig) -> int:
+    """Draft lengths the verify curve must cover: K's up to the maximum, and a tree's nodes."""
+    return max(spec.max_speculative_tokens, spec.tree_nodes)
+
+
 def load_or_calibrate(loaded, max_k: int, refresh: bool = False) -> CostModel:
     path = cache_dir() / "costs" / f"{cost_key(loaded, max_k)}.json"
     if path.exists() and not refresh:
@@ -89,4 +94,6 @@ def make_controller(spec: SpeculativeConfig, cost: CostModel | None):
         return HeuristicController(initial_k=4, max_k=spec.max_speculative_tokens)
     if cost is None:
         raise ValueError("adaptive K needs a calibrated cost model (Engine(cost_model=...))")
+    if spec.tree_nodes and cost.tree_nodes != spec.tree_nodes:
+        cost = CostModel.from_dict({**cost.to_dict(), "tree_nodes": spec.tree_nodes})
     return CostAwareController(cost, max_k=min(spec.max_speculative_tokens, cost.max_k))

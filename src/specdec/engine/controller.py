@@ -39,8 +39,12 @@ class CostModel:
     """Seconds per engine step as a function of the draft length K."""
 
     verify_seconds: list[float]  # [K_max + 1]: one target forward over K + 1 tokens
-    draft_seconds_per_token: float = 0.0  # 0 for n-gram
+    draft_seconds_per_token: float = 0.0  # 0 for n-gram; per depth level for trees
     draft_overhead_seconds: float = 0.0  # fixed cost of one proposal
+    # Tree drafts: every speculative step verifies the root and tree_nodes nodes whatever
+    # the depth K, so the verify term is verify_seconds[tree_nodes] (extrapolated linearly
+    # past the measured curve); K only sets how many depth levels are drafted.
+    tree_nodes: int = 0
 
     def __post_init__(self) -> None:
         self.verify_seconds = [float(s) for s in self.verify_seconds]
@@ -64,13 +68,22 @@ class CostModel:
         if not 0 <= k <= self.max_k:
             raise ValueError(f"draft length {k} outside the cost model's 0..{self.max_k}")
         draft = self.draft_overhead_seconds + k * self.draft_seconds_per_token if k > 0 else 0.0
-        return self.verify_seconds[k] + draft
+        return self.verify_cost(self.tree_nodes if self.tree_nodes and k > 0 else k) + draft
+
+    def verify_cost(self, num_draft: int) -> float:
+        """One forward over num_draft + 1 tokens; linear past the measured curve."""
+        v = self.verify_seconds
+        if num_draft < len(v):
+            return v[num_draft]
+        slope = v[-1] - v[-2] if len(v) > 1 else 0.0
+        return v[-1] + slope * (num_draft - (len(v) - 1))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "verify_seconds": list(self.verify_seconds),
             "draft_seconds_per_token": self.draft_seconds_per_token,
             "draft_overhead_seconds": self.draft_overhead_seconds,
+            "tree_nodes": self.tree_nodes,
         }
 
     @classmethod
@@ -82,6 +95,7 @@ class CostModel:
             verify_seconds=list(data["verify_seconds"]),
             draft_seconds_per_token=float(data.get("draft_seconds_per_token", 0.0)),
             draft_overhead_seconds=float(data.get("draft_overhead_seconds", 0.0)),
+            tree_nodes=int(data.get("tree_nodes", 0)),
         )
 
 

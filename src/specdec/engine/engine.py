@@ -148,10 +148,12 @@ class Engine:
             else:
                 proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long, device=self.device))
             num_draft = proposal.num_tokens
+            # the controller counts a tree by its depth (K levels drafted), stats by its nodes
+            num_levels = k if proposal.tree is not None else num_draft
             t_verify = time.perf_counter()
             stats.draft_seconds += t_verify - t_step
             if num_draft and self.cost_model is not None:
-                self._observe_draft_cost((t_verify - t_step) / num_draft)
+                self._observe_draft_cost((t_verify - t_step) / num_levels)
 
             # 3) verify: one target forward over the newest token and the drafts
             if proposal.tree is not None:  # 3+4) tree drafts: verify, then compact the accepted path
@@ -182,7 +184,7 @@ class Engine:
             num_generated += len(emitted)
             stats.observe(num_draft, num_accepted)
             if controller:
-                controller.observe(num_draft, num_accepted)
+                controller.observe(min(num_draft, num_levels), num_accepted)
             if self.proposer is not None and not finish:
                 self.proposer.observe(state, result)
             stats.num_generated_tokens = num_generated - 1

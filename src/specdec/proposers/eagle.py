@@ -49,7 +49,9 @@ class EagleProposer:
     def __init__(self, head, target_model, max_seq_len: int = 4096, tree: TreeConfig | None = None) -> None:
         """head: an EagleHead; target_model: the native target whose embedding (and LM head)
         the head shares."""
-        self.head = head.attach(target_model.embed, target_model.lm_head)
+        lm_head, dtype = target_model.lm_head, target_model.dtype
+        # the head may run in another dtype than the target (bfloat16 on CPU, factory.py)
+        self.head = head.attach(target_model.embed, lambda x: lm_head(x.to(dtype)))
         self.target_hidden_layers = tuple(head.config.feature_layers)
         self.tree = tree
         margin = 16 if tree is None else tree.top_k * 16 + 16  # draft entries beyond the real ones

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from specdec.config import DTYPES, SpeculativeConfig
 from specdec.models.loader import LoadedModel, load_model
 from specdec.proposers.base import Proposer
@@ -69,6 +71,9 @@ def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_se
         if target.path.resolve() != default_model_path().resolve():
             raise ValueError(f"--speculative eagle needs --draft-model DIR for {target.name} (a head ships only for the default model)")
         path = DEFAULT_EAGLE_HEAD
-    head = pack_linears_for_cpu(load_head(path, target, TORCH_DTYPES[dtype]))
+    # On CPU the head runs in bfloat16 whatever the target's dtype: drafting reads its ~9M
+    # weights once per draft token, and its precision cannot change what verification accepts.
+    head_dtype = torch.bfloat16 if target.model.device.type == "cpu" else TORCH_DTYPES[dtype]
+    head = pack_linears_for_cpu(load_head(path, target, head_dtype))
     tree = TreeConfig(spec.tree_top_k, spec.tree_nodes) if spec.tree_nodes else None
     return EagleProposer(head, target.model, max_seq_len, tree)

@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy")
     p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression (eagle1)")
-    p.add_argument("--batch-tokens", type=int, default=1024, help="padded tokens per training batch")
+    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch")
+    p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs (teacher-forced)")
@@ -116,6 +117,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
         seed=args.seed,
         cls_weight=args.cls_weight,
         reg_weight=args.reg_weight,
+        prompt_weight=args.prompt_weight,
     )
     trainer = Trainer(head, target.model.embed.weight, lm_weight, train_seqs, train_config, out)
     last = trainer.train(resume=args.resume, eval_sequences=held_out)

@@ -226,5 +226,8 @@ def load_head(path: str | Path, target, dtype: torch.dtype = torch.float32) -> E
 
 
 def target_lm_head_weight(model) -> torch.Tensor:
-    """The target's LM head as a dense [V, D] tensor (tied included)."""
-    return model.lm_head.weight
+    """The target's LM head as a dense [V, D] tensor (tied included; a quantized head dequantized)."""
+    head = model.lm_head
+    if hasattr(head, "dequantize"):  # Int8Linear / Int4Linear (models/quant.py)
+        return head.dequantize().to(model.dtype)
+    return head.weight

@@ -3,10 +3,13 @@
 Loss, per unrolled step j = 0 .. unroll-1 (weight step_decay**j):
   reg  smooth L1 between the head's output and the target's next feature (eagle1 heads,
        whose output lives in the feature space; EAGLE-1)
-  cls  cross-entropy against the target's next-token distribution: soft labels
-       softmax(lm_head(f)) when the features include layer -1 (EAGLE-1), restricted to the
-       draft vocabulary and renormalized; otherwise the target's argmax tokens
-  loss = reg_weight * reg + cls_weight * cls, averaged over response tokens.
+  cls  cross-entropy against the target's next-token distribution, restricted to the draft
+       vocabulary and renormalized: the top-k recorded with the data (label_ids/probs),
+       else softmax(lm_head(f)) when the features include layer -1 (EAGLE-1), else the
+       target's argmax tokens
+  loss = reg_weight * reg + cls_weight * cls, averaged over response tokens (and, with
+       prompt_weight > 0, over prompt tokens at that weight: the target's predictions on
+       text it did not write, free extra signal since the forward covers them anyway).
 
 Step 0 is EAGLE-1's teacher-forced pass: pair (f_t + noise, x_{t+1}) at position t, its output
 h_{t+1} is scored against f_{t+1} and the target's distribution of x_{t+2}. Steps j >= 1
@@ -47,6 +50,7 @@ class TrainConfig:
     reg_weight: float = 1.0
     cls_weight: float = 1.0  # EAGLE-1 used 0.1; with soft labels the token loss carries more here
     step_decay: float = 0.8
+    prompt_weight: float = 0.0  # loss weight of prompt positions (teacher-forced user text), responses 1
     noise: float = 0.2  # uniform feature noise U(-noise/2, noise/2) on step-0 inputs
     grad_clip: float = 0.5
     seed: int = 0
@@ -61,6 +65,8 @@ class Batch:
     target_ids: torch.Tensor  # [B, L]
     loss_mask: torch.Tensor  # [B, L] bool, response tokens
     lengths: torch.Tensor  # [B]
+    label_ids: torch.Tensor | None = None  # [B, L, k] the target's top-k next tokens (data.py)
+    label_probs: torch.Tensor | None = None  # [B, L, k] their probabilities
 
 
 def make_batches(sequences: list[dict], max_tokens: int, generator: torch.Generator) -> list[list[int]]:
@@ -89,13 +95,20 @@ def collate(sequences: list[dict], indices: list[int]) -> Batch:
     token_ids = torch.zeros(b, width, dtype=torch.long)
     target_ids = torch.zeros(b, width, dtype=torch.long)
     loss_mask = torch.zeros(b, width, dtype=torch.bool)
+    labels = all("label_ids" in r for r in rows)
+    k = rows[0]["label_ids"].shape[-1] if labels else 0
+    label_ids = torch.zeros(b, width, k, dtype=torch.long) if labels else None
+    label_probs = torch.zeros(b, width, k) if labels else None
     for j, r in enumerate(rows):
         n = r["token_ids"].numel()
         features[j, :n] = r["features"].float()
         token_ids[j, :n] = r["token_ids"].long()
         target_ids[j, :n] = r["target_ids"].long()
         loss_mask[j, :n] = r["loss_mask"].bool()
-    return Batch(features, token_ids, target_ids, loss_mask, lengths)
+        if labels:
+            label_ids[j, :n] = r["label_ids"].long()
+            label_probs[j, :n] = r["label_probs"].float()
+    return Batch(features, token_ids, target_ids, loss_mask, lengths, label_ids, label_probs)
 
 
 def shift(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -171,12 +184,20 @@ class Trainer:
             hidden = head.step(hidden, shift(batch.token_ids, 1 + j), positions + j, cache, mask)
             prev = cache
             # row t predicts feature t+1+j and token t+2+j
-            weight = shift(batch.loss_mask, 2 + j) & (t + 2 + j < batch.lengths[:, None])  # [B, L]
-            num = weight.sum().clamp(min=1)
+            inside = t + 2 + j < batch.lengths[:, None]  # [B, L]
+            response = shift(batch.loss_mask, 2 + j) & inside
+            weight = inside if c.prompt_weight > 0 else response
             logits = head_logits_dense(head, hidden, self.lm_head_weight)  # [B, L, V_d]
             logp = torch.log_softmax(logits.float(), -1)
             next_feats = shift(feats, 1 + j)
-            if self.soft_labels:
+            if batch.label_ids is not None:  # the target's recorded top-k, within the draft vocabulary
+                with torch.no_grad():
+                    ids = self.t2d[shift(batch.label_ids, 1 + j)]  # [B, L, k], -1 outside
+                    probs = shift(batch.label_probs, 1 + j) * (ids >= 0)
+                    probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-9)
+                ce = -(probs * logp.gather(-1, ids.clamp(min=0))).sum(-1)
+                weight = weight & (ids >= 0).any(-1)
+            elif self.soft_labels:
                 with torch.no_grad():
                     labels = torch.softmax(F.linear(next_feats[..., self.label_slice], self.label_weight), -1)
                 ce = -(labels * logp).sum(-1)
@@ -184,17 +205,20 @@ class Trainer:
                 label_ids = self.t2d[shift(batch.target_ids, 1 + j)]  # -1 outside the draft vocab
                 ce = F.cross_entropy(logp.transpose(1, 2), label_ids.clamp(min=0), reduction="none")
                 weight = weight & (label_ids >= 0)
-                num = weight.sum().clamp(min=1)
-            step_loss = c.cls_weight * torch.where(weight, ce, 0.0).sum() / num
+            response = response & weight
+            # per position: 1 on response tokens, prompt_weight on prompt tokens, 0 elsewhere
+            w = response.float() + c.prompt_weight * (weight & ~response).float()
+            num = w.sum().clamp(min=1)
+            step_loss = c.cls_weight * (torch.where(weight, ce, 0.0) * w).sum() / num
             if head.config.arch == "eagle1":
-                reg = torch.where(weight, F.smooth_l1_loss(hidden, next_feats, reduction="none").mean(-1), 0.0).sum() / num
+                reg = (torch.where(weight, F.smooth_l1_loss(hidden, next_feats, reduction="none").mean(-1), 0.0) * w).sum() / num
                 step_loss = step_loss + c.reg_weight * reg
                 metrics[f"reg{j}"] = float(reg.detach())
             total = total + c.step_decay**j * step_loss
             with torch.no_grad():
                 pred = head.to_target_ids(logits.argmax(-1))
                 target = shift(batch.target_ids, 1 + j)
-                metrics[f"acc{j}"] = float(((pred == target) & weight).sum() / num)
+                metrics[f"acc{j}"] = float(((pred == target) & response).sum() / response.sum().clamp(min=1))
         metrics["loss"] = float(total.detach())
         return total, metrics
 
