@@ -27,6 +27,18 @@ def test_generate_json_line_on_tiny_model(tiny_model_dir, capsys):
     for key in ("text", "num_prompt_tokens", "num_generated_tokens", "prefill_seconds", "decode_seconds", "tokens_per_second", "spec"):
         assert key in data
     assert 1 <= data["num_generated_tokens"] <= 12
+    assert data["speculative"] == "ngram"  # --speculative auto, nothing else named
+
+
+def test_speculative_auto_resolution():
+    from specdec.cli import resolve_speculative
+
+    assert resolve_speculative("auto", None) == "ngram"
+    assert resolve_speculative("auto", "draft/dir") == "draft"
+    assert resolve_speculative("auto", None, tree_nodes=16) == "eagle"
+    assert resolve_speculative("none", "draft/dir") == "none"
+    with pytest.raises(ValueError, match="name the method"):
+        resolve_speculative("auto", "draft/dir", tree_nodes=16)
 
 
 def test_draft_debug_lines(tiny_model_dir, tiny_draft_dir, capsys):

@@ -40,7 +40,9 @@ def add_batch_invariant_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--speculative", default="none", choices=["none", "draft", "ngram", "eagle"])
+    p.add_argument("--speculative", default="auto", choices=["auto", "none", "draft", "ngram", "eagle"],
+                   help="the proposer; auto (default): draft with --draft-model, eagle with --tree-nodes, else ngram "
+                   "with the cost-aware K, the fastest measured on the default model (README, Figures)")
     p.add_argument("--draft-model", default=None, help="draft model path, self:DTYPE for a copy of the target, or self:int8 / self:int4 for a quantized copy")
     p.add_argument("--draft-n", default="auto", help="draft length K, or 'auto' (cost-aware adaptive K)")
     p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
@@ -67,6 +69,15 @@ def add_generate(sub) -> None:
     p.set_defaults(func=run_generate)
 
 
+def resolve_speculative(choice: str, draft_model: str | None, tree_nodes: int = 0) -> str:
+    """--speculative auto: a draft model if one is named, EAGLE if trees are asked for, else n-gram."""
+    if choice != "auto":
+        return choice
+    if draft_model and tree_nodes:
+        raise ValueError("--speculative auto with both --draft-model and --tree-nodes: name the method")
+    return "draft" if draft_model else "eagle" if tree_nodes else "ngram"
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from specdec.api import LLM, encode_prompt
     from specdec.config import SamplingParams
@@ -82,10 +93,11 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     if not prompt.strip():
         raise ValueError("the prompt is empty (pass -p TEXT or pipe text on stdin)")
+    method = resolve_speculative(args.speculative, args.draft_model, args.tree_nodes)
     llm = LLM(
         model=args.model,
         speculative_model=args.draft_model,
-        speculative_method=args.speculative,
+        speculative_method=method,
         num_speculative_tokens=args.draft_n,
         dtype=args.dtype,
         device=args.device,
@@ -135,7 +147,7 @@ def run_generate(args: argparse.Namespace) -> int:
                     "decode_seconds": round(stats.decode_seconds, 4),
                     "tokens_per_second": round(stats.tokens_per_second, 3),
                     "load_seconds": round(llm.target.load_seconds, 3),
-                    "speculative": args.speculative,
+                    "speculative": method,
                     "spec": stats.to_dict(),
                 }
             )

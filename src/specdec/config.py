@@ -99,7 +99,7 @@ class SpeculativeConfig:
     num_speculative_tokens: int | str = 4
     ngram_min: int = 1
     ngram_max: int = 4
-    max_speculative_tokens: int = 8
+    max_speculative_tokens: int = 16
     adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
     tree_nodes: int = 0  # eagle: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K)
     tree_top_k: int = 8  # eagle trees: children per expanded node, nodes expanded per depth
