@@ -292,3 +292,17 @@ def test_tree_cost_verifies_every_node_whatever_the_depth():
     assert CostModel.from_dict(cost.to_dict()).tree_nodes == 6
     # a chain model is unchanged
     assert CostModel([1.0, 1.1, 1.2, 1.3]).step_seconds(2) == 1.2
+
+
+def test_calibration_fits_a_context_window_shorter_than_its_prefix(tiny_model_dir):
+    from specdec.engine.batch_plan import measure_forward_seconds
+    from specdec.engine.calibrate import CALIBRATION_CONTEXT, calibration_context, measure_verify_seconds
+    from specdec.models.loader import load_model
+
+    window = CALIBRATION_CONTEXT  # --max-model-len 256: no room for the prefix plus a draft
+    model = load_model(str(tiny_model_dir), "float32", "cpu", window).model
+    assert calibration_context(model, 16) == window - 17
+    assert len(measure_verify_seconds(model, 16, repeats=1)) == 17
+    assert len(measure_forward_seconds(model, 2, 4, repeats=1)) > 0
+    with pytest.raises(ValueError, match="too short to calibrate"):
+        calibration_context(load_model(str(tiny_model_dir), "float32", "cpu", 16).model, 16)

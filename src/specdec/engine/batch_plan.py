@@ -38,7 +38,7 @@ import time
 import torch
 
 from specdec.config import SpeculativeConfig
-from specdec.engine.calibrate import CALIBRATION_CONTEXT, cost_key
+from specdec.engine.calibrate import calibration_context, cost_key
 from specdec.engine.controller import AcceptanceEstimator, HeuristicController, fit_verify_curve
 from specdec.models.gguf_file import cache_dir
 
@@ -85,13 +85,14 @@ def calibration_points(max_tokens: int) -> list[int]:
 
 @torch.inference_mode()
 def measure_forward_seconds(model, max_batch_size: int, max_k: int, repeats: int = 3) -> list[float]:
-    """Fastest seconds of a ragged forward over N packed tokens, rows at CALIBRATION_CONTEXT."""
+    """Fastest seconds of a ragged forward over N packed tokens, rows at the calibration context."""
     max_tokens = max_batch_size * (max_k + 1)
     dev = model.device
-    cache = model.new_cache(max_batch_size, CALIBRATION_CONTEXT + max_k + 2)
-    prefix = torch.arange(CALIBRATION_CONTEXT, device=dev)[None] % 1000 + 100
+    context = calibration_context(model, max_k)
+    cache = model.new_cache(max_batch_size, context + max_k + 1)
+    prefix = torch.arange(context, device=dev)[None] % 1000 + 100
     for b in range(max_batch_size):
-        model(prefix, torch.arange(CALIBRATION_CONTEXT, device=dev)[None], cache.row_view(b, 0), logits_indices=slice(-1, None))
+        model(prefix, torch.arange(context, device=dev)[None], cache.row_view(b, 0), logits_indices=slice(-1, None))
     points = calibration_points(max_tokens)
     times: dict[int, list[float]] = {n: [] for n in points}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
@@ -100,8 +101,8 @@ def measure_forward_seconds(model, max_batch_size: int, max_k: int, repeats: int
             t = -(-n // b)
             num_new = torch.tensor([n // b + (1 if i < n % b else 0) for i in range(b)], device=dev)
             ids = torch.full((b, t), 200, device=dev)
-            positions = CALIBRATION_CONTEXT + torch.arange(t, device=dev)[None].expand(b, t)
-            seq_lens = torch.full((b,), CALIBRATION_CONTEXT, device=dev)
+            positions = context + torch.arange(t, device=dev)[None].expand(b, t)
+            seq_lens = torch.full((b,), context, device=dev)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

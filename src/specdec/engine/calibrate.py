@@ -38,10 +38,22 @@ def cost_key(loaded, max_k: int) -> str:
         str(torch.get_num_threads()),
         torch.__version__,
         str(max_k),
+        str(calibration_context(loaded.model, max_k)),
         str(getattr(loaded, "quant", "none")),
         f"invariant={getattr(loaded, 'batch_invariant', False)}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def calibration_context(model, max_k: int) -> int:
+    """CALIBRATION_CONTEXT, shortened when the model's context window cannot hold it plus a draft."""
+    context = min(CALIBRATION_CONTEXT, model.max_seq_len - max_k - 1)
+    if context < 1:
+        raise ValueError(
+            f"max_seq_len {model.max_seq_len} is too short to calibrate drafts of {max_k} tokens; "
+            "raise --max-model-len or lower the maximum draft length"
+        )
+    return context
 
 
 @torch.inference_mode()
@@ -51,22 +63,23 @@ def measure_verify_seconds(model, max_k: int, repeats: int = 5) -> list[float]:
     The minimum, not the median: on a shared machine the slow samples measure the
     neighbours, and a curve distorted by them mis-steers the controller for every later run.
     """
-    cache = model.new_cache(1, CALIBRATION_CONTEXT + max_k + 2)
+    context = calibration_context(model, max_k)
+    cache = model.new_cache(1, context + max_k + 1)
     dev = model.device
-    prefix = torch.arange(CALIBRATION_CONTEXT, device=dev)[None] % 1000 + 100
-    model(prefix, torch.arange(CALIBRATION_CONTEXT, device=dev)[None], cache, logits_indices=slice(-1, None))
+    prefix = torch.arange(context, device=dev)[None] % 1000 + 100
+    model(prefix, torch.arange(context, device=dev)[None], cache, logits_indices=slice(-1, None))
     times: dict[int, list[float]] = {k: [] for k in range(max_k + 1)}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
         for k in range(max_k + 1):
             ids = torch.full((1, k + 1), 200, device=dev)
-            pos = torch.arange(CALIBRATION_CONTEXT, CALIBRATION_CONTEXT + k + 1, device=dev)[None]
+            pos = torch.arange(context, context + k + 1, device=dev)[None]
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
             out = model(ids, pos, cache)
             out.logits.argmax(-1).tolist()  # what a verify step reads back
             times[k].append(time.perf_counter() - t)
-            cache.truncate(CALIBRATION_CONTEXT)
+            cache.truncate(context)
     fastest = [min(times[k][1:]) for k in range(max_k + 1)]
     return fit_verify_curve(list(range(max_k + 1)), fastest)
 
