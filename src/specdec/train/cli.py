@@ -1,7 +1,7 @@
 """`specdec train-draft`: self-distill a dataset from the target and train an EAGLE head.
 
     specdec train-draft --out runs/head [--model TARGET] [--prompts FILE.jsonl]
-        [--num-prompts 4800] [--max-new-tokens 192] [--epochs 5] [--draft-vocab 8192] [--resume]
+        [--num-prompts 4000] [--max-new-tokens 192] [--epochs 4] [--draft-vocab 8192] [--resume]
 
 The defaults are the recipe of the head shipped for the default model (README: figures and
 the time it takes on 2 CPU cores).
@@ -25,13 +25,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory (dataset, checkpoints, head)")
     p.add_argument("--prompts", default=None, help="JSONL of prompts, messages or ShareGPT conversations, or a comma list of them "
                    "(default: the shipped train_prompts.jsonl then train_corpus.jsonl)")
-    p.add_argument("--num-prompts", type=int, default=4800,
-                   help="use the first N prompts (default 4800: ~25 minutes of generation on 2 cores; 0 = all)")
+    p.add_argument("--num-prompts", type=int, default=4000,
+                   help="use the first N prompts (default 4000: ~21 minutes of generation on 2 cores; 0 = all)")
     p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--gen-batch", type=int, default=64, help="sequences generated together (continuous batching)")
     p.add_argument("--data-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="dtype the target generates and records the data in (bfloat16: ~4x faster on CPU)")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (0 = the target's full vocabulary)")
     p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"])
     p.add_argument("--unroll", type=int, default=2, help="training-time test steps (1 = teacher forcing only)")
@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy")
     p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression (eagle1)")
     p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch")
-    p.add_argument("--prompt-weight", type=float, default=0.5, help="loss weight of prompt positions (responses: 1)")
+    p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs (teacher-forced)")
