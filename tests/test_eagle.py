@@ -321,3 +321,23 @@ def test_factory_builds_chain_and_tree_proposers(tiny_target, tmp_path):
         build_proposer(SpeculativeConfig(method="eagle"), tiny_target, "float32", "cpu", 512)
     with pytest.raises(ValueError, match="eagle"):
         SpeculativeConfig(method="ngram", tree_nodes=8)
+
+
+def test_export_draft_cli_writes_a_head_that_imports_back(tiny_target, tmp_path, capsys):
+    from specdec.cli import main
+
+    head = make_head(tiny_target, "eagle1", 3000)
+    head.config.lm_head_from_target = True
+    save_head(head, tmp_path / "native", torch.float32)
+    assert main(["export-draft", str(tmp_path / "native"), "--model", str(tiny_target.path),
+                 "--out", str(tmp_path / "public"), "--dtype", "float32"]) == 0
+    assert "method eagle" in capsys.readouterr().out
+    config = json.loads((tmp_path / "public" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["draft_vocab_size"] == 3000
+    back = import_head(tmp_path / "public", tiny_target.config).state_dict()
+    shared = [name for name in head.state_dict() if name in back]
+    assert {"fc.weight", "layer.attn.wqkv.weight", "layer.mlp.w2.weight", "lm_head.weight"} <= set(shared)
+    for name in shared:
+        torch.testing.assert_close(back[name], head.state_dict()[name], msg=name)
+    with pytest.raises(SystemExit, match="own directory"):
+        main(["export-draft", str(tmp_path / "public"), "--model", str(tiny_target.path), "--out", str(tmp_path / "public")])

@@ -50,6 +50,36 @@ def register(sub) -> None:
                    help="comma list of target layers to record (default: the head's; e.g. 2,15,27,-1 serves eagle1 and eagle3)")
     p.set_defaults(func=run_train_draft)
 
+    e = sub.add_parser("export-draft", help="write a draft head in the public EAGLE/EAGLE-3 layout (SGLang, vLLM)")
+    e.add_argument("head", nargs="?", default=None,
+                   help="head directory (train-draft's OUT; default: the head shipped for the default model)")
+    e.add_argument("--out", required=True, help="output directory (config.json + model.safetensors)")
+    e.add_argument("-m", "--model", default=None, help="the head's target (default: embedded SmolLM2-135M-Instruct)")
+    e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="weight dtype written")
+    e.set_defaults(func=run_export_draft)
+
+
+def run_export_draft(args: argparse.Namespace) -> int:
+    """Load a native or public head against its target and write it in the public layout."""
+    import torch
+
+    from specdec.models.loader import load_model
+    from specdec.proposers.factory import DEFAULT_EAGLE_HEAD
+    from specdec.train.export import export_head, load_head
+
+    head_dir = Path(args.head) if args.head else DEFAULT_EAGLE_HEAD
+    out = Path(args.out)
+    if out.resolve() == head_dir.resolve():
+        raise SystemExit(f"error: --out {out} is the head's own directory; choose another")
+    target = load_model(args.model, "float32", "cpu", 1024, batch_invariant=False)
+    head = load_head(head_dir, target)
+    export_head(head, out, getattr(torch, args.dtype))
+    c = head.config
+    print(f"wrote {c.arch} head ({c.draft_vocab_size}-token draft vocabulary, feature layers "
+          f"{list(c.feature_layers)}) to {out}: load it with SGLang's --speculative-draft-model-path "
+          f"or vLLM's speculative_config method {'eagle3' if c.arch == 'eagle3' else 'eagle'}")
+    return 0
+
 
 def run_train_draft(args: argparse.Namespace) -> int:
     import torch
