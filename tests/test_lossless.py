@@ -63,6 +63,21 @@ def test_draft_model_is_exercised_both_ways(tiny_pair):
     assert 0 < stats.num_accepted_tokens < stats.num_draft_tokens
 
 
+def test_draft_prefill_happens_at_start_and_matches_lazy_feeding(tiny_pair):
+    """start() prefills the draft with the prompt (prefill time, not drafting time); its
+    first proposal then feeds only the newest token and drafts what a cold start would."""
+    from specdec.proposers.base import SequenceState
+
+    target, draft = tiny_pair
+    prompt = target.tokenizer.encode(PROMPTS[2])
+    state = SequenceState(prompt + [prompt[0]], len(prompt), SamplingParams(temperature=0), torch.Generator())
+    warm = DraftModelProposer(draft, 512)
+    warm.start(state)
+    assert warm.cache.length == len(prompt) and warm.cached_ids == prompt
+    cold = DraftModelProposer(draft, 512)  # never started: feeds everything at the first propose
+    assert warm.propose(state, 4).token_ids.tolist() == cold.propose(state, 4).token_ids.tolist()
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_ngram_greedy_equals_plain(tiny_pair, k):
     target, _ = tiny_pair

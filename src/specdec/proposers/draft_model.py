@@ -63,10 +63,21 @@ class DraftModelProposer:
         self.cached_ids: list[int] = []
         self._num_checked = 0  # cached_ids[:_num_checked] are known to be committed tokens
 
+    @torch.inference_mode()
     def start(self, state: SequenceState) -> None:
         self.cache.reset()
         self.cached_ids = []
         self._num_checked = 0
+        # Prefill the draft with the prompt now, inside the engine's prefill: left to the first
+        # propose, it lands in the first step's draft time and the cost-aware controller reads
+        # it as a per-token drafting cost, dear enough to keep K at 1 for the whole request.
+        prompt = state.token_ids[:-1]  # the newest token is fed by propose
+        if prompt and len(prompt) < self.cache.num_free:
+            dev = self.model.device
+            ids = torch.tensor([prompt], device=dev)
+            self.model(ids, torch.arange(len(prompt), device=dev)[None], self.cache, logits_indices=slice(-1, None))
+            self.cached_ids = list(prompt)
+            self._num_checked = len(prompt)
 
     @torch.inference_mode()
     def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
