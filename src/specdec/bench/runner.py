@@ -287,7 +287,7 @@ def check_args(args) -> list[str]:
 def run(args) -> int:
     from specdec.bench import report
     from specdec.bench.workloads import load_workload
-    from specdec.engine.calibrate import load_or_calibrate, measure_verify_seconds
+    from specdec.engine.calibrate import calibration_size, load_or_calibrate, measure_verify_seconds
     from specdec.models.loader import load_model, resolve_batch_invariant
 
     methods = check_args(args)
@@ -315,8 +315,8 @@ def run(args) -> int:
     draft = load_draft(args.draft_model, target, args.dtype, args.device, args.max_model_len) \
         if "draft" in methods else None
     auto = len(methods) > 1 and "auto" in args.draft_n and args.adaptive == "cost"
-    cost_size = max([SpeculativeConfig().max_speculative_tokens] + (args.tree_nodes if "eagle" in methods else []))
-    cost = load_or_calibrate(target, cost_size) if auto else None
+    largest = SpeculativeConfig(method="eagle", tree_nodes=max(args.tree_nodes)) if "eagle" in methods else SpeculativeConfig()
+    cost = load_or_calibrate(target, calibration_size(largest)) if auto else None
     # v(K) for the predicted speedup: measured here, on this machine as loaded right now
     verify_seconds = measure_verify_seconds(target.model, max_k, repeats=3) if len(methods) > 1 else None
 
