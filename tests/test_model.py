@@ -8,7 +8,7 @@ import transformers
 
 from specdec.config import ModelConfig
 from specdec.models.convert import hf_state_dict, native_state_dict
-from specdec.models.linear import pack_linears_for_cpu
+from specdec.models.linear import BlockedLinear, CPULinear, pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
 from specdec.models.loader import build_native
 
@@ -160,6 +160,37 @@ def test_cpu_linears_are_a_numerical_no_op():
         a = dense(ids, torch.arange(12)[None], dense.new_cache()).logits
         b = packed(ids, torch.arange(12)[None], packed.new_cache()).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_blocked_bfloat16_linears_match_dense_bitwise_and_keep_a_dense_state_dict():
+    """bfloat16 linears run on oneDNN-blocked weights: the same products bit for bit as
+    F.linear at 1 to 9 rows, the dense weight recoverable, tied weights left tied."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+    dense = LlamaModel(config, 32).to(torch.bfloat16).eval().requires_grad_(False)
+    blocked = LlamaModel(config, 32).to(torch.bfloat16).eval().requires_grad_(False)
+    blocked.load_state_dict(dense.state_dict())
+    blocked.lm_head.weight = blocked.embed.weight  # tie, as the default model does
+    dense.lm_head.weight = dense.embed.weight
+    pack_linears_for_cpu(blocked)
+    w13 = blocked.layers[0].mlp.w13
+    assert isinstance(w13, BlockedLinear) and w13._dense is None  # the dense copy is dropped
+    assert isinstance(blocked.lm_head, BlockedLinear) and blocked.lm_head.weight is blocked.embed.weight
+    assert torch.equal(w13.weight, dense.layers[0].mlp.w13.weight)
+    assert set(blocked.state_dict()) == set(dense.state_dict())
+    for name, tensor in dense.state_dict().items():
+        assert torch.equal(blocked.state_dict()[name], tensor), name
+    for rows in (1, 2, 5, 9):
+        x = torch.randn(rows, 64).to(torch.bfloat16)
+        assert torch.equal(w13(x), torch.nn.functional.linear(x, dense.layers[0].mlp.w13.weight))
+    ids = torch.randint(0, 64, (1, 12))
+    with torch.no_grad():
+        a = dense(ids, torch.arange(12)[None], dense.new_cache()).logits
+        b = blocked(ids, torch.arange(12)[None], blocked.new_cache()).logits
+    assert torch.equal(a, b)
+    # float32 stays on the dense oneDNN path
+    fp32 = pack_linears_for_cpu(LlamaModel(config, 32).eval())
+    assert isinstance(fp32.layers[0].mlp.w13, CPULinear)
 
 
 def test_cache_bounds_are_checked():

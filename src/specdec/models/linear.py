@@ -5,13 +5,24 @@ on AMD processors. oneDNN's `mkldnn::_linear_pointwise` takes the same dense wei
 is faster: measured here (Zen 4, 2 threads, the default model's 120 per-layer matrices
 streamed from DRAM, benchmarks in the README) float32 goes from 17.5 GB/s through MKL
 to 36 GB/s at one row, and from 15 to 23.5 GB/s at six rows, what a verify pass needs.
-bfloat16 `F.linear` already goes through oneDNN (24.5 GB/s) and stays.
+
+bfloat16 `F.linear` also reaches oneDNN, but as a matmul over the transposed weight
+(`brg_matmul`, weights "ba"), ~20 GB/s here. Reordering the weight once into oneDNN's
+own blocked layout (`mkldnn._reorder_linear_weight`, the layer inductor's CPU freezing
+pass uses) and calling `_linear_pointwise` on it runs ~1.4x faster at 1 to 8 rows
+(`benchmarks/linear_layouts.py`), with the same products bit for bit
+(`tests/test_model.py`). The blocked copy (`BlockedLinear`) replaces the
+dense weight, so memory does not grow; `weight` rebuilds the dense tensor on request
+(`to_dense` is exact) and `state_dict()` holds the dense weight. A weight that another
+module shares (tied embeddings) stays as well: the embedding needs its dense layout.
+float32 stays dense: the blocked layout measured no faster there.
 
 Batch invariance (`pad_single_row`): oneDNN computes a one-row product with a different
 kernel (a different reduction order) from a product of two or more rows, while every
 row of an M >= 2 product equals, bit for bit, the same row computed in any other
-M >= 2 product (float32 and bfloat16, measured in `tests/test_batch_invariance.py`).
-Padding a single row to two makes a decode step's linears agree with a verify pass's.
+M >= 2 product (float32 and bfloat16, dense or blocked weights, measured in
+`tests/test_batch_invariance.py`). Padding a single row to two makes a decode step's
+linears agree with a verify pass's.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+BLOCKED_DTYPES = (torch.bfloat16,)  # float32 measured no faster blocked
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -41,33 +54,84 @@ class CPULinear(nn.Module):
         self._matmul = _onednn_linear if linear.weight.dtype == torch.float32 else F.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad_single_row and x.numel() == self.in_features:
-            # [.., 1, K] -> two identical rows -> keep the first: see the module docstring
-            rows = x.reshape(1, self.in_features).expand(2, self.in_features)
-            return self._matmul(rows, self.weight, self.bias)[:1].view(*x.shape[:-1], self.out_features)
-        return self._matmul(x, self.weight, self.bias)
+        return _padded_matmul(self, x, self.weight)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, pad_single_row={self.pad_single_row}"
 
 
+class BlockedLinear(nn.Module):
+    """A bfloat16 CPU linear over a oneDNN-blocked copy of the weight (module docstring).
+
+    keep_dense: hold the dense weight too, because another module shares it (tied
+    embeddings); otherwise only the blocked copy stays and `weight` rebuilds the dense
+    tensor when asked (exact, but a copy: for reading, not for training).
+    """
+
+    def __init__(self, linear: nn.Linear, pad_single_row: bool = False, keep_dense: bool = True) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.bias = linear.bias
+        self.pad_single_row = pad_single_row
+        # an opaque mkldnn tensor: a non-persistent buffer, so state_dict() stays dense
+        # (`_save_to_state_dict`) and memory reports count it
+        self.register_buffer("blocked_weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1), persistent=False)
+        # kept unregistered: the sharing module owns (and state_dict()s) the parameter
+        object.__setattr__(self, "_dense", linear.weight if keep_dense else None)
+        self._matmul = _onednn_linear
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._dense if self._dense is not None else self.blocked_weight.to_dense()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self.weight if keep_vars else self.weight.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _padded_matmul(self, x, self.blocked_weight)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"dense_kept={self._dense is not None}, pad_single_row={self.pad_single_row}"
+        )
+
+
+def _padded_matmul(layer: CPULinear | BlockedLinear, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if layer.pad_single_row and x.numel() == layer.in_features:
+        # [.., 1, K] -> two identical rows -> keep the first: see the module docstring
+        rows = x.reshape(1, layer.in_features).expand(2, layer.in_features)
+        return layer._matmul(rows, weight, layer.bias)[:1].view(*x.shape[:-1], layer.out_features)
+    return layer._matmul(x, weight, layer.bias)
+
+
 def pack_linears_for_cpu(model: nn.Module, batch_invariant: bool = False) -> nn.Module:
-    """Swap every nn.Linear of a CPU inference model for a CPULinear; a no-op elsewhere."""
+    """Swap every nn.Linear of a CPU inference model for a CPULinear (bfloat16: a
+    BlockedLinear); a no-op elsewhere. Inference only: the blocked copies do not train."""
     first = next(model.parameters())
     if first.device.type == "cpu" and torch.backends.mkldnn.is_available():
-        _swap_linears(model, batch_invariant)
+        linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+        shared = {
+            id(p) for m in model.modules() if not isinstance(m, nn.Linear)
+            for p in m.parameters(recurse=False) if id(p) in linear_weights
+        }
+        _swap_linears(model, batch_invariant, shared)
     return model
 
 
 def set_pad_single_row(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
-        if isinstance(module, CPULinear):
+        if isinstance(module, (CPULinear, BlockedLinear)):
             module.pad_single_row = enabled
 
 
-def _swap_linears(module: nn.Module, batch_invariant: bool) -> None:
+def _swap_linears(module: nn.Module, batch_invariant: bool, shared: set[int]) -> None:
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear):
+        if isinstance(child, nn.Linear) and child.weight.dtype in BLOCKED_DTYPES:
+            setattr(module, name, BlockedLinear(child, batch_invariant, keep_dense=id(child.weight) in shared))
+        elif isinstance(child, nn.Linear):
             setattr(module, name, CPULinear(child, batch_invariant))
         else:
-            _swap_linears(child, batch_invariant)
+            _swap_linears(child, batch_invariant, shared)
