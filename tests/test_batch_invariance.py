@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from specdec.api import encode_prompt
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
-from specdec.models.attention import KEY_BLOCK, plan_attention
+from specdec.models.attention import KEY_BLOCK, attend, plan_attention
 from specdec.models.linear import CPULinear
 from specdec.models.loader import load_model, resolve_batch_invariant
 from specdec.proposers.draft_model import DraftModelProposer
@@ -97,6 +98,37 @@ def test_padded_single_row_matches_every_multi_row_product(dtype, shape):
         for m in (2, 3, 5, 9, 17):
             rows = linear(x[:m])
             assert all(torch.equal(rows[j], singles[j]) for j in range(m)), f"M = {m}"
+
+
+@pytest.mark.parametrize("num_keys,rep", [(128, 3), (1024, 3), (128, 1)])
+def test_folded_bfloat16_attention_is_row_invariant_and_close_to_sdpa(num_keys, rep):
+    """bfloat16's invariant plan folds queries into batched matmuls (models/attention.py):
+    every query gets the same bits alone as in any verify pass, and the values of SDPA."""
+    torch.manual_seed(0)
+    h_kv, d, max_k = 3, 64, 16  # rep = 1: no GQA, a decode step's GEMMs have one row
+    k_cache = torch.randn(1, h_kv, num_keys + KEY_BLOCK, d).to(torch.bfloat16)
+    v_cache = torch.randn(1, h_kv, num_keys + KEY_BLOCK, d).to(torch.bfloat16)
+    q = torch.randn(1, max_k + 1, h_kv * rep, d).to(torch.bfloat16)
+    start = num_keys - 5  # verify passes cross a KEY_BLOCK boundary
+    max_keys = k_cache.shape[2]
+
+    def run(first, t):
+        plan = plan_attention(start + first, t, rep, invariant=True, max_keys=max_keys, dtype=torch.bfloat16)
+        assert plan.folded and not plan.single_thread
+        return attend(q[:, first : first + t], k_cache, v_cache, plan)[0]
+
+    singles = [run(j, 1)[0] for j in range(max_k + 1)]
+    for t in (2, 3, 5, 9, 17):
+        rows = run(0, t)
+        assert all(torch.equal(rows[j], singles[j]) for j in range(t)), f"T = {t}"
+    # the same attention as SDPA's, to bfloat16 rounding
+    end = start + max_k + 1
+    causal = torch.ones(max_k + 1, end, dtype=torch.bool).tril(start)
+    ref = F.scaled_dot_product_attention(
+        q.float().transpose(1, 2), k_cache[:, :, :end].float().repeat_interleave(rep, 1),
+        v_cache[:, :, :end].float().repeat_interleave(rep, 1), attn_mask=causal,
+    ).transpose(1, 2).reshape(max_k + 1, -1)
+    torch.testing.assert_close(run(0, max_k + 1).float(), ref, atol=2e-2, rtol=2e-2)
 
 
 # -- tiny models, every dtype and quantization ---------------------------------------------
