@@ -24,12 +24,16 @@ from specdec.engine.controller import (
 from specdec.models.gguf_file import cache_dir
 
 CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
+# Part of the cache key: bump it when the forward's kernels change what a pass costs
+# (2: bfloat16 blocked linears and folded invariant attention), so no stale curve is read.
+KERNELS_VERSION = 2
 
 
 def cost_key(loaded, max_k: int) -> str:
     path = loaded.path
     stat = path.stat() if path.is_file() else (path / "config.json").stat()
     parts = [
+        f"kernels={KERNELS_VERSION}",
         str(path.resolve()),
         str(stat.st_size),
         str(int(stat.st_mtime)),
