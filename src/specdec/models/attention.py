@@ -41,6 +41,10 @@ per-query calls nor one thread. The keys are copied contiguous first: bmm over t
 cache's strided batch copies them transposed, 2x slower. Measured per layer (2 threads,
 ~900 tokens of context): decode 89 us (SDPA, one thread: ~107), 9-token verify 141 us
 (~930). float32 keeps the SDPA plan: its batched matmul (MKL) is not row-invariant.
+Quantized models keep it too (`LlamaModel.fold_attention`, cleared by quantize_model):
+their decode step is ~10 ms, so folding's ~1 ms extra per decode step (a contiguous key
+copy and two GEMM calls per layer against one SDPA call) costs 7-10% of plain decoding,
+while their verify passes stay short (the int4 kernel's cost steps every 4 rows).
 Tree masks are not supported: a tree node's keys (prefix plus its ancestors) are not a
 prefix of the cache, and gathering them per node costs more than the tree saves.
 """
@@ -88,6 +92,7 @@ def plan_attention(
     max_keys: int | None = None,  # slots the cache tensors hold (a multiple of KEY_BLOCK)
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    fold: bool = True,  # allow the folded invariant plan (bfloat16); False: per-query SDPA
 ) -> AttentionPlan:
     end = start + num_new
     if invariant:
@@ -95,7 +100,7 @@ def plan_attention(
             raise ValueError("batch-invariant attention verifies chains only; tree drafts need batch_invariant=False")
         if batch_size != 1:
             raise ValueError(f"batch-invariant attention runs one sequence, got batch size {batch_size}")
-        return _invariant_plan(start, num_new, rep, max_keys or end, dtype, device)
+        return _invariant_plan(start, num_new, rep, max_keys or end, dtype, device, fold)
     if attn_mask is None and num_new == 1:
         return AttentionPlan(end)
     if attn_mask is None:
@@ -107,12 +112,12 @@ def plan_attention(
     return AttentionPlan(end, mask.unsqueeze(1).repeat(1, 1, rep, 1))
 
 
-def _invariant_plan(start, num_new, rep, max_keys, dtype, device) -> AttentionPlan:
+def _invariant_plan(start, num_new, rep, max_keys, dtype, device, fold=True) -> AttentionPlan:
     slots = range(start, start + num_new)
     padded = [-(-(s + 1) // KEY_BLOCK) * KEY_BLOCK for s in slots]
     if padded[-1] > max_keys:
         raise ValueError(f"batch-invariant attention reads {padded[-1]} slots; the cache holds {max_keys} (allocate it with pad_to=KEY_BLOCK)")
-    folded = dtype != torch.float32
+    folded = fold and dtype != torch.float32
     groups = []
     first = 0
     while first < num_new:

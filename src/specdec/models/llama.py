@@ -203,6 +203,7 @@ class LlamaModel(nn.Module):
         # Batch-invariant attention (models/attention.py); the linears' half of it is
         # CPULinear.pad_single_row. Set together by `set_batch_invariant`.
         self.batch_invariant = False
+        self.fold_attention = True  # the folded bfloat16 invariant plan (models/attention.py)
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -246,7 +247,8 @@ class LlamaModel(nn.Module):
     ) -> AttentionPlan:
         rep = self.config.num_heads // self.config.num_kv_heads
         return plan_attention(
-            start, num_new, rep, attn_mask, batch_size, self.batch_invariant, cache.k.shape[3], self.dtype, self.device
+            start, num_new, rep, attn_mask, batch_size, self.batch_invariant, cache.k.shape[3], self.dtype, self.device,
+            self.fold_attention,
         )
 
     def forward(

@@ -348,6 +348,7 @@ def quantize_model(
         raise ValueError(f"int4 group size must be one of {INT4_GROUP_SIZES}, got {group_size}")
     source = source or {}
     dtype, device = model.dtype, model.device
+    model.fold_attention = False  # short decode steps: see models/attention.py
     for i, layer in enumerate(model.layers):
         for part, name in (("attn", "wqkv"), ("attn", "wo"), ("mlp", "w13"), ("mlp", "w2")):
             parent = getattr(layer, part)
