@@ -29,7 +29,7 @@ Worked example, KEY_BLOCK 64, chain verify at slots 62..65 (T = 4): queries at 6
 63 read slots [0, 64), those at 64 and 65 read [0, 128); a decode step at slot 63
 reads [0, 64) with the same mask row, so both compute the identical sum.
 
-In bfloat16 (and float16) the invariant plan skips SDPA: one call per query costs
+In bfloat16 on CPU (where it was measured) the invariant plan skips SDPA: one call per query costs
 ~30 us per query per layer on one thread (an 8-token verify pass at 1000 tokens of
 context spent 20 ms in attention). The group's queries are folded into the rows of
 batched matmuls instead, softmax(scale * q k^T + mask) v with float32 scores and softmax
@@ -92,7 +92,7 @@ def plan_attention(
     max_keys: int | None = None,  # slots the cache tensors hold (a multiple of KEY_BLOCK)
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    fold: bool = True,  # allow the folded invariant plan (bfloat16); False: per-query SDPA
+    fold: bool = True,  # allow the folded invariant plan (CPU bfloat16); False: per-query SDPA
 ) -> AttentionPlan:
     end = start + num_new
     if invariant:
@@ -117,7 +117,7 @@ def _invariant_plan(start, num_new, rep, max_keys, dtype, device, fold=True) -> 
     padded = [-(-(s + 1) // KEY_BLOCK) * KEY_BLOCK for s in slots]
     if padded[-1] > max_keys:
         raise ValueError(f"batch-invariant attention reads {padded[-1]} slots; the cache holds {max_keys} (allocate it with pad_to=KEY_BLOCK)")
-    folded = fold and dtype != torch.float32
+    folded = fold and dtype == torch.bfloat16 and torch.device(device).type == "cpu"
     groups = []
     first = 0
     while first < num_new:
