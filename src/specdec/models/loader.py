@@ -26,10 +26,12 @@ BATCH_INVARIANT_CHOICES = ("auto", "on", "off")
 
 
 def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none", device: str = "cpu", trees: bool = False) -> bool:
-    """on/off as given; auto = on where it is cheap, measured by benchmarks/batch_invariance.py
-    (README): CPU bfloat16/float16 and every quantized mode. Off for dense float32 (oneDNN's
-    two-row kernel and one-thread attention cost ~16% there), on CUDA (not measured) and for
-    tree drafts (not supported: models/attention.py)."""
+    """on/off as given; auto = on for CPU bfloat16/float16 and every quantized mode, where
+    speculative greedy output drifts from plain output without it (benchmarks/
+    batch_invariance.py, README). It costs plain bfloat16 decoding ~19% (and speeds up
+    speculative decoding) and is kept on there because losslessness is the invariant.
+    Off for dense float32 (no drift seen; ~16% cost), on CUDA (not measured) and for tree
+    drafts (not supported: models/attention.py)."""
     if isinstance(choice, bool):
         return choice
     if choice not in BATCH_INVARIANT_CHOICES:
