@@ -29,9 +29,9 @@ Worked example, KEY_BLOCK 64, chain verify at slots 62..65 (T = 4): queries at 6
 63 read slots [0, 64), those at 64 and 65 read [0, 128); a decode step at slot 63
 reads [0, 64) with the same mask row, so both compute the identical sum.
 
-In bfloat16 on CPU (where it was measured) the invariant plan skips SDPA: one call per query costs
-~30 us per query per layer on one thread (an 8-token verify pass at 1000 tokens of
-context spent 20 ms in attention). The group's queries are folded into the rows of
+In bfloat16 on CPU (where it was measured) the invariant plan skips SDPA: one call per
+query costs ~30 us per query per layer on one thread (an 8-token verify pass at 1000
+tokens of context spent 20 ms in attention). The group's queries are folded into the rows of
 batched matmuls instead, softmax(scale * q k^T + mask) v with float32 scores and softmax
 (the math of transformers' eager attention). Each KV head's GEMMs get rep * T rows
 (padded to 2 when that is 1), and oneDNN's bfloat16 matmul gives a row the same bits in
@@ -126,11 +126,11 @@ def _invariant_plan(start, num_new, rep, max_keys, dtype, device, fold=True) -> 
             n += 1
         keys = padded[first]
         visible = torch.arange(keys, device=device)[None] <= torch.arange(start + first, start + first + n, device=device)[:, None]
+        mask_dtype = torch.float32 if folded else dtype
+        mask = torch.zeros(n, keys, dtype=mask_dtype, device=device).masked_fill_(~visible, float("-inf"))
         if folded:  # row j * rep + r: query j, head r of its KV group
-            mask = torch.zeros(n, keys, device=device).masked_fill_(~visible, float("-inf"))
             mask = mask[:, None, :].expand(n, rep, keys).reshape(n * rep, keys)
         else:
-            mask = torch.zeros(n, keys, dtype=dtype, device=device).masked_fill_(~visible, float("-inf"))
             mask = mask[:, None, None, :].expand(n, 1, rep, keys)
         groups.append(AttentionGroup(first, n, keys, mask))
         first += n
