@@ -49,7 +49,7 @@ def verify_vs_decode(model, prompt_ids: list[int], continuation: list[int], max_
 def test_invariant_plan_worked_example():
     """Chain verify at slots 62..65 (T = 4) with KEY_BLOCK 64: two calls, [0, 64) and [0, 128)."""
     assert KEY_BLOCK == 64
-    plan = plan_attention(62, 4, rep=3, invariant=True, max_keys=4096)
+    plan = plan_attention(62, 4, rep=3, invariant=True, max_keys=4096, native=False)
     assert [(g.first, g.num_queries, g.num_keys) for g in plan.groups] == [(0, 2, 64), (2, 2, 128)]
     first, second = plan.groups
     assert first.mask.shape == (2, 1, 3, 64) and second.mask.shape == (2, 1, 3, 128)
@@ -57,27 +57,27 @@ def test_invariant_plan_worked_example():
     assert (first.mask[1, 0, :, :64] == 0).all()  # slot 63 sees 0..63
     assert (second.mask[1, 0, 0, :66] == 0).all() and torch.isinf(second.mask[1, 0, 0, 66:]).all()
     # a decode step at slot 63 reads the same keys with the same mask row
-    decode = plan_attention(63, 1, rep=3, invariant=True, max_keys=4096).groups[0]
+    decode = plan_attention(63, 1, rep=3, invariant=True, max_keys=4096, native=False).groups[0]
     assert decode.num_keys == 64 and torch.equal(decode.mask[0], first.mask[1])
 
 
 def test_invariant_plan_needs_whole_blocks_and_rejects_trees():
-    assert [g.num_keys for g in plan_attention(62, 3, rep=1, invariant=True, max_keys=128).groups] == [64, 128]
+    assert [g.num_keys for g in plan_attention(62, 3, rep=1, invariant=True, max_keys=128, native=False).groups] == [64, 128]
     with pytest.raises(ValueError, match="pad_to"):
-        plan_attention(95, 3, rep=1, invariant=True, max_keys=97)
+        plan_attention(95, 3, rep=1, invariant=True, max_keys=97, native=False)
     with pytest.raises(ValueError, match="chains only"):
-        plan_attention(10, 3, rep=1, attn_mask=torch.ones(1, 3, 3, dtype=torch.bool), invariant=True)
+        plan_attention(10, 3, rep=1, attn_mask=torch.ones(1, 3, 3, dtype=torch.bool), invariant=True, native=False)
     with pytest.raises(ValueError, match="one sequence"):
-        plan_attention(10, 3, rep=1, batch_size=2, invariant=True)
+        plan_attention(10, 3, rep=1, batch_size=2, invariant=True, native=False)
 
 
 def test_auto_resolution():
     assert resolve_batch_invariant("auto", "bfloat16") and resolve_batch_invariant("auto", "float32", "int4")
     assert not resolve_batch_invariant("auto", "float32")
-    assert not resolve_batch_invariant("auto", "bfloat16", trees=True)
     assert not resolve_batch_invariant("auto", "bfloat16", device="cuda")
+    assert not resolve_batch_invariant("auto", "float16", trees=True)  # no C kernel for float16
     with pytest.raises(ValueError, match="tree drafts"):
-        resolve_batch_invariant("on", "bfloat16", trees=True)
+        resolve_batch_invariant("on", "float16", trees=True)
     with pytest.raises(ValueError, match="batch_invariant must be"):
         resolve_batch_invariant("sometimes", "bfloat16")
 
@@ -113,7 +113,7 @@ def test_folded_bfloat16_attention_is_row_invariant_and_close_to_sdpa(num_keys, 
     max_keys = k_cache.shape[2]
 
     def run(first, t):
-        plan = plan_attention(start + first, t, rep, invariant=True, max_keys=max_keys, dtype=torch.bfloat16)
+        plan = plan_attention(start + first, t, rep, invariant=True, max_keys=max_keys, dtype=torch.bfloat16, native=False)
         assert plan.folded and not plan.single_thread
         return attend(q[:, first : first + t], k_cache, v_cache, plan)[0]
 

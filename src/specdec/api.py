@@ -104,7 +104,7 @@ class LLM:
             tree_top_k=tree_top_k,
         )
         self.engine_config = EngineConfig(model=model, dtype=dtype, device=device, threads=threads, max_seq_len=max_model_len)
-        if tree_nodes > 0:  # trees are not batch-invariant: "on" raises, "auto" turns it off
+        if tree_nodes > 0:  # trees are batch-invariant only with the C kernel: else "on" raises, "auto" is off
             batch_invariant = resolve_batch_invariant(batch_invariant, dtype, quant, device, trees=True)
         self.target: LoadedModel = load_model(model, dtype, device, max_model_len, quant=quant, batch_invariant=batch_invariant)
         self.tokenizer = self.target.tokenizer

@@ -232,7 +232,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ngram-max", type=int, default=4)
     p.add_argument("--tree-nodes", type=_list(int), default=[0],
                    help="eagle: comma list of tree sizes, 0 = chain drafts (default 0); each size is its own "
-                   "config, eagle-treeN; trees turn --batch-invariant auto off (trees are not batch-invariant)")
+                   "config, eagle-treeN; trees are batch-invariant only with the C attention kernel (CPU bfloat16/float32), "
+                   "elsewhere they turn --batch-invariant auto off")
     p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
     p.add_argument("--temperature", "--temp", type=_list(float), default=[0.0, 0.7],
                    help="comma list (default 0,0.7); greedy equality is checked at 0")

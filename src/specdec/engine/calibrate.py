@@ -26,8 +26,9 @@ from specdec.models.gguf_file import cache_dir
 CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # Part of the cache key: bump it when the forward's kernels change what a pass costs, so
 # no stale curve is read (2: bfloat16 blocked linears and folded invariant attention;
-# 3: quantized models back on per-query attention).
-KERNELS_VERSION = 3
+# 3: quantized models back on per-query attention; 4: the C attention kernel and
+# padding only the linears whose one-row kernel differs).
+KERNELS_VERSION = 4
 
 
 def cost_key(loaded, max_k: int) -> str:

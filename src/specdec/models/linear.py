@@ -18,19 +18,32 @@ module shares (tied embeddings) stays as well, since the embedding needs its den
 layout: there the blocked copy is extra memory (57 MB for the default model's head).
 float32 stays dense: the blocked layout measured no faster there.
 
-Batch invariance (`pad_single_row`): oneDNN computes a one-row product with a different
-kernel (a different reduction order) from a product of two or more rows, while every
-row of an M >= 2 product equals, bit for bit, the same row computed in any other
-M >= 2 product (float32 and bfloat16, dense or blocked weights, measured in
-`tests/test_batch_invariance.py`). Padding a single row to two makes a decode step's
-linears agree with a verify pass's.
+Batch invariance (`pad_single_row`): every row of an M >= 2 product equals, bit for bit,
+the same row computed in any other M >= 2 product (float32 and bfloat16, dense or blocked
+weights, measured in `tests/test_batch_invariance.py`), but oneDNN may compute a one-row
+product with another kernel (another reduction order). Padding a single row to two makes
+a decode step's linears agree with a verify pass's, at a price: the two-row kernel streams
+the weights slower (a bfloat16 decode step of the default model: ~10 ms of linears at one
+row, 12-13 ms padded). Where the one-row kernel is the same reduction the padding is not
+needed, and `set_pad_single_row` finds out per weight shape (`one_row_kernel_agrees`):
+it compares 256 random rows computed one at a time with the same rows in products of 16.
+Measured with torch 2.14's oneDNN on Zen 4, blocked bfloat16: one-row products agree for
+K <= 1024 inputs (the default model's wqkv, wo, w13 and LM head) and differ for K >= 1280
+(its w2, K = 1536: 1-10% of rows differ in some bit), at 1 and 2 threads alike.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from specdec.models.gguf_file import cache_dir
 
 BLOCKED_DTYPES = (torch.bfloat16,)  # float32 measured no faster blocked
 
@@ -123,9 +136,72 @@ def pack_linears_for_cpu(model: nn.Module, batch_invariant: bool = False) -> nn.
 
 
 def set_pad_single_row(model: nn.Module, enabled: bool) -> None:
+    """Pad one-row products to two where the one-row kernel differs (module docstring)."""
     for module in model.modules():
         if isinstance(module, (CPULinear, BlockedLinear)):
-            module.pad_single_row = enabled
+            module.pad_single_row = enabled and not one_row_kernel_agrees(module)
+
+
+PROBE_ROWS, PROBE_BLOCK = 256, 16
+_probed: dict[str, bool] = {}
+
+
+def _probe_file() -> Path:
+    return cache_dir() / "kernels" / "one-row-probes.json"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@torch.inference_mode()
+def one_row_kernel_agrees(layer: CPULinear | BlockedLinear) -> bool:
+    """Does a one-row product give, bit for bit, the rows a 16-row product gives?
+
+    Probed on the layer's own weight with random rows, at the current thread count and at
+    one thread, once per (kernel, weight shape, dtype, thread count, torch version, CPU):
+    the answers are kept in the user cache directory (the LM head's probe alone takes
+    ~0.7 s). A different reduction order shows in some of 256 rows (w2 above: ~10% of
+    rows), so "agrees" is strong evidence of the same kernel; "differs" only costs speed.
+    """
+    weight = layer.blocked_weight if isinstance(layer, BlockedLinear) else layer.weight
+    kernel = "blocked" if isinstance(layer, BlockedLinear) else getattr(layer._matmul, "__name__", "matmul")
+    key = "|".join(map(str, (kernel, layer.out_features, layer.in_features, weight.dtype, torch.get_num_threads(),
+                             torch.__version__, _cpu_name())))
+    if not _probed:
+        try:
+            _probed.update(json.loads(_probe_file().read_text()))
+        except (OSError, ValueError):
+            pass
+    if key not in _probed:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(PROBE_ROWS, layer.in_features, generator=gen).to(weight.dtype)
+        agrees = True
+        saved = torch.get_num_threads()
+        for threads in sorted({saved, 1}, reverse=True):
+            torch.set_num_threads(threads)
+            try:
+                blocks = torch.cat([layer._matmul(x[i : i + PROBE_BLOCK], weight, None) for i in range(0, PROBE_ROWS, PROBE_BLOCK)])
+                singles = torch.cat([layer._matmul(x[i : i + 1], weight, None) for i in range(PROBE_ROWS)])
+            finally:
+                torch.set_num_threads(saved)
+            agrees = agrees and torch.equal(blocks, singles)
+        _probed[key] = agrees
+        try:  # atomic replace: concurrent loads see the old file or the new one
+            path = _probe_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(_probed, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return bool(_probed[key])
 
 
 def _swap_linears(module: nn.Module, batch_invariant: bool, shared: set[int]) -> None:

@@ -248,7 +248,7 @@ class LlamaModel(nn.Module):
         rep = self.config.num_heads // self.config.num_kv_heads
         return plan_attention(
             start, num_new, rep, attn_mask, batch_size, self.batch_invariant, cache.k.shape[3], self.dtype, self.device,
-            self.fold_attention,
+            self.fold_attention, self.config.head_dim,
         )
 
     def forward(

@@ -20,6 +20,7 @@ from specdec.models.convert import native_state_dict
 from specdec.models.default import default_model_path
 from specdec.models.linear import pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
+from specdec.models.native import native_attention_supported
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BATCH_INVARIANT_CHOICES = ("auto", "on", "off")
@@ -28,19 +29,25 @@ BATCH_INVARIANT_CHOICES = ("auto", "on", "off")
 def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none", device: str = "cpu", trees: bool = False) -> bool:
     """on/off as given; auto = on for CPU bfloat16/float16 and every quantized mode, where
     speculative greedy output drifts from plain output without it (benchmarks/
-    batch_invariance.py, README). It costs plain bfloat16 decoding ~19% (and speeds up
-    speculative decoding) and is kept on there because losslessness is the invariant.
-    Off for dense float32 (no drift seen; ~16% cost), on CUDA (not measured) and for tree
-    drafts (not supported: models/attention.py)."""
+    batch_invariance.py, README). Its cost is the two-row padding of the linears whose
+    one-row kernel differs (models/linear.py): plain bfloat16 decoding of the default model
+    ~5%, quantized ~0%; speculative decoding gets faster. Off for dense float32 (no drift
+    seen; every float32 linear needs the padding, ~16%) and on CUDA (not measured). Tree
+    drafts are batch-invariant where the C attention kernel runs (CPU bfloat16 and float32,
+    models/native.py); elsewhere "auto" turns it off for them and "on" is an error."""
     if isinstance(choice, bool):
         return choice
     if choice not in BATCH_INVARIANT_CHOICES:
         raise ValueError(f"batch_invariant must be one of {', '.join(BATCH_INVARIANT_CHOICES)}, got {choice!r}")
+    trees_ok = not trees or native_attention_supported(TORCH_DTYPES.get(dtype, torch.float16), device)
     if choice != "auto":
-        if choice == "on" and trees:
-            raise ValueError("tree drafts are not batch-invariant; use chain drafts (--tree-nodes 0) or --batch-invariant off")
+        if choice == "on" and not trees_ok:
+            raise ValueError(
+                "tree drafts are batch-invariant only with the C attention kernel (CPU, bfloat16 or float32, "
+                "a working C compiler); use chain drafts (--tree-nodes 0) or --batch-invariant off"
+            )
         return choice == "on"
-    return not trees and torch.device(device).type == "cpu" and (dtype != "float32" or quant != "none")
+    return trees_ok and torch.device(device).type == "cpu" and (dtype != "float32" or quant != "none")
 
 
 @dataclass

@@ -1,0 +1,188 @@
+"""The C attention kernel (models/native.py, models/csrc/attention.c): the values of SDPA,
+every row bit for bit the same whatever else the call holds, and tree drafts that score
+each node as the decode step after compaction does.
+
+Every test here skips where no C compiler works; the engine then runs its PyTorch plans
+(tests/test_batch_invariance.py covers those).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from specdec.models import native
+from specdec.models.attention import attend, plan_attention
+from specdec.models.loader import load_model, resolve_batch_invariant
+from specdec.proposers.tree import tree_attention_mask
+
+needs_native = pytest.mark.skipif(native.native_library() is None, reason="the C kernels did not build here")
+
+
+def reference(q, k_cache, v_cache, start, mask=None):
+    """float64 attention of the new queries: slots [0, start) plus the new ones the mask allows."""
+    _, t, h, d = q.shape
+    rep = h // k_cache.shape[1]
+    end = start + t
+    new = torch.ones(t, t, dtype=torch.bool).tril() if mask is None else mask.bool()
+    allowed = torch.cat((torch.ones(t, start, dtype=torch.bool), new), dim=1)
+    k = k_cache[0, :, :end].double().repeat_interleave(rep, 0)
+    v = v_cache[0, :, :end].double().repeat_interleave(rep, 0)
+    out = F.scaled_dot_product_attention(q[0].double().transpose(0, 1), k, v, attn_mask=allowed)
+    return out.transpose(0, 1).reshape(1, t, h * d)
+
+
+def make(dtype, h, h_kv, d, slots, t, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    k_cache = torch.randn(1, h_kv, slots, d, generator=gen).to(dtype)
+    v_cache = torch.randn(1, h_kv, slots, d, generator=gen).to(dtype)
+    qkv = torch.randn(1, t, h + 2 * h_kv, d, generator=gen).to(dtype)
+    return qkv[:, :, :h], k_cache, v_cache  # q a strided view, as in the model
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("h,h_kv,d", [(9, 3, 64), (4, 4, 128), (6, 2, 80), (2, 1, 24)])
+def test_native_matches_reference_attention(dtype, h, h_kv, d):
+    q, k_cache, v_cache = make(dtype, h, h_kv, d, 512, 7)
+    for start in (0, 1, 100, 400):
+        out = native.native_attention(q, k_cache, v_cache, start)
+        tol = 1e-5 if dtype == torch.float32 else 1e-2  # bfloat16: one rounding of the output
+        torch.testing.assert_close(out.double(), reference(q, k_cache, v_cache, start), atol=tol, rtol=tol)
+
+
+@needs_native
+def test_native_masks_with_a_tree_and_rejects_bad_arguments():
+    q, k_cache, v_cache = make(torch.float32, 9, 3, 64, 256, 5)
+    parents = [-1, 0, 0, 1, 2]
+    mask = tree_attention_mask(parents).to(torch.uint8)
+    out = native.native_attention(q, k_cache, v_cache, 50, mask)
+    torch.testing.assert_close(out.double(), reference(q, k_cache, v_cache, 50, mask), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="contiguous"):
+        native.native_attention(q, k_cache.transpose(2, 3), v_cache, 50)
+    with pytest.raises(RuntimeError, match="rejected"):
+        native.native_attention(q[:, :, :8], k_cache, v_cache, 50)  # 8 heads over 3 KV heads
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_row_is_computed_alone(dtype):
+    """Row t of a T-token pass == the decode step at its slot, bitwise, for T = 1..17."""
+    q, k_cache, v_cache = make(dtype, 9, 3, 64, 1200, 17)
+    start = 1000
+    singles = [native.native_attention(q[:, j : j + 1], k_cache, v_cache, start + j)[0, 0] for j in range(17)]
+    for t in range(2, 18):
+        rows = native.native_attention(q[:, :t], k_cache, v_cache, start)[0]
+        assert all(torch.equal(rows[j], singles[j]) for j in range(t)), f"T = {t}"
+    # stale entries past a row's last slot are never read
+    k_cache[0, :, start + 17 :] = float("nan")
+    assert torch.equal(native.native_attention(q[:, :3], k_cache, v_cache, start)[0, 2], singles[2])
+
+
+@needs_native
+def test_a_tree_node_scores_as_the_decode_step_after_compaction():
+    """Node i of a tree sees the prefix and its ancestors; after compact(path) the decode step
+    at the same slot sees the same keys in the same order, so the bits agree."""
+    dtype = torch.bfloat16
+    q, k_cache, v_cache = make(dtype, 9, 3, 64, 400, 6, seed=3)
+    start, parents = 300, [-1, 0, 0, 1, 3, 2]
+    mask = tree_attention_mask(parents).to(torch.uint8)
+    tree = native.native_attention(q, k_cache, v_cache, start, mask)[0]
+    for node in range(len(parents)):
+        path = [node]
+        while parents[path[-1]] >= 0:
+            path.append(parents[path[-1]])
+        path.reverse()
+        k2, v2 = k_cache.clone(), v_cache.clone()
+        k2[0, :, start : start + len(path)] = k_cache[0, :, [start + i for i in path]]
+        v2[0, :, start : start + len(path)] = v_cache[0, :, [start + i for i in path]]
+        step = native.native_attention(q[:, node : node + 1], k2, v2, start + len(path) - 1)[0, 0]
+        assert torch.equal(tree[node], step), f"node {node}"
+
+
+@needs_native
+def test_plans_pick_the_kernel():
+    assert plan_attention(100, 1, 3).native  # decode
+    assert plan_attention(100, 5, 3, dtype=torch.bfloat16).native  # a verify pass
+    assert not plan_attention(100, 200, 3).native  # prefill outside invariant mode: SDPA
+    assert plan_attention(100, 200, 3, invariant=True, max_keys=512).native  # invariant: always the kernel
+    assert not plan_attention(100, 5, 3, batch_size=2).native  # batched rows: SDPA
+    assert not plan_attention(100, 5, 3, native=False).native
+    assert not plan_attention(100, 5, 3, dtype=torch.float16).native
+    q, k_cache, v_cache = make(torch.float32, 9, 3, 64, 512, 5)
+    # the SDPA plan and the kernel plan agree on values
+    a = attend(q, k_cache, v_cache, plan_attention(200, 5, 3, native=False, max_keys=512))
+    b = attend(q, k_cache, v_cache, plan_attention(200, 5, 3, max_keys=512))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_without_a_compiler_the_engine_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    native.native_library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="no C compiler"):
+            assert native.native_library() is None
+        assert not plan_attention(100, 1, 3).native
+        assert not native.native_attention_supported(torch.float32, "cpu")
+        monkeypatch.setenv("SPECDEC_NATIVE", "0")
+        monkeypatch.delenv("CC")
+        native.native_library.cache_clear()
+        assert native.native_library() is None
+    finally:
+        native.native_library.cache_clear()
+
+
+def test_a_failing_build_names_the_command(monkeypatch, tmp_path):
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\necho 'cc: error: simulated' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    native.native_library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="simulated"):
+            assert native.native_library() is None
+    finally:
+        native.native_library.cache_clear()
+
+
+@needs_native
+def test_trees_are_batch_invariant_with_the_kernel(monkeypatch):
+    assert resolve_batch_invariant("auto", "bfloat16", trees=True)
+    assert resolve_batch_invariant("on", "float32", trees=True)
+    import specdec.models.loader as loader
+
+    monkeypatch.setattr(loader, "native_attention_supported", lambda *a, **k: False)
+    assert not resolve_batch_invariant("auto", "bfloat16", trees=True)
+    with pytest.raises(ValueError, match="C attention kernel"):
+        resolve_batch_invariant("on", "bfloat16", trees=True)
+
+
+@needs_native
+@pytest.mark.parametrize("mode", ["bfloat16:none", "bfloat16:int4", "float32:none"])
+def test_tiny_model_tree_verify_equals_decode_along_each_path(tiny_model_dir, default_tokenizer, mode):
+    """A tree verify pass gives each node the logits of plain decoding along its path."""
+    dtype, quant = mode.split(":")
+    model = load_model(tiny_model_dir, dtype, "cpu", 256, quant=quant, batch_invariant="on").model
+    ids = default_tokenizer.encode("Explain in a few sentences why the sky is blue, and what makes sunsets red.")
+    p = len(ids)
+    parents = [-1, 0, 0, 1, 1, 2, 3, 6]
+    tokens = [311, 4224, 892, 17, 2060, 338, 1201, 95]
+    depth = [0] * len(parents)
+    for i, par in enumerate(parents):
+        depth[i] = 0 if par < 0 else depth[par] + 1
+    cache = model.new_cache(1, 256)
+    with torch.inference_mode():
+        model(torch.tensor([ids]), torch.arange(p)[None], cache, logits_indices=slice(-1, None))
+        mask = tree_attention_mask(parents)[None]
+        tree = model(torch.tensor([tokens]), torch.tensor([[p + d for d in depth]]), cache, attn_mask=mask).logits[0]
+        for node in range(len(parents)):
+            path = [node]
+            while parents[path[-1]] >= 0:
+                path.append(parents[path[-1]])
+            path.reverse()
+            cache.truncate(p)
+            for i, n in enumerate(path):
+                step = model(torch.tensor([[tokens[n]]]), torch.tensor([[p + i]]), cache).logits[0, 0]
+            assert torch.equal(step, tree[node]), f"node {node}"
