@@ -186,3 +186,32 @@ def test_tiny_model_tree_verify_equals_decode_along_each_path(tiny_model_dir, de
             for i, n in enumerate(path):
                 step = model(torch.tensor([[tokens[n]]]), torch.tensor([[p + i]]), cache).logits[0, 0]
             assert torch.equal(step, tree[node]), f"node {node}"
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [576, 100, 4096])
+def test_native_rms_norm_matches_torch_and_is_row_invariant(dtype, dim):
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(2, 9, dim, generator=gen) * 3).to(dtype)
+    w = torch.randn(dim, generator=gen).to(dtype)
+    out = native.native_rms_norm(x, w, 1e-5)
+    ref = F.rms_norm(x.double(), (dim,), w.double(), 1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bfloat16: one rounding of the output
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+    assert all(torch.equal(native.native_rms_norm(x[b, t], w, 1e-5), out[b, t]) for b in range(2) for t in range(9))
+    assert torch.equal(native.native_rms_norm(x[:, ::2], w, 1e-5), out[:, ::2])  # strided input: copied first
+
+
+@needs_native
+def test_rms_norm_module_uses_the_kernel_for_inference_only():
+    from specdec.models.llama import RMSNorm
+
+    norm = RMSNorm(64, 1e-6)
+    x = torch.randn(3, 64, requires_grad=True)
+    assert not native.native_rms_norm_supported(x, norm.weight)  # training: autograd needs F.rms_norm
+    norm(x).sum().backward()
+    assert x.grad is not None and norm.weight.grad is not None
+    with torch.inference_mode():
+        assert native.native_rms_norm_supported(x.detach(), norm.weight)
+        torch.testing.assert_close(norm(x.detach()), F.rms_norm(x.detach(), (64,), norm.weight, 1e-6))

@@ -33,8 +33,8 @@ import torch
 
 from specdec.models.gguf_file import cache_dir
 
-SOURCE = Path(__file__).with_name("csrc") / "attention.c"
-ABI_VERSION = 1
+SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
+ABI_VERSION = 2
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
     ["-O3", "-ffp-contract=off", "-fno-math-errno"],
@@ -43,6 +43,7 @@ FLAG_SETS = (
 _c_void_p, _i64, _int, _float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _ATTENTION_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _c_void_p,
                    _int, _int, _int, _int, _int, _c_void_p, _float, _c_void_p]
+_NORM_ARGS = [_c_void_p, _c_void_p, _c_void_p, _i64, _int, _float]
 
 
 def native_enabled() -> bool:
@@ -58,7 +59,7 @@ def _build(cc: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        cmd = [cc, *flags, "-fPIC", "-shared", "-o", str(out), str(SOURCE)]
+        cmd = [cc, *flags, "-fPIC", "-shared", "-o", str(out), *map(str, SOURCES), "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}")
@@ -74,7 +75,7 @@ def native_library() -> ctypes.CDLL | None:
     if cc is None:
         warnings.warn(f"no C compiler ({os.environ.get('CC', 'cc')}) found: the engine runs its slower pure-PyTorch attention", stacklevel=2)
         return None
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(source + " ".join([cc, *flags, platform.machine()]).encode()).hexdigest()[:24]
@@ -91,6 +92,10 @@ def native_library() -> ctypes.CDLL | None:
         for name in ("specdec_attention_bf16", "specdec_attention_f32"):
             fn = getattr(lib, name)
             fn.argtypes = _ATTENTION_ARGS
+            fn.restype = _int
+        for name in ("specdec_rms_norm_bf16", "specdec_rms_norm_f32"):
+            fn = getattr(lib, name)
+            fn.argtypes = _NORM_ARGS
             fn.restype = _int
         return lib
     warnings.warn("building the C kernels failed; the engine runs its slower pure-PyTorch attention:\n" + "\n".join(errors), stacklevel=2)
@@ -130,4 +135,25 @@ def native_attention(
     )
     if rc != 0:
         raise RuntimeError(f"native attention rejected its arguments (code {rc}): T={t} H={h} H_kv={h_kv} D={d} start={start}")
+    return out
+
+
+def native_rms_norm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == weight.dtype
+        and x.dtype in (torch.bfloat16, torch.float32)
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and native_library() is not None
+    )
+
+
+def native_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x * rsqrt(mean(x^2) + eps) * weight over the last dim, float32 inside (csrc/norm.c)."""
+    lib = native_library()
+    x, weight = x.contiguous(), weight.contiguous()  # named: they must outlive the call
+    out = torch.empty_like(x)
+    fn = lib.specdec_rms_norm_bf16 if x.dtype == torch.bfloat16 else lib.specdec_rms_norm_f32
+    dim = x.shape[-1]
+    fn(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // dim, dim, eps)
     return out

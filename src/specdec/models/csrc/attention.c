@@ -233,4 +233,4 @@ DEFINE_HEAD(f32, float, f32_load)
 DEFINE_ATTENTION(bf16, uint16_t, bf16_load, bf16_round)
 DEFINE_ATTENTION(f32, float, f32_load, F32_STORE)
 
-int specdec_abi_version(void) { return 1; }
+int specdec_abi_version(void) { return 2; }
