@@ -14,7 +14,9 @@ every pass in batch-invariant mode (prefill included: both plain and speculative
 prefill the same way, and invariance must not hinge on a length threshold) and, outside
 it, passes of up to NATIVE_MAX_ROWS tokens. Per layer (9 heads, D 64, 2 threads, ~300
 tokens of context): decode 17 us against SDPA's 40-65 and the folded plan's ~97; 5-token
-verify 77 us against 94-188. Tree drafts are invariant too: node i sees the prefix and its
+verify 77 us against 94-188; but one row at a time on one thread loses to batched matmuls
+on long passes (17 tokens at ~600 of context: ~380 us against the folded plan's ~200).
+Tree drafts are invariant too: node i sees the prefix and its
 ancestors, which after `KVCache.compact` are the decode step's keys in the same order.
 
 The PyTorch plans below remain for CUDA, float16, batched rows and machines without a
