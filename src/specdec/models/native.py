@@ -11,9 +11,10 @@ construction (csrc/attention.c).
 
 Build: `$CC` (default `cc`) with -O3 -march=native -ffp-contract=off, retried without
 -march=native; the shared object is cached in the user cache directory under a hash of the
-source, the flags and the compiler, so edits and upgrades rebuild. No Python headers and no
-torch headers are needed, so a build takes ~1 s. SPECDEC_NATIVE=0 turns the kernels off
-(the engine then runs its pure-PyTorch paths, which tests compare against).
+sources, the flags, the compiler and the CPU's flags, so edits, upgrades and other CPUs
+rebuild. No Python headers and no torch headers are needed, so a build takes ~1 s.
+SPECDEC_NATIVE=0 turns the kernels off (the engine then runs its pure-PyTorch paths, which
+tests compare against).
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
+def _cpu_signature() -> str:
+    """The machine and its CPU flags: a -march=native build must not be loaded by another CPU
+    sharing the cache directory (a home on a network drive), where it could fault."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()} {hashlib.sha256(flags.encode()).hexdigest()[:16]}"
+
+
 def _build(cc: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -78,7 +93,7 @@ def native_library() -> ctypes.CDLL | None:
     source = b"".join(path.read_bytes() for path in SOURCES)
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256(source + " ".join([cc, *flags, platform.machine()]).encode()).hexdigest()[:24]
+        key = hashlib.sha256(source + " ".join([cc, *flags, _cpu_signature()]).encode()).hexdigest()[:24]
         target = cache_dir() / "kernels" / f"specdec_cpu-{key}.so"
         try:
             if not target.exists():
