@@ -35,6 +35,7 @@ import torch
 from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
+HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
 ABI_VERSION = 2
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -90,7 +91,7 @@ def native_library() -> ctypes.CDLL | None:
     if cc is None:
         warnings.warn(f"no C compiler ({os.environ.get('CC', 'cc')}) found: the engine runs its slower pure-PyTorch attention", stacklevel=2)
         return None
-    source = b"".join(path.read_bytes() for path in SOURCES)
+    source = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(source + " ".join([cc, *flags, _cpu_signature()]).encode()).hexdigest()[:24]

@@ -28,24 +28,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #define LANES 16
 
-static inline float bf16_load(const uint16_t *p, int64_t i) {
-    uint32_t u = (uint32_t)p[i] << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t bf16_round(float f) { /* round to nearest even, as torch does */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float f32_load(const float *p, int64_t i) { return p[i]; }
 
 /* exp(x) for x <= 0 (softmax after subtracting the max): Cody-Waite range reduction and
  * Cephes' degree-5 polynomial, ~1 ulp; branch-free so that the loop vectorizes. */

@@ -10,24 +10,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #define NORM_LANES 16
 
-static inline float norm_bf16_load(const uint16_t *p, int64_t i) {
-    uint32_t u = (uint32_t)p[i] << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t norm_bf16_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float norm_f32_load(const float *p, int64_t i) { return p[i]; }
 #define NORM_F32_STORE(x) (x)
 
 #define DEFINE_RMS_NORM(SUFFIX, ELEM, LOAD, STORE)                                              \
@@ -56,5 +42,5 @@ static inline float norm_f32_load(const float *p, int64_t i) { return p[i]; }
         return 0;                                                                               \
     }
 
-DEFINE_RMS_NORM(bf16, uint16_t, norm_bf16_load, norm_bf16_round)
-DEFINE_RMS_NORM(f32, float, norm_f32_load, NORM_F32_STORE)
+DEFINE_RMS_NORM(bf16, uint16_t, bf16_load, bf16_round)
+DEFINE_RMS_NORM(f32, float, f32_load, NORM_F32_STORE)
