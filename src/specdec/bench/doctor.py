@@ -69,7 +69,8 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def check_device(d: Diagnosis, device: str, dtype: str) -> bool:
-    from specdec.bench.runner import cpu_model, oversubscribed
+    from specdec.bench.runner import oversubscribed
+    from specdec.models.native import cpu_model
 
     dev = torch.device(device)
     if dev.type == "cuda":

@@ -64,6 +64,7 @@ from specdec.bench.summary import contender_name, stats_to_record, summarize
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
 from specdec.engine.stats import SpecStats
+from specdec.models.native import cpu_model
 
 METHODS = ("none", "ngram", "draft", "eagle")
 PEERS = ("hf", "llamacpp")
@@ -143,16 +144,6 @@ def encode(tokenizer, prompt, chat: bool = True) -> list[int]:
     if prompt.messages is not None:
         return encode_prompt(tokenizer, messages=prompt.messages)
     return encode_prompt(tokenizer, prompt.prompt, chat=chat)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> float | None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specdec.models.gguf_file import cache_dir
+from specdec.models.native import cpu_model
 
 BLOCKED_DTYPES = (torch.bfloat16,)  # float32 measured no faster blocked
 
@@ -150,16 +150,6 @@ def _probe_file() -> Path:
     return cache_dir() / "kernels" / "one-row-probes.json"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 @torch.inference_mode()
 def one_row_kernel_agrees(layer: CPULinear | BlockedLinear) -> bool:
     """Does a one-row product give, bit for bit, the rows a 16-row product gives?
@@ -173,7 +163,7 @@ def one_row_kernel_agrees(layer: CPULinear | BlockedLinear) -> bool:
     weight = layer.blocked_weight if isinstance(layer, BlockedLinear) else layer.weight
     kernel = "blocked" if isinstance(layer, BlockedLinear) else getattr(layer._matmul, "__name__", "matmul")
     key = "|".join(map(str, (kernel, layer.out_features, layer.in_features, weight.dtype, torch.get_num_threads(),
-                             torch.__version__, _cpu_name())))
+                             torch.__version__, cpu_model())))
     if not _probed:
         try:
             _probed.update(json.loads(_probe_file().read_text()))

@@ -31,8 +31,8 @@ def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none",
     speculative greedy output drifts from plain output without it (benchmarks/
     batch_invariance.py, README). Its cost is the two-row padding of the linears whose
     one-row kernel differs (models/linear.py): plain bfloat16 decoding of the default model
-    ~5%, quantized ~0%; speculative decoding gets faster. Off for dense float32 (no drift
-    seen; every float32 linear needs the padding, ~16%) and on CUDA (not measured). Tree
+    ~7%, quantized ~0%; speculative decoding gets faster. Off for dense float32 (no drift
+    seen; every float32 linear needs the padding, ~17%) and on CUDA (not measured). Tree
     drafts are batch-invariant where the C attention kernel runs (CPU bfloat16 and float32,
     models/native.py); elsewhere "auto" turns it off for them and "on" is an error."""
     if isinstance(choice, bool):

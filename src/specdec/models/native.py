@@ -57,17 +57,26 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
+def _cpuinfo(prefixes: tuple[str, ...]) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of prefixes (Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(prefixes):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC ..."), for reports and per-CPU caches."""
+    return _cpuinfo(("model name",)) or platform.processor() or platform.machine()
+
+
 def _cpu_signature() -> str:
     """The machine and its CPU flags: a -march=native build must not be loaded by another CPU
     sharing the cache directory (a home on a network drive), where it could fault."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    flags = _cpuinfo(("flags", "Features")) or ""
     return f"{platform.machine()} {platform.processor()} {hashlib.sha256(flags.encode()).hexdigest()[:16]}"
 
 
