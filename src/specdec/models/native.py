@@ -36,15 +36,16 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 2
+ABI_VERSION = 3
 FLAG_SETS = (
+    ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
     ["-O3", "-ffp-contract=off", "-fno-math-errno"],
 )
 
 _c_void_p, _i64, _int, _float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _ATTENTION_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _c_void_p,
-                   _int, _int, _int, _int, _int, _c_void_p, _float, _c_void_p]
+                   _int, _int, _int, _int, _int, _c_void_p, _float, _c_void_p, _int]
 _NORM_ARGS = [_c_void_p, _c_void_p, _c_void_p, _i64, _int, _float]
 
 
@@ -118,6 +119,8 @@ def native_library() -> ctypes.CDLL | None:
             fn = getattr(lib, name)
             fn.argtypes = _ATTENTION_ARGS
             fn.restype = _int
+        lib.specdec_attention_work_floats.argtypes = [_int] * 6
+        lib.specdec_attention_work_floats.restype = _i64
         for name in ("specdec_rms_norm_bf16", "specdec_rms_norm_f32"):
             fn = getattr(lib, name)
             fn.argtypes = _NORM_ARGS
@@ -153,10 +156,11 @@ def native_attention(
         raise ValueError("native attention needs a last-dim-contiguous query and [B, H_kv, S, D]-contiguous caches")
     fn = lib.specdec_attention_bf16 if q.dtype == torch.bfloat16 else lib.specdec_attention_f32
     out = torch.empty(1, t, h * d, dtype=q.dtype)
-    work = torch.empty(2 * (start + t + d), dtype=torch.float32)
+    threads = torch.get_num_threads()
+    work = torch.empty(lib.specdec_attention_work_floats(t, h, h_kv, d, start, threads), dtype=torch.float32)
     rc = fn(
         q.data_ptr(), q.stride(1), q.stride(2), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(1), out.data_ptr(),
-        t, h, h_kv, d, start, mask.data_ptr() if mask is not None else None, 1.0 / d**0.5, work.data_ptr(),
+        t, h, h_kv, d, start, mask.data_ptr() if mask is not None else None, 1.0 / d**0.5, work.data_ptr(), threads,
     )
     if rc != 0:
         raise RuntimeError(f"native attention rejected its arguments (code {rc}): T={t} H={h} H_kv={h_kv} D={d} start={start}")

@@ -104,51 +104,212 @@ static float exp_and_sum(float *p, int n, float m) {
 }
 #endif
 
-/* One head of one query row: scores over the visible keys, softmax, the value sum.
- * qf: the query in float32 [d]; p: scratch [n]; outf: the result in float32 [d]. */
+/* One call's shape (the arguments every unit reads). */
+struct call {
+    int64_t q_tok, q_head, kv_head;
+    int t_new, h, h_kv, d, start;
+    const uint8_t *mask;
+    float scale;
+};
+
+/* The slots position t sees, in order: [0, start), then its new ones. Returns their count. */
+static int visible_slots(const struct call *a, int t, int32_t *visible) {
+    int n = 0;
+    for (int j = 0; j < a->start; j++) visible[n++] = j;
+    for (int u = 0; u < a->t_new; u++)
+        if (a->mask ? a->mask[(int64_t)t * a->t_new + u] != 0 : u <= t) visible[n++] = a->start + u;
+    return n;
+}
+
+static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+/* Scratch of one unit of `chunk` positions, in floats (for both builds' units). */
+static int64_t unit_work_floats(const struct call *a, int chunk) {
+    int64_t rows = (int64_t)chunk * (a->h / a->h_kv), n16 = round16((int64_t)a->start + a->t_new), dp = round16(a->d);
+    return n16 + rows * n16 + rows * dp + 16 * dp;
+}
+
+/* Units of one KV group and `chunk` positions: enough of them for every thread when the
+ * call is big enough to share, one per group otherwise. */
+struct split { int units, chunk, threads; };
+static struct split split_work(int t_new, int h_kv, int threads) {
+    struct split sp;
+#ifdef _OPENMP
+    sp.threads = threads > 1 ? threads : 1;
+#else
+    (void)threads;
+    sp.threads = 1;
+#endif
+    int per_group = (2 * sp.threads + h_kv - 1) / h_kv; /* ~2 units per thread */
+    if (sp.threads == 1 || per_group < 1) per_group = 1;
+    if (per_group > t_new) per_group = t_new;
+    sp.chunk = (t_new + per_group - 1) / per_group;
+    sp.units = h_kv * ((t_new + sp.chunk - 1) / sp.chunk);
+    if (sp.threads > sp.units) sp.threads = sp.units;
+    return sp;
+}
+
+int64_t specdec_attention_work_floats(int t_new, int h, int h_kv, int d, int start, int threads) {
+    if (h_kv <= 0 || t_new <= 0) return 0;
+    struct call a = {0, 0, 0, t_new, h, h_kv, d, start, 0, 0.0f};
+    struct split sp = split_work(t_new, h_kv, threads);
+    return sp.threads * unit_work_floats(&a, sp.chunk);
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+static int thread_index(void) { return omp_get_thread_num(); }
+#else
+static int thread_index(void) { return 0; }
+#endif
+
 #define MAX_HEAD_DIM 256
 #ifdef HAVE_AVX512
-/* Query and value sum stay in registers (d / 16 vectors); always_inline with a literal d
- * (64 and 128 below) unrolls the chunk loops. */
-#define DEFINE_HEAD(SUFFIX, ELEM, LOAD16)                                                       \
-    static inline __attribute__((always_inline)) void attend_head_##SUFFIX##_d(                 \
-        const float *qf, const ELEM *kh, const ELEM *vh, const int32_t *visible, int n,          \
-        float scale, float *p, float *outf, int d) {                                            \
+/* The scores of one query row against a block of 16 keys, computed for every key by the
+ * same steps: lane l of key j's accumulator sums q[e] * k_j[e] over e = l, l + 16, ... (one
+ * fused multiply-add per chunk, in chunk order), then its 16 lanes are halved in a fixed
+ * tree (l + 8, l + 4, l + 2, l + 1), here for 16 keys at once by shuffles, so no key's
+ * result depends on the other 15. The result is permuted back to key order.
+ * qv: the query, zero-padded vectors; key j at keys + j * stride (bfloat16 or float32),
+ * keys j >= nb and elements e >= d read as zero. */
+static inline __attribute__((always_inline)) __m512 key_chunk(const void *keys, int is_bf16, int64_t offset, __mmask16 m) {
+    return is_bf16 ? bf16x16_load((const uint16_t *)keys + offset, m) : f32x16_load((const float *)keys + offset, m);
+}
+static inline __attribute__((always_inline)) __m512 score16(const __m512 *qv, const void *keys, int is_bf16, int64_t stride, int nb, int d) {
+    const int nch = (d + 15) / 16;
+    __m512 a[16], b[8], c[4], e[2];
+    for (int j = 0; j < 16; j++) {
+        __m512 s = _mm512_setzero_ps();
+        for (int ch = 0; ch < nch; ch++)
+            s = _mm512_fmadd_ps(qv[ch], key_chunk(keys, is_bf16, j * stride + 16 * ch, j < nb ? tail_mask(d - 16 * ch) : 0), s);
+        a[j] = s;
+    }
+    for (int i = 0; i < 8; i++) /* lanes l + 8: [key 2i | key 2i+1], 8 partials each */
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++) /* l + 4: keys 4i..4i+3, one per 128-bit lane, 4 partials each */
+        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88), _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++) /* l + 2: lane L holds keys 8i+L and 8i+4+L, 2 partials each */
+        e[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* l + 1: element 4L + m is key 4m + L */
+    __m512 f = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, f);
+}
+
+/* Up to 4 query rows that see the same keys (the heads of one KV group at one position):
+ * out_r = sum_i p_r[i] * v[visible[i]] / denom_r, keys in order, one fused multiply-add per
+ * key and chunk; the value rows are loaded and converted once for all of them. */
+#define DEFINE_VALUE_SUM(SUFFIX, ELEM, LOAD16)                                                  \
+    static inline __attribute__((always_inline)) void value_sum_##SUFFIX##_d(                   \
+        const ELEM *vh, const int32_t *visible, int n, float *const *p, const float *denom,      \
+        int rows, float *const *outf, int d) {                                                  \
         const int nch = (d + 15) / 16;                                                          \
-        __m512 qv[MAX_HEAD_DIM / 16], acc[MAX_HEAD_DIM / 16];                                   \
-        for (int c = 0; c < nch; c++) qv[c] = _mm512_maskz_loadu_ps(tail_mask(d - 16 * c), qf + 16 * c); \
-        float m = -3.4e38f;                                                                     \
-        for (int i = 0; i < n; i++) {                                                           \
-            const ELEM *krow = kh + (int64_t)visible[i] * d;                                    \
-            __m512 a = _mm512_setzero_ps();                                                     \
-            for (int c = 0; c < nch; c++)                                                       \
-                a = _mm512_fmadd_ps(qv[c], LOAD16(krow + 16 * c, tail_mask(d - 16 * c)), a);    \
-            float s = _mm512_reduce_add_ps(a) * scale;                                          \
-            p[i] = s;                                                                           \
-            m = s > m ? s : m;                                                                  \
-        }                                                                                       \
-        float denom = exp_and_sum(p, n, m);                                                     \
-        for (int c = 0; c < nch; c++) acc[c] = _mm512_setzero_ps();                             \
+        __m512 acc[4][MAX_HEAD_DIM / 16];                                                       \
+        for (int r = 0; r < rows; r++)                                                          \
+            for (int c = 0; c < nch; c++) acc[r][c] = _mm512_setzero_ps();                      \
         for (int i = 0; i < n; i++) {                                                           \
             const ELEM *vrow = vh + (int64_t)visible[i] * d;                                    \
-            __m512 w = _mm512_set1_ps(p[i]);                                                    \
-            for (int c = 0; c < nch; c++)                                                       \
-                acc[c] = _mm512_fmadd_ps(w, LOAD16(vrow + 16 * c, tail_mask(d - 16 * c)), acc[c]); \
+            for (int c = 0; c < nch; c++) {                                                     \
+                __m512 vc = LOAD16(vrow + 16 * c, tail_mask(d - 16 * c));                       \
+                for (int r = 0; r < rows; r++)                                                  \
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(p[r][i]), vc, acc[r][c]);        \
+            }                                                                                   \
         }                                                                                       \
-        __m512 dv = _mm512_set1_ps(denom);                                                      \
-        for (int c = 0; c < nch; c++)                                                           \
-            _mm512_mask_storeu_ps(outf + 16 * c, tail_mask(d - 16 * c), _mm512_div_ps(acc[c], dv)); \
+        for (int r = 0; r < rows; r++) {                                                        \
+            __m512 dv = _mm512_set1_ps(denom[r]);                                               \
+            for (int c = 0; c < nch; c++)                                                       \
+                _mm512_mask_storeu_ps(outf[r] + 16 * c, tail_mask(d - 16 * c), _mm512_div_ps(acc[r][c], dv)); \
+        }                                                                                       \
     }                                                                                           \
-    static void attend_head_##SUFFIX(const float *qf, const ELEM *kh, const ELEM *vh,           \
-                                     const int32_t *visible, int n, float scale, float *p,       \
-                                     float *outf, int d) {                                      \
-        if (d == 64) attend_head_##SUFFIX##_d(qf, kh, vh, visible, n, scale, p, outf, 64);      \
-        else if (d == 128) attend_head_##SUFFIX##_d(qf, kh, vh, visible, n, scale, p, outf, 128); \
-        else attend_head_##SUFFIX##_d(qf, kh, vh, visible, n, scale, p, outf, d);               \
+    static void value_sum_##SUFFIX(const ELEM *vh, const int32_t *visible, int n, float *const *p, \
+                                   const float *denom, int rows, float *const *outf, int d) {    \
+        if (d == 64) value_sum_##SUFFIX##_d(vh, visible, n, p, denom, rows, outf, 64);          \
+        else if (d == 128) value_sum_##SUFFIX##_d(vh, visible, n, p, denom, rows, outf, 128);   \
+        else value_sum_##SUFFIX##_d(vh, visible, n, p, denom, rows, outf, d);                   \
     }
-DEFINE_HEAD(bf16, uint16_t, bf16x16_load)
-DEFINE_HEAD(f32, float, f32x16_load)
+DEFINE_VALUE_SUM(bf16, uint16_t, bf16x16_load)
+DEFINE_VALUE_SUM(f32, float, f32x16_load)
+
+/* Scores of the KV group's rows against all n_all slots, 16 keys at a time. With more than a
+ * few rows each block of keys is converted to float32 once (kf: 16 x dp) and scored by every
+ * row; with a few (a decode step) the rows read the cache directly. Both compute the same
+ * values. qf: rows x dp; s: rows x round16(n_all). */
+static inline __attribute__((always_inline)) void group_scores_d(const float *qf, int rows, int n_all, float scale, float *s,
+                                                                 float *kf, const void *kg, int is_bf16, int d) {
+    const int nch = (d + 15) / 16, dp = 16 * nch;
+    const int64_t n16 = round16(n_all);
+    const __m512 sv = _mm512_set1_ps(scale);
+    const int staged = rows > 4;
+    for (int b = 0; b < n_all; b += 16) {
+        int nb = n_all - b < 16 ? n_all - b : 16;
+        const void *keys = is_bf16 ? (const void *)((const uint16_t *)kg + (int64_t)b * d) : (const void *)((const float *)kg + (int64_t)b * d);
+        if (staged)
+            for (int j = 0; j < 16; j++)
+                for (int c = 0; c < nch; c++)
+                    _mm512_storeu_ps(kf + j * dp + 16 * c, key_chunk(keys, is_bf16, (int64_t)j * d + 16 * c, j < nb ? tail_mask(d - 16 * c) : 0));
+        for (int r = 0; r < rows; r++) {
+            __m512 qv[MAX_HEAD_DIM / 16];
+            for (int c = 0; c < nch; c++) qv[c] = _mm512_loadu_ps(qf + (int64_t)r * dp + 16 * c);
+            __m512 sc = staged ? score16(qv, kf, 0, dp, 16, dp) : score16(qv, keys, is_bf16, d, nb, d);
+            _mm512_storeu_ps(s + r * n16 + b, _mm512_mul_ps(sc, sv));
+        }
+    }
+}
+static void group_scores(const float *qf, int rows, int n_all, float scale, float *s, float *kf, const void *kg, int is_bf16, int d) {
+    if (d == 64) group_scores_d(qf, rows, n_all, scale, s, kf, kg, is_bf16, 64);
+    else if (d == 128) group_scores_d(qf, rows, n_all, scale, s, kf, kg, is_bf16, 128);
+    else group_scores_d(qf, rows, n_all, scale, s, kf, kg, is_bf16, d);
+}
+
+/* One unit of work: KV group g at positions [t0, t1). Every row's scores over all slots
+ * (block by block), then per position the visible slots in order, the softmax and the value
+ * sum. A row's result depends only on its query and the keys it sees. */
+#define DEFINE_UNIT(SUFFIX, ELEM, LOAD, STORE, IS_BF16)                                         \
+    static void attend_unit_##SUFFIX(const struct call *a, const ELEM *q, const ELEM *k,         \
+                                     const ELEM *v, ELEM *out, int g, int t0, int t1, float *work) { \
+        const int rep = a->h / a->h_kv, d = a->d, dp = (int)round16(d), n_all = a->start + a->t_new; \
+        const int rows = rep * (t1 - t0);                                                       \
+        const int64_t n16 = round16(n_all);                                                     \
+        int32_t *visible = (int32_t *)work; /* the slots a position sees, in order */           \
+        float *s = work + n16;              /* rows x n16 scores, then weights */               \
+        float *qf = s + rows * n16;         /* rows x dp queries in float32, zero-padded */     \
+        float *kf = qf + (int64_t)rows * dp; /* 16 x dp keys in float32 */                      \
+        for (int t = t0; t < t1; t++) /* row (t - t0) * rep + i is head g * rep + i at t */     \
+            for (int i = 0; i < rep; i++) {                                                     \
+                const ELEM *qrow = q + t * a->q_tok + (g * rep + i) * a->q_head;                \
+                float *dst = qf + (int64_t)((t - t0) * rep + i) * dp;                           \
+                for (int e = 0; e < dp; e++) dst[e] = e < d ? LOAD(qrow, e) : 0.0f;             \
+            }                                                                                   \
+        group_scores(qf, rows, n_all, a->scale, s, kf, k + g * a->kv_head, IS_BF16, d);         \
+        for (int t = t0; t < t1; t++) {                                                         \
+            int n = visible_slots(a, t, visible);                                               \
+            for (int i0 = 0; i0 < rep; i0 += 4) {                                               \
+                int nr = rep - i0 < 4 ? rep - i0 : 4;                                           \
+                float *p[4], denom[4], *of[4];                                                  \
+                for (int r = 0; r < nr; r++) {                                                  \
+                    int row = (t - t0) * rep + i0 + r;                                          \
+                    p[r] = s + row * n16;                                                       \
+                    float m = -3.4e38f;                                                         \
+                    for (int i = 0; i < n; i++) { /* in place: visible[i] >= i */               \
+                        float x = p[r][visible[i]];                                             \
+                        p[r][i] = x;                                                            \
+                        m = x > m ? x : m;                                                      \
+                    }                                                                           \
+                    denom[r] = exp_and_sum(p[r], n, m);                                         \
+                    of[r] = qf + (int64_t)row * dp; /* its query is done with */                \
+                }                                                                               \
+                value_sum_##SUFFIX(v + g * a->kv_head, visible, n, p, denom, nr, of, d);        \
+                for (int r = 0; r < nr; r++) {                                                  \
+                    ELEM *orow = out + ((int64_t)t * a->h + g * rep + i0 + r) * d;              \
+                    for (int e = 0; e < d; e++) orow[e] = STORE(of[r][e]);                      \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }
 #else
+/* Portable build: the same definition of every score, value sum and softmax, one row and
+ * one head at a time. */
 static float exp_and_sum(float *p, int n, float m) {
     float lanes[LANES] = {0};
     for (int i = 0; i < n; i++) {
@@ -184,39 +345,60 @@ static float exp_and_sum(float *p, int n, float m) {
     }
 DEFINE_HEAD(bf16, uint16_t, bf16_load)
 DEFINE_HEAD(f32, float, f32_load)
+
+#define DEFINE_UNIT(SUFFIX, ELEM, LOAD, STORE, IS_BF16)                                         \
+    static void attend_unit_##SUFFIX(const struct call *a, const ELEM *q, const ELEM *k,         \
+                                     const ELEM *v, ELEM *out, int g, int t0, int t1, float *work) { \
+        const int rep = a->h / a->h_kv, d = a->d;                                               \
+        const int64_t n16 = round16(a->start + a->t_new);                                       \
+        int32_t *visible = (int32_t *)work; /* the slots a row sees, in order */                \
+        float *p = work + n16;              /* their scores, then their weights */              \
+        float *qf = p + n16;                /* the query in float32 */                          \
+        float *of = qf + d;                 /* one head's output in float32 */                  \
+        for (int t = t0; t < t1; t++) {                                                         \
+            int n = visible_slots(a, t, visible);                                               \
+            for (int hh = g * rep; hh < (g + 1) * rep; hh++) {                                  \
+                const ELEM *qrow = q + t * a->q_tok + hh * a->q_head;                           \
+                for (int e = 0; e < d; e++) qf[e] = LOAD(qrow, e);                              \
+                attend_head_##SUFFIX(qf, k + g * a->kv_head, v + g * a->kv_head, visible, n,    \
+                                     a->scale, p, of, d);                                       \
+                ELEM *orow = out + ((int64_t)t * a->h + hh) * d;                                \
+                for (int e = 0; e < d; e++) orow[e] = STORE(of[e]);                             \
+            }                                                                                   \
+        }                                                                                       \
+    }
 #endif
 
-#define DEFINE_ATTENTION(SUFFIX, ELEM, LOAD, STORE)                                             \
+/* The work is split into units of one KV group and a run of positions, spread over the
+ * threads (OpenMP, torch's own runtime when loaded beside it); which thread computes a row
+ * changes nothing in it. */
+#define DEFINE_ATTENTION(SUFFIX, ELEM, LOAD, STORE, IS_BF16)                                    \
+    DEFINE_UNIT(SUFFIX, ELEM, LOAD, STORE, IS_BF16)                                             \
     int specdec_attention_##SUFFIX(const ELEM *q, int64_t q_tok, int64_t q_head, const ELEM *k, \
                                    const ELEM *v, int64_t kv_head, ELEM *out, int t_new, int h,  \
                                    int h_kv, int d, int start, const uint8_t *mask, float scale, \
-                                   float *work) {                                               \
+                                   float *work, int threads) {                                  \
+        struct call a = {q_tok, q_head, kv_head, t_new, h, h_kv, d, start, mask, scale};         \
         if (h_kv <= 0 || h % h_kv != 0 || d <= 0 || d > MAX_HEAD_DIM || t_new <= 0 || start < 0) return 1; \
-        int rep = h / h_kv;                                                                     \
-        int32_t *visible = (int32_t *)work; /* the slots a row sees, in order */                \
-        float *p = work + (start + t_new);  /* their scores, then their weights */              \
-        float *qf = p + (start + t_new);    /* the query in float32 */                          \
-        float *of = qf + d;                 /* one head's output in float32 */                  \
-        for (int t = 0; t < t_new; t++) {                                                       \
-            int n = 0;                                                                          \
-            for (int j = 0; j < start; j++) visible[n++] = j;                                   \
-            for (int u = 0; u < t_new; u++)                                                     \
-                if (mask ? mask[(int64_t)t * t_new + u] != 0 : u <= t) visible[n++] = start + u; \
-            if (n == 0) return 2;                                                               \
-            for (int hh = 0; hh < h; hh++) {                                                    \
-                const ELEM *qrow = q + t * q_tok + hh * q_head;                                 \
-                for (int e = 0; e < d; e++) qf[e] = LOAD(qrow, e);                              \
-                attend_head_##SUFFIX(qf, k + (hh / rep) * kv_head, v + (hh / rep) * kv_head,    \
-                                     visible, n, scale, p, of, d);                              \
-                ELEM *orow = out + ((int64_t)t * h + hh) * d;                                   \
-                for (int e = 0; e < d; e++) orow[e] = STORE(of[e]);                             \
+        if (start == 0 && mask)                                                                 \
+            for (int t = 0; t < t_new; t++) {                                                   \
+                int seen = 0;                                                                   \
+                for (int u = 0; u < t_new; u++) seen |= mask[(int64_t)t * t_new + u];           \
+                if (!seen) return 2; /* a row that sees no key */                               \
             }                                                                                   \
+        struct split sp = split_work(t_new, h_kv, threads);                                     \
+        const int64_t per_thread = unit_work_floats(&a, sp.chunk);                              \
+        _Pragma("omp parallel for schedule(static) num_threads(sp.threads) if (sp.threads > 1)") \
+        for (int u = 0; u < sp.units; u++) {                                                    \
+            int g = u % h_kv, t0 = (u / h_kv) * sp.chunk;                                       \
+            int t1 = t0 + sp.chunk < t_new ? t0 + sp.chunk : t_new;                             \
+            attend_unit_##SUFFIX(&a, q, k, v, out, g, t0, t1, work + thread_index() * per_thread); \
         }                                                                                       \
         return 0;                                                                               \
     }
 
 #define F32_STORE(x) (x)
-DEFINE_ATTENTION(bf16, uint16_t, bf16_load, bf16_round)
-DEFINE_ATTENTION(f32, float, f32_load, F32_STORE)
+DEFINE_ATTENTION(bf16, uint16_t, bf16_load, bf16_round, 1)
+DEFINE_ATTENTION(f32, float, f32_load, F32_STORE, 0)
 
-int specdec_abi_version(void) { return 2; }
+int specdec_abi_version(void) { return 3; }
