@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from specdec.engine.controller import (
     AcceptanceEstimator,
+    BucketedController,
     CostAwareController,
     CostModel,
     FixedController,
@@ -275,6 +276,7 @@ def test_all_controllers_follow_the_protocol():
         FixedController(2),
         HeuristicController(),
         CostAwareController(CPU_COST, max_k=4),
+        BucketedController(lambda: CostAwareController(CPU_COST, max_k=4)),
     ]:
         assert isinstance(controller, SpeculationController)
         with pytest.raises(ValueError, match="num_accepted"):
@@ -306,3 +308,31 @@ def test_calibration_fits_a_context_window_shorter_than_its_prefix(tiny_model_di
     assert len(measure_forward_seconds(model, 2, 4, repeats=1)) > 0
     with pytest.raises(ValueError, match="too short to calibrate"):
         calibration_context(load_model(str(tiny_model_dir), "float32", "cpu", 16).model, 16)
+
+
+def test_buckets_learn_their_own_draft_length():
+    """Long matches always right, one-token matches always wrong: K = max for the first,
+    plain steps (and rare probes) for the second, from the same request."""
+    controller = BucketedController(lambda: CostAwareController(CPU_COST, max_k=8))
+    rng = random.Random(0)
+    ks = {1: [], 4: []}
+    for _ in range(400):
+        bucket = rng.choice([1, 4])
+        k = controller.choose(bucket)
+        controller.observe(k, k if bucket == 4 else 0, bucket)
+        ks[bucket].append(k)
+    assert ks[4][-20:] == [8] * 20
+    assert ks[1][-50:].count(0) >= 45
+    assert sum(controller.k_histogram.values()) == 400
+    assert controller.num_probes == controller.controllers[1].num_probes > 0
+    # one estimator for both would settle in between and pay for the bad drafts
+    shared = CostAwareController(CPU_COST, max_k=8)
+    assert 0 < shared.choose() < 8
+
+
+def test_unbucketed_steps_share_one_controller():
+    controller = BucketedController(lambda: CostAwareController(CPU_COST, max_k=8))
+    for _ in range(30):
+        controller.observe(controller.choose(), 0)
+    assert list(controller.controllers) == [None]
+    assert controller.choose() == 0 and controller.choose(3) == 3  # a new class starts at the prior

@@ -81,6 +81,20 @@ def test_every_row_is_computed_alone(dtype):
 
 
 @needs_native
+@pytest.mark.parametrize("h,h_kv", [(9, 3), (8, 1), (4, 4)])
+def test_rows_do_not_depend_on_threads_or_on_the_other_heads(h, h_kv):
+    """Every thread count splits the work differently (units of a KV group and a run of
+    positions); rep > 4 takes the value sum in several blocks of heads."""
+    q, k_cache, v_cache = make(torch.bfloat16, h, h_kv, 64, 700, 13, seed=3)
+    ref = native.native_attention(q, k_cache, v_cache, 600, threads=1)
+    for threads in (2, 3, 8):
+        assert torch.equal(native.native_attention(q, k_cache, v_cache, 600, threads=threads), ref)
+    one_head = native.native_attention(q[:, :, :1], k_cache[:, :1], v_cache[:, :1], 600)
+    assert torch.equal(one_head[0, :, :64], ref[0, :, :64])
+    torch.testing.assert_close(ref.double(), reference(q, k_cache, v_cache, 600), atol=1e-2, rtol=1e-2)
+
+
+@needs_native
 def test_a_tree_node_scores_as_the_decode_step_after_compaction():
     """Node i of a tree sees the prefix and its ancestors; after compact(path) the decode step
     at the same slot sees the same keys in the same order, so the bits agree."""

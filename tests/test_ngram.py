@@ -153,3 +153,21 @@ def test_proposer_needs_start_and_a_consistent_sequence():
         proposer.propose(make_state([1, 2]), 2)
     proposer.start(make_state([4, 4]))  # a new request starts a fresh index
     assert proposer.propose(make_state([4, 4]), 2).token_ids.tolist() == [[4, 4]]
+
+
+def test_match_length_is_the_suffix_lookup_copies_from():
+    index = index_of([5, 6, 7, 8, 1, 6, 7, 8], ngram_max=4)
+    assert index.match_length() == 3  # (6, 7, 8) seen before; (1, 6, 7, 8) not
+    assert index.lookup(2) == [1, 6]
+    assert index_of([1, 2, 3]).match_length() == 0 and index_of([1, 2, 3]).lookup(2) == []
+    assert index_of([4, 4]).match_length() == 1  # the overlapping match at the very end
+
+
+def test_proposer_reports_the_bucket_of_its_next_draft():
+    proposer = NgramProposer(ngram_min=1, ngram_max=4)
+    state = make_state([10, 11, 12, 13])
+    proposer.start(state)
+    assert proposer.draft_bucket(state) == 0
+    state.token_ids += [10, 11, 12]  # the bucket follows the committed tokens, like propose
+    assert proposer.draft_bucket(state) == 3
+    assert proposer.propose(state, 2).token_ids.tolist() == [[13, 10]]

@@ -15,6 +15,7 @@ import torch
 
 from specdec.config import SpeculativeConfig
 from specdec.engine.controller import (
+    BucketedController,
     CostAwareController,
     CostModel,
     FixedController,
@@ -27,8 +28,9 @@ CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # Part of the cache key: bump it when the forward's kernels change what a pass costs, so
 # no stale curve is read (2: bfloat16 blocked linears and folded invariant attention;
 # 3: quantized models back on per-query attention; 4: the C attention kernel and
-# padding only the linears whose one-row kernel differs).
-KERNELS_VERSION = 4
+# padding only the linears whose one-row kernel differs; 5: the C kernel's blocked scores and
+# OpenMP split).
+KERNELS_VERSION = 5
 
 
 def cost_key(loaded, max_k: int) -> str:
@@ -115,4 +117,5 @@ def make_controller(spec: SpeculativeConfig, cost: CostModel | None):
         raise ValueError("adaptive K needs a calibrated cost model (Engine(cost_model=...))")
     if spec.tree_nodes and cost.tree_nodes != spec.tree_nodes:
         cost = CostModel.from_dict({**cost.to_dict(), "tree_nodes": spec.tree_nodes})
-    return CostAwareController(cost, max_k=min(spec.max_speculative_tokens, cost.max_k))
+    max_k = min(spec.max_speculative_tokens, cost.max_k)
+    return BucketedController(lambda: CostAwareController(cost, max_k=max_k))

@@ -1,11 +1,19 @@
 """How many tokens to draft next step: fixed, transformers' heuristic, or cost-aware.
 
-Contract: each engine step calls `choose()` once, asks the proposer for that many tokens,
-verifies, and then calls `observe(num_draft, num_accepted)` once, where num_draft is the
+Contract: each engine step calls `choose(bucket)` once, asks the proposer for that many tokens,
+verifies, and then calls `observe(num_draft, num_accepted, bucket)` once, where num_draft is the
 draft length actually verified (a proposer may return fewer tokens than asked; an n-gram
 miss gives 0) and num_accepted in 0..num_draft counts accepted draft tokens, without the
 bonus or recovered token. K = 0 is a plain decode step. `k_histogram[k]` counts steps by
 the draft length actually verified, so n-gram misses count as K = 0.
+
+bucket is the proposer's class of the coming draft, when it can tell before drafting
+(`Proposer.draft_bucket`; None otherwise): for n-gram drafts the length of the matched
+suffix. Drafts of different classes are accepted at very different rates (measured on
+the default model's plain greedy output, bfloat16, grounded prompts: the first drafted
+token is right 0.33 of the time after a 1-token match and 0.92 after a 4-token one;
+creative prompts 0.11 and 0.90), so `BucketedController` keeps one cost-aware controller,
+with its own acceptance estimate and probing, per class.
 
 The cost-aware controller maximizes expected tokens per second,
     E[tokens](K) / step_seconds(K),   E[tokens](K) = 1 + sum_{i=1..K} prod_{j<=i} alpha_j,
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -214,10 +222,10 @@ class AcceptanceEstimator:
 class SpeculationController(Protocol):
     k_histogram: dict[int, int]
 
-    def choose(self) -> int:
+    def choose(self, bucket: int | None = None) -> int:
         """Draft length for the next step, 0 for a plain decode step."""
 
-    def observe(self, num_draft: int, num_accepted: int) -> None:
+    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
         """This step's verified draft length and accepted draft tokens."""
 
 
@@ -230,10 +238,10 @@ class FixedController:
         self.k = k
         self.k_histogram: dict[int, int] = {}
 
-    def choose(self) -> int:
+    def choose(self, bucket: int | None = None) -> int:
         return self.k
 
-    def observe(self, num_draft: int, num_accepted: int) -> None:
+    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
         _check_step(num_draft, num_accepted)
         _count(self.k_histogram, num_draft)
 
@@ -250,10 +258,10 @@ class HeuristicController:
         self.max_k = max_k
         self.k_histogram: dict[int, int] = {}
 
-    def choose(self) -> int:
+    def choose(self, bucket: int | None = None) -> int:
         return self.k
 
-    def observe(self, num_draft: int, num_accepted: int) -> None:
+    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
         _check_step(num_draft, num_accepted)
         _count(self.k_histogram, num_draft)
         if num_draft == 0:
@@ -324,7 +332,7 @@ class CostAwareController:
                 best, best_rate = k, rate
         return best
 
-    def choose(self) -> int:
+    def choose(self, bucket: int | None = None) -> int:
         if self._probe_pending:
             return self.probe_k
         k = self.best_k()
@@ -339,7 +347,7 @@ class CostAwareController:
         self._plain_steps += 1
         return 0
 
-    def observe(self, num_draft: int, num_accepted: int) -> None:
+    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
         _check_step(num_draft, num_accepted)
         _count(self.k_histogram, num_draft)
         self.estimator.observe(num_draft, num_accepted)
@@ -351,3 +359,33 @@ class CostAwareController:
             else:
                 doubled = max(self.min_probe_interval, 2 * self.probe_interval)
                 self.probe_interval = min(doubled, self.max_probe_interval)
+
+
+class BucketedController:
+    """One `CostAwareController` per draft class (module docstring), made at first use.
+
+    A class seen for the first time starts from the prior, like a new request; steps
+    without a class (bucket None) share one controller. `k_histogram` counts every step.
+    """
+
+    def __init__(self, make: Callable[[], CostAwareController]) -> None:
+        self._make = make
+        self.controllers: dict[int | None, CostAwareController] = {}
+        self.k_histogram: dict[int, int] = {}
+
+    def _controller(self, bucket: int | None) -> CostAwareController:
+        controller = self.controllers.get(bucket)
+        if controller is None:
+            controller = self.controllers[bucket] = self._make()
+        return controller
+
+    def choose(self, bucket: int | None = None) -> int:
+        return self._controller(bucket).choose()
+
+    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
+        self._controller(bucket).observe(num_draft, num_accepted)
+        _count(self.k_histogram, num_draft)
+
+    @property
+    def num_probes(self) -> int:
+        return sum(c.num_probes for c in self.controllers.values())

@@ -86,6 +86,7 @@ class Engine:
         if eos is not None:
             self.eos_ids.add(eos)
         self.hidden_layers: tuple[int, ...] = tuple(getattr(proposer, "target_hidden_layers", ()))
+        self._draft_bucket = getattr(proposer, "draft_bucket", None)  # optional (proposers/base.py)
 
     @property
     def device(self) -> torch.device:
@@ -142,7 +143,8 @@ class Engine:
             # 2) propose
             t_step = time.perf_counter()
             room = min(params.max_tokens - num_generated - 1, self.cache.num_free - 1)
-            k = min(controller.choose(), room) if controller else 0
+            bucket = self._draft_bucket(state) if controller and self._draft_bucket else None
+            k = min(controller.choose(bucket), room) if controller else 0
             if k > 0:
                 proposal = self.proposer.propose(state, k)
             else:
@@ -184,7 +186,7 @@ class Engine:
             num_generated += len(emitted)
             stats.observe(num_draft, num_accepted)
             if controller:
-                controller.observe(min(num_draft, num_levels), num_accepted)
+                controller.observe(min(num_draft, num_levels), num_accepted, bucket)
             if self.proposer is not None and not finish:
                 self.proposer.observe(state, result)
             stats.num_generated_tokens = num_generated - 1

@@ -7,15 +7,15 @@ The plan is built once per forward and shared by every layer. Queries that share
 head are folded into one SDPA call without repeating K/V (GQA): rep = H / H_kv.
 
 Native plan (CPU, bfloat16 or float32, one sequence, a C compiler: models/native.py): the
-engine's C kernel computes each query row alone over the keys it may see, in slot order
-(csrc/attention.c), so a row's bits never depend on the rest of the call: a decode step
-and a chain or tree verify pass agree with no padding and no thread pinning. It serves
-every pass in batch-invariant mode (prefill included: both plain and speculative decoding
-prefill the same way, and invariance must not hinge on a length threshold) and, outside
-it, passes of up to NATIVE_MAX_ROWS tokens. Per layer (9 heads, D 64, 2 threads, ~300
-tokens of context): decode 17 us against SDPA's 40-65 and the folded plan's ~97; 5-token
-verify 77 us against 94-188; but one row at a time on one thread loses to batched matmuls
-on long passes (17 tokens at ~600 of context: ~380 us against the folded plan's ~200).
+engine's C kernel computes each query row's result from its own query and the keys it may
+see, in slot order, by the same steps whatever else the call holds (csrc/attention.c), so
+a decode step and a chain or tree verify pass agree with no padding and no thread pinning.
+It serves every pass in batch-invariant mode (prefill included: both plain and speculative
+decoding prefill the same way, and invariance must not hinge on a length threshold) and,
+outside it, passes of up to NATIVE_MAX_ROWS tokens. Per layer (9 heads, D 64, 2 threads):
+decode ~17 us at 300 tokens of context against SDPA's 40-65; 17-token verify 137 us against
+SDPA's 191 (300 tokens) and 395 against 495 (1000 tokens); the row-at-a-time first version
+of the kernel took 223 and 714 there.
 Tree drafts are invariant too: node i sees the prefix and its
 ancestors, which after `KVCache.compact` are the decode step's keys in the same order.
 
@@ -78,10 +78,11 @@ from specdec.models.native import native_attention, native_attention_supported
 
 KEY_BLOCK = 64
 # Outside batch-invariant mode the C kernel takes passes of up to this many new tokens
-# (decode steps, verify passes); longer ones (prefill) go to SDPA, whose threads and
-# blocking win there. Measured (2 threads, 9 heads, D 64): at T = 5 native 77 us vs SDPA
-# 94 us per layer at 300 tokens of context, 191 vs 289 at 1000; at T = 17 about even.
-NATIVE_MAX_ROWS = 8
+# (decode steps, verify passes, short prompts); longer ones (prefill) go to SDPA. Measured
+# (2 threads, 9 heads, D 64, per layer, `attend`): bfloat16 at 300 tokens of context
+# native 84 / 137 / 453 us vs SDPA 132 / 191 / 570 for T = 9 / 17 / 64, at 1000 tokens
+# 233 / 395 / 1432 vs 332 / 495 / 1642; float32 alike (about even at T = 64, 1000 tokens).
+NATIVE_MAX_ROWS = 64
 
 
 @dataclass

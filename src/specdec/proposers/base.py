@@ -6,6 +6,11 @@ commit it calls `observe(state, result)` so the proposer can roll back its own c
 extend its index, or adapt. A proposal may hold fewer tokens than asked for (an n-gram
 miss gives zero), and then the engine runs a plain decode step.
 
+A proposer that can tell cheaply, before drafting, what kind of draft it would make may
+also define `draft_bucket(state) -> int`: the adaptive controller then keeps a separate
+acceptance estimate per class (engine/controller.py). The n-gram proposer returns the
+length of the matched suffix. The method is optional and changes no output, only K.
+
 `probs is None` marks a deterministic draft (n-gram): the verifier treats q as one-hot,
 which keeps sampling lossless.
 """

@@ -72,26 +72,32 @@ class NgramIndex:
                     break
                 table[tuple(ids[follow - n : follow])] = follow
 
+    def match_length(self) -> int:
+        """n of the match `lookup` would use (the longest suffix seen before), 0 for none."""
+        ids = self.token_ids
+        size = len(ids)
+        for n in range(min(self.ngram_max, size - 1), self.ngram_min - 1, -1):
+            if tuple(ids[size - n :]) in self._follow[n - self.ngram_min]:
+                return n
+        return 0
+
     def lookup(self, num_tokens: int) -> list[int]:
         """Up to num_tokens tokens that followed the longest, most recent earlier suffix match."""
         if num_tokens <= 0:
             return []
+        n = self.match_length()
+        if n == 0:
+            return []
         ids = self.token_ids
         size = len(ids)
-        for n in range(self.ngram_max, self.ngram_min - 1, -1):
-            if n >= size:  # an earlier occurrence plus the suffix need n + 1 tokens at least
-                continue
-            start = self._follow[n - self.ngram_min].get(tuple(ids[size - n :]))
-            if start is None:
-                continue
-            if not self.periodic:
-                return ids[start : start + num_tokens]
-            draft: list[int] = []
-            for i in range(num_tokens):
-                j = start + i  # index into context + draft; j - size < i once past the end
-                draft.append(ids[j] if j < size else draft[j - size])
-            return draft
-        return []
+        start = self._follow[n - self.ngram_min][tuple(ids[size - n :])]
+        if not self.periodic:
+            return ids[start : start + num_tokens]
+        draft: list[int] = []
+        for i in range(num_tokens):
+            j = start + i  # index into context + draft; j - size < i once past the end
+            draft.append(ids[j] if j < size else draft[j - size])
+        return draft
 
 
 class NgramProposer:
@@ -108,7 +114,11 @@ class NgramProposer:
         self._index = NgramIndex(self.ngram_min, self.ngram_max, self.periodic)
         self._index.extend(state.token_ids)
 
-    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+    def draft_bucket(self, state: SequenceState) -> int:
+        """The length of the suffix match the next draft copies from (0: no draft)."""
+        return self._synced(state).match_length()
+
+    def _synced(self, state: SequenceState) -> NgramIndex:
         index = self._index
         if index is None:
             raise RuntimeError("NgramProposer.propose called before start(state)")
@@ -118,7 +128,10 @@ class NgramProposer:
                 f"{len(index)}; call start(state) for a new request"
             )
         index.extend(state.token_ids[len(index) :])
-        draft = index.lookup(num_tokens)
+        return index
+
+    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+        draft = self._synced(state).lookup(num_tokens)
         token_ids = torch.tensor(draft, dtype=torch.long).reshape(1, len(draft))  # [B=1, K']
         return DraftProposal(token_ids=token_ids, probs=None)
 

@@ -1,18 +1,27 @@
-/* Attention of T new queries over one sequence's KV cache, row by row (CPU).
+/* Attention of T new queries over one sequence's KV cache (CPU).
  *
- * Built at first use by models/native.py (cc -O3 -march=native -ffp-contract=off) and
- * called through ctypes; models/attention.py says when.
+ * Built at first use by models/native.py (cc -O3 -march=native -ffp-contract=off, with
+ * -fopenmp where it links) and called through ctypes; models/attention.py says when.
  *
- * Every query row is computed alone, by the same code, over the keys it may see taken in
- * slot order: its result depends on its own query and those keys only, never on how many
- * other rows, keys or threads the call has. So a decode step and a verify pass (chain or
- * tree) score a position bit for bit alike, with no padding of key counts or row counts.
- * Fixed reduction orders make that hold under vectorization: the q.k dot product sums 16
- * lanes (lane l takes elements l, l+16, ...) and then halves them in a fixed tree; the
- * softmax denominator sums 16 lanes by the key's ordinal among the visible keys (not its
- * slot, so a tree node and the decode step after compaction agree); the value sum runs
- * over the visible keys in order. -ffp-contract=off keeps every multiply and add a
- * separate IEEE operation, so the vector body and the scalar tail round alike.
+ * Every query row's result is computed from its own query and the keys it may see, taken
+ * in slot order, by the same steps whatever else the call holds: never depending on how
+ * many other rows, keys or threads there are. So a decode step and a verify pass (chain or
+ * tree) score a position bit for bit alike, with no padding of key or row counts.
+ * Fixed reduction orders make that hold under vectorization:
+ *   - the score q.k: lane l of a 16-lane accumulator takes elements l, l + 16, ... (one
+ *     fused multiply-add per chunk, chunk by chunk), then the lanes are halved in a fixed
+ *     tree (score16: 16 keys at a time, each key in its own lanes, so a block's other keys
+ *     change nothing);
+ *   - the softmax denominator sums 16 lanes by the key's ordinal among the visible keys
+ *     (not its slot, so a tree node and the decode step after compaction agree);
+ *   - the value sum runs over the visible keys in order.
+ * -ffp-contract=off keeps every other multiply and add a separate IEEE operation.
+ *
+ * Work sharing, which changes no result: the heads of one KV group are scored against
+ * each block of 16 keys together (with more than 4 rows the block is converted to float32
+ * once, with fewer the rows read the cache), and their value sums share each value row's
+ * load. Units of one KV group and a run of positions are spread over the threads (OpenMP;
+ * loaded beside torch, the build resolves to torch's own libgomp and its thread pool).
  *
  * Layouts (element strides, so q can be a view of the fused qkv projection):
  *   q    [T, H, D]       row t, head h at q + t * q_tok + h * q_head
@@ -22,7 +31,7 @@
  * start + u, those with mask[t * T + u] != 0, or u <= t when mask is NULL (causal).
  * Head h reads KV head h / (H / H_kv) (grouped-query attention).
  * Scores, softmax and the value sum are float32; out is rounded once to the cache dtype.
- * work: at least 2 * (start + T) + 2 * D floats. Head dims up to MAX_HEAD_DIM (256).
+ * work: specdec_attention_work_floats(...) floats. Head dims up to MAX_HEAD_DIM (256).
  */
 
 #include <stdint.h>
@@ -132,6 +141,7 @@ static int64_t unit_work_floats(const struct call *a, int chunk) {
 /* Units of one KV group and `chunk` positions: enough of them for every thread when the
  * call is big enough to share, one per group otherwise. */
 struct split { int units, chunk, threads; };
+#define MAX_UNIT_POSITIONS 32 /* a unit's scores take rep * 32 * (start + T) floats */
 static struct split split_work(int t_new, int h_kv, int threads) {
     struct split sp;
 #ifdef _OPENMP
@@ -142,6 +152,8 @@ static struct split split_work(int t_new, int h_kv, int threads) {
 #endif
     int per_group = (2 * sp.threads + h_kv - 1) / h_kv; /* ~2 units per thread */
     if (sp.threads == 1 || per_group < 1) per_group = 1;
+    if (per_group < (t_new + MAX_UNIT_POSITIONS - 1) / MAX_UNIT_POSITIONS) /* bounded scratch */
+        per_group = (t_new + MAX_UNIT_POSITIONS - 1) / MAX_UNIT_POSITIONS;
     if (per_group > t_new) per_group = t_new;
     sp.chunk = (t_new + per_group - 1) / per_group;
     sp.units = h_kv * ((t_new + sp.chunk - 1) / sp.chunk);
