@@ -336,3 +336,34 @@ def test_unbucketed_steps_share_one_controller():
         controller.observe(controller.choose(), 0)
     assert list(controller.controllers) == [None]
     assert controller.choose() == 0 and controller.choose(3) == 3  # a new class starts at the prior
+
+
+def _replay_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "controller_replay.py"
+    spec = importlib.util.spec_from_file_location("controller_replay", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replay_exact_costs_and_the_oracle_ceiling():
+    """benchmarks/controller_replay.py: a copied prompt, a made-up tail; fixed K's cost
+    is exact, and nothing beats the oracle."""
+    replay = _replay_module().replay
+    prompt = list(range(100, 140))
+    out = [0] + prompt[:30] + [7, 8, 9, 7, 1, 2]  # the first token comes from prefill
+    runs = [("grounded", prompt, out)]
+    verify = [1.0] + [1.2 + 0.05 * k for k in range(1, 9)]
+    plain = replay(runs, verify, lambda: FixedController(0))["grounded"]
+    assert plain == 1.0
+    oracle = replay(runs, verify, oracle=True, max_k=8)["grounded"]
+    cost = CostModel(verify)
+    for make, classes in [
+        (lambda: FixedController(4), False),
+        (lambda: CostAwareController(cost, max_k=8), False),
+        (lambda: BucketedController(lambda: CostAwareController(cost, max_k=8)), True),
+    ]:
+        assert 1.0 < replay(runs, verify, make, use_classes=classes)["grounded"] <= oracle
