@@ -284,7 +284,7 @@ def load_native_head(
     if not is_native_head(config):
         raise ValueError(f"{path}/config.json is not a {FORMAT} config")
     config.pop("format")
-    head = EagleHead(EagleConfig(**config))
+    head = EagleHead(EagleConfig(**config)).to(dtype)  # load_state_dict keeps the parameters' dtype
     state = load_file(str(path / "model.safetensors"))
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     rebuild = head.config.lm_head_from_target and head.lm_head is not None
