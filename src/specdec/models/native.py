@@ -14,9 +14,9 @@ Build: `$CC` (default `cc`) with -O3 -march=native -ffp-contract=off -fopenmp, r
 without -fopenmp, then without -march=native; -fopenmp's libgomp.so.1 resolves to the one
 torch already loaded, so the kernel's threads are torch's own pool. The shared object is
 cached in the user cache directory under a hash of the sources, the flags, the compiler
-and the CPU's flags, so edits, upgrades and other CPUs rebuild. No Python headers and no torch headers are needed, so a build takes ~1 s.
-SPECDEC_NATIVE=0 turns the kernels off (the engine then runs its pure-PyTorch paths, which
-tests compare against).
+and the CPU's flags, so edits, upgrades and other CPUs rebuild. No Python headers and no
+torch headers are needed, so a build takes ~1 s. SPECDEC_NATIVE=0 turns the kernels off
+(the engine then runs its pure-PyTorch paths, which tests compare against).
 """
 
 from __future__ import annotations

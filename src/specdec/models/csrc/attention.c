@@ -121,10 +121,15 @@ struct call {
     float scale;
 };
 
-/* The slots position t sees, in order: [0, start), then its new ones. Returns their count. */
+/* The slots every position sees: [0, start), written once per unit. */
+static void prefix_slots(const struct call *a, int32_t *visible) {
+    for (int j = 0; j < a->start; j++) visible[j] = j;
+}
+
+/* The slots position t sees, in order: the prefix (prefix_slots), then its new ones, written
+ * after it. Returns their count. */
 static int visible_slots(const struct call *a, int t, int32_t *visible) {
-    int n = 0;
-    for (int j = 0; j < a->start; j++) visible[n++] = j;
+    int n = a->start;
     for (int u = 0; u < a->t_new; u++)
         if (a->mask ? a->mask[(int64_t)t * a->t_new + u] != 0 : u <= t) visible[n++] = a->start + u;
     return n;
@@ -294,6 +299,7 @@ static void group_scores(const float *qf, int rows, int n_all, float scale, floa
                 for (int e = 0; e < dp; e++) dst[e] = e < d ? LOAD(qrow, e) : 0.0f;             \
             }                                                                                   \
         group_scores(qf, rows, n_all, a->scale, s, kf, k + g * a->kv_head, IS_BF16, d);         \
+        prefix_slots(a, visible);                                                               \
         for (int t = t0; t < t1; t++) {                                                         \
             int n = visible_slots(a, t, visible);                                               \
             for (int i0 = 0; i0 < rep; i0 += 4) {                                               \
@@ -367,6 +373,7 @@ DEFINE_HEAD(f32, float, f32_load)
         float *p = work + n16;              /* their scores, then their weights */              \
         float *qf = p + n16;                /* the query in float32 */                          \
         float *of = qf + d;                 /* one head's output in float32 */                  \
+        prefix_slots(a, visible);                                                               \
         for (int t = t0; t < t1; t++) {                                                         \
             int n = visible_slots(a, t, visible);                                               \
             for (int hh = g * rep; hh < (g + 1) * rep; hh++) {                                  \
