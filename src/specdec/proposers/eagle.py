@@ -3,8 +3,8 @@
 It declares `target_hidden_layers`, so after every step the engine hands it
 `state.target_hidden`: the target's features of the tokens committed in that step, minus
 the newest token (which the target has not seen yet). Those features are queued; each
-`propose` first feeds the queued (feature, next token) pairs into the head's KV cache,
-then drafts:
+`propose` first feeds the queued (feature, next token) pairs into the head's KV cache
+(`start` feeds the prompt's at prefill time), then drafts:
   chain  K tokens, one head step each: greedy argmax, or sampled from
          q = logits_to_probs(draft logits mapped to the full vocabulary) with the
          request's own transform (zero outside a reduced draft vocabulary)
@@ -15,8 +15,8 @@ then drafts:
 `observe` rolls the head's cache back to the pairs built from real target features.
 
 Alignment, worked example: prompt [a b c] at positions 0..2; prefill gives features f0 f1 f2
-and the target's first token d. start queues [f0 f1 f2]. propose(K=3) feeds the pairs
-(f0, b) (f1, c) (f2, d) at positions 0 1 2, whose last output h3 drafts e1; then
+and the target's first token d. start feeds the pairs (f0, b) (f1, c) (f2, d) at
+positions 0 1 2; propose(K=3) drafts e1 from their last output h3; then
 (h3, e1) at position 3 drafts e2 and (h4, e2) at 4 drafts e3: the head cache holds 3 real
 and 2 draft entries. The target verifies [d e1 e2 e3] at positions 3..6, accepts e1 and
 recovers r: committed [a b c d e1 r], and state.target_hidden = [f3 f4] (for d and e1).
@@ -58,16 +58,21 @@ class EagleProposer:
         self.cache = head.new_cache(max_seq_len + margin)
         self.num_real = 0  # head cache entries built from real target features
         self.pending: torch.Tensor | None = None  # [T, F] target features not fed yet
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # the newest fed pair's output, logits
 
+    @torch.inference_mode()
     def start(self, state: SequenceState) -> None:
+        """Feed the prompt's pairs now, at prefill time (as a draft model prefills its cache)."""
         self.cache.reset()
         self.num_real = 0
         self.pending = None
         self._queue(state.target_hidden)
+        self._last = self._catch_up(state)
 
     def observe(self, state: SequenceState, result) -> None:
         self.cache.truncate(self.num_real)
         self._queue(state.target_hidden)
+        self._last = None
 
     def _queue(self, features: torch.Tensor | None) -> None:
         if features is None:
@@ -84,6 +89,10 @@ class EagleProposer:
 
     def _catch_up(self, state: SequenceState) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed the queued pairs (f_t, token t+1); return the last output [1, 1, D] and its logits [V_d]."""
+        if self.pending is None:
+            if self._last is None:
+                raise ValueError("EAGLE: nothing queued to draft from (call start(state) for a new request)")
+            return self._last  # start fed everything; no step has run since
         head, dev = self.head, self.head.device
         t = self.pending.shape[0]
         tokens = state.token_ids[self.num_real + 1 : self.num_real + 1 + t]
@@ -91,9 +100,17 @@ class EagleProposer:
             raise ValueError(
                 f"EAGLE alignment: {self.num_real} fed + {t} queued features for {len(state.token_ids)} tokens"
             )
-        positions = torch.arange(self.num_real, self.num_real + t, device=dev)[None]
         hidden_in = head.fuse_features(self.pending.to(dev))[None]  # [1, T, D]
-        out = head.step(hidden_in, torch.tensor([tokens], device=dev), positions, self.cache)
+        token_ids = torch.tensor([tokens], device=dev)
+        # Feed in chunks of power-of-two lengths (100 = 64 + 32 + 4): a prompt or a run of
+        # n-gram steps gives any length, and each new matmul shape costs ~3 ms on CPU
+        # the first time (oneDNN builds a kernel per shape); these few shapes warm up at once.
+        done = 0
+        while done < t:
+            size = 1 << ((t - done).bit_length() - 1)
+            positions = torch.arange(self.num_real + done, self.num_real + done + size, device=dev)[None]
+            out = head.step(hidden_in[:, done : done + size], token_ids[:, done : done + size], positions, self.cache)
+            done += size
         self.num_real += t
         self.pending = None
         hidden = out[:, -1:]  # [1, 1, D]
