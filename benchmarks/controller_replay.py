@@ -88,7 +88,7 @@ def main() -> None:
     cost_aware = lambda: CostAwareController(cost, max_k=max_k)  # noqa: E731
     rows = {
         "cost-aware": replay(runs, verify_seconds, cost_aware),
-        "cost-aware, classes": replay(runs, verify_seconds, lambda: BucketedController(cost_aware), use_classes=True),
+        "cost-aware, classes": replay(runs, verify_seconds, lambda: BucketedController(lambda bucket: cost_aware()), use_classes=True),
     }
     for k in (2, 4, 8, 16):
         if k <= max_k:

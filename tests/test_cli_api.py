@@ -33,7 +33,11 @@ def test_generate_json_line_on_tiny_model(tiny_model_dir, capsys):
 def test_speculative_auto_resolution():
     from specdec.cli import resolve_speculative
 
-    assert resolve_speculative("auto", None) == "ngram"
+    from specdec.models.default import default_model_path
+
+    assert resolve_speculative("auto", None) == "hybrid"  # the default model: its head ships
+    assert resolve_speculative("auto", None, model=str(default_model_path())) == "hybrid"
+    assert resolve_speculative("auto", None, model="some/other/model.gguf") == "ngram"
     assert resolve_speculative("auto", "draft/dir") == "draft"
     assert resolve_speculative("auto", None, tree_nodes=16) == "eagle"
     assert resolve_speculative("none", "draft/dir") == "none"

@@ -276,7 +276,7 @@ def test_all_controllers_follow_the_protocol():
         FixedController(2),
         HeuristicController(),
         CostAwareController(CPU_COST, max_k=4),
-        BucketedController(lambda: CostAwareController(CPU_COST, max_k=4)),
+        BucketedController(lambda bucket: CostAwareController(CPU_COST, max_k=4)),
     ]:
         assert isinstance(controller, SpeculationController)
         with pytest.raises(ValueError, match="num_accepted"):
@@ -313,7 +313,7 @@ def test_calibration_fits_a_context_window_shorter_than_its_prefix(tiny_model_di
 def test_buckets_learn_their_own_draft_length():
     """Long matches always right, one-token matches always wrong: K = max for the first,
     plain steps (and rare probes) for the second, from the same request."""
-    controller = BucketedController(lambda: CostAwareController(CPU_COST, max_k=8))
+    controller = BucketedController(lambda bucket: CostAwareController(CPU_COST, max_k=8))
     rng = random.Random(0)
     ks = {1: [], 4: []}
     for _ in range(400):
@@ -331,7 +331,7 @@ def test_buckets_learn_their_own_draft_length():
 
 
 def test_unbucketed_steps_share_one_controller():
-    controller = BucketedController(lambda: CostAwareController(CPU_COST, max_k=8))
+    controller = BucketedController(lambda bucket: CostAwareController(CPU_COST, max_k=8))
     for _ in range(30):
         controller.observe(controller.choose(), 0)
     assert list(controller.controllers) == [None]
@@ -364,6 +364,6 @@ def test_replay_exact_costs_and_the_oracle_ceiling():
     for make, classes in [
         (lambda: FixedController(4), False),
         (lambda: CostAwareController(cost, max_k=8), False),
-        (lambda: BucketedController(lambda: CostAwareController(cost, max_k=8)), True),
+        (lambda: BucketedController(lambda bucket: CostAwareController(cost, max_k=8)), True),
     ]:
         assert 1.0 < replay(runs, verify, make, use_classes=classes)["grounded"] <= oracle

@@ -100,6 +100,25 @@ def test_shipped_eagle_head_greedy_equals_plain(default_model, tree_nodes):
     assert accepted > 0  # the head drafts something the target accepts
 
 
+def test_hybrid_greedy_equals_plain(default_model):
+    """n-gram or the shipped head, picked per step by the cost-aware controller (a fixed
+    stand-in cost curve, so no calibration runs here): both draft, output is plain's."""
+    from specdec.engine.controller import CostModel
+    from specdec.proposers.factory import build_proposer
+
+    spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto")
+    cost = CostModel([0.010 + 0.0008 * k for k in range(17)])
+    hybrid = Engine(default_model, build_proposer(spec, default_model, "float32", "cpu", 1024), spec, 1024, cost)
+    plain = Engine(default_model, max_seq_len=1024)
+    for prompt in PROMPTS + ["Repeat exactly: the quick brown fox jumps over the lazy dog, twice."]:
+        ids = encode_prompt(default_model.tokenizer, prompt)
+        out = hybrid.generate(ids, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
+        assert out.token_ids == greedy(plain, ids, 48), prompt
+    # a class's draft cost is measured only when it drafted: EAGLE (-1) and n-gram both did
+    drafted = {b for b, c in hybrid._bucket_costs.items() if c.draft_seconds_per_token > 0}
+    assert -1 in drafted and drafted - {-1}
+
+
 def test_seeded_sampling_is_reproducible(default_model):
     engine = Engine(default_model, max_seq_len=1024)
     ids = encode_prompt(default_model.tokenizer, PROMPTS[2])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 SUBCOMMAND_MODULES = (
     "specdec.bench.theory",
@@ -40,9 +41,10 @@ def add_batch_invariant_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--speculative", default="auto", choices=["auto", "none", "draft", "ngram", "eagle"],
-                   help="the proposer; auto (default): draft with --draft-model, eagle with --tree-nodes, else ngram "
-                   "with the cost-aware K, the fastest measured on the default model (README, Figures)")
+    p.add_argument("--speculative", default="auto", choices=["auto", "none", "draft", "ngram", "eagle", "hybrid"],
+                   help="the proposer; auto (default): draft with --draft-model, eagle with --tree-nodes, else "
+                   "hybrid (n-gram or the shipped EAGLE head, chosen per step) on the default model, the fastest "
+                   "measured there (README, Figures), and ngram on other models; all with the cost-aware K")
     p.add_argument("--draft-model", default=None, help="draft model path, self:DTYPE for a copy of the target, or self:int8 / self:int4 for a quantized copy")
     p.add_argument("--draft-n", default="auto", help="draft length K, or 'auto' (cost-aware adaptive K)")
     p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
@@ -69,13 +71,29 @@ def add_generate(sub) -> None:
     p.set_defaults(func=run_generate)
 
 
-def resolve_speculative(choice: str, draft_model: str | None, tree_nodes: int = 0) -> str:
-    """--speculative auto: a draft model if one is named, EAGLE if trees are asked for, else n-gram."""
+def resolve_speculative(choice: str, draft_model: str | None, tree_nodes: int = 0, model: str | None = None) -> str:
+    """--speculative auto: a draft model if one is named, EAGLE if trees are asked for, else
+    hybrid (n-gram + the shipped EAGLE head) on the default model and n-gram elsewhere."""
     if choice != "auto":
         return choice
     if draft_model and tree_nodes:
         raise ValueError("--speculative auto with both --draft-model and --tree-nodes: name the method")
-    return "draft" if draft_model else "eagle" if tree_nodes else "ngram"
+    if draft_model:
+        return "draft"
+    if tree_nodes:
+        return "eagle"
+    return "hybrid" if is_default_model(model) else "ngram"
+
+
+def is_default_model(model: str | None) -> bool:
+    """model (None: the default) is the default model's GGUF, for which an EAGLE head ships."""
+    from specdec.models.default import default_model_path
+
+    try:
+        default = default_model_path().resolve()
+    except FileNotFoundError:
+        return False
+    return model is None or Path(model).resolve() == default
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -93,7 +111,7 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     if not prompt.strip():
         raise ValueError("the prompt is empty (pass -p TEXT or pipe text on stdin)")
-    method = resolve_speculative(args.speculative, args.draft_model, args.tree_nodes)
+    method = resolve_speculative(args.speculative, args.draft_model, args.tree_nodes, args.model)
     llm = LLM(
         model=args.model,
         speculative_model=args.draft_model,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
-SPECULATIVE_METHODS = ("none", "draft", "ngram", "eagle")
+SPECULATIVE_METHODS = ("none", "draft", "ngram", "eagle", "hybrid")
 
 
 @dataclass
@@ -132,7 +132,7 @@ class SpeculativeConfig:
         if self.tree_nodes < 0 or self.tree_top_k < 1:
             raise ValueError(f"need tree_nodes >= 0 and tree_top_k >= 1, got {self.tree_nodes}, {self.tree_top_k}")
         if self.tree_nodes and self.method != "eagle":
-            raise ValueError(f"tree drafts (tree_nodes={self.tree_nodes}) need --speculative eagle")
+            raise ValueError(f"tree drafts (tree_nodes={self.tree_nodes}) need --speculative eagle (hybrid drafts chains)")
         if self.adaptive not in ("cost", "heuristic"):
             raise ValueError(f"adaptive must be 'cost' or 'heuristic', got {self.adaptive!r}")
 

@@ -66,7 +66,7 @@ from specdec.engine.engine import Engine
 from specdec.engine.stats import SpecStats
 from specdec.models.native import cpu_model
 
-METHODS = ("none", "ngram", "draft", "eagle")
+METHODS = ("none", "ngram", "draft", "eagle", "hybrid")
 PEERS = ("hf", "llamacpp")
 
 

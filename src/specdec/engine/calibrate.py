@@ -107,15 +107,21 @@ def load_or_calibrate(loaded, max_k: int, refresh: bool = False) -> CostModel:
     return cost
 
 
-def make_controller(spec: SpeculativeConfig, cost: CostModel | None):
-    """The per-request controller: fixed K, transformers' heuristic, or cost-aware."""
+def make_controller(spec: SpeculativeConfig, cost: CostModel | None, cost_for=None):
+    """The per-request controller: fixed K, transformers' heuristic, or cost-aware.
+
+    cost_for(bucket) -> CostModel, when given, is each draft class's own cost model (the
+    engine's, with that class's measured draft cost, tree_nodes already set); otherwise
+    every class uses cost."""
     if not spec.auto:
         return FixedController(int(spec.num_speculative_tokens))
     if spec.adaptive == "heuristic":
         return HeuristicController(initial_k=4, max_k=spec.max_speculative_tokens)
     if cost is None:
         raise ValueError("adaptive K needs a calibrated cost model (Engine(cost_model=...))")
-    if spec.tree_nodes and cost.tree_nodes != spec.tree_nodes:
-        cost = CostModel.from_dict({**cost.to_dict(), "tree_nodes": spec.tree_nodes})
     max_k = min(spec.max_speculative_tokens, cost.max_k)
-    return BucketedController(lambda: CostAwareController(cost, max_k=max_k))
+    if cost_for is None:
+        if spec.tree_nodes and cost.tree_nodes != spec.tree_nodes:
+            cost = CostModel.from_dict({**cost.to_dict(), "tree_nodes": spec.tree_nodes})
+        cost_for = lambda bucket: cost  # noqa: E731
+    return BucketedController(lambda bucket: CostAwareController(cost_for(bucket), max_k=max_k))

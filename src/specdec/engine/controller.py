@@ -13,7 +13,9 @@ suffix. Drafts of different classes are accepted at very different rates (measur
 the default model's plain greedy output, bfloat16, grounded prompts: the first drafted
 token is right 0.33 of the time after a 1-token match and 0.92 after a 4-token one;
 creative prompts 0.11 and 0.90), so `BucketedController` keeps one cost-aware controller,
-with its own acceptance estimate and probing, per class.
+with its own acceptance estimate, probing and (from the engine) draft cost, per class. A
+proposer with several kinds of draft open to a step (`draft_options`, the hybrid proposer)
+lets `BucketedController.pick` choose the class with the highest expected tokens per second.
 
 The cost-aware controller maximizes expected tokens per second,
     E[tokens](K) / step_seconds(K),   E[tokens](K) = 1 + sum_{i=1..K} prod_{j<=i} alpha_j,
@@ -322,6 +324,10 @@ class CostAwareController:
 
     def best_k(self) -> int:
         """argmax_K E[tokens](K) / step_seconds(K) under the current estimate (ties: smaller K)."""
+        return self.best()[0]
+
+    def best(self) -> tuple[int, float]:
+        """(best K, its expected tokens per second)."""
         best, best_rate = 0, 1.0 / self.cost.step_seconds(0)
         total, reach = 1.0, 1.0
         for k, alpha in enumerate(self.estimator.alphas(), start=1):
@@ -330,7 +336,7 @@ class CostAwareController:
             rate = total / self.cost.step_seconds(k)
             if rate > best_rate:
                 best, best_rate = k, rate
-        return best
+        return best, best_rate
 
     def choose(self, bucket: int | None = None) -> int:
         if self._probe_pending:
@@ -362,13 +368,16 @@ class CostAwareController:
 
 
 class BucketedController:
-    """One `CostAwareController` per draft class (module docstring), made at first use.
+    """One `CostAwareController` per draft class (module docstring), made at first use
+    by `make(bucket)`, so each class may also have its own cost model (the engine gives
+    each class its own measured draft cost: a hybrid proposer's n-gram drafts are free,
+    its EAGLE drafts are not).
 
     A class seen for the first time starts from the prior, like a new request; steps
     without a class (bucket None) share one controller. `k_histogram` counts every step.
     """
 
-    def __init__(self, make: Callable[[], CostAwareController]) -> None:
+    def __init__(self, make: Callable[[int | None], CostAwareController]) -> None:
         self._make = make
         self.controllers: dict[int | None, CostAwareController] = {}
         self.k_histogram: dict[int, int] = {}
@@ -376,11 +385,20 @@ class BucketedController:
     def _controller(self, bucket: int | None) -> CostAwareController:
         controller = self.controllers.get(bucket)
         if controller is None:
-            controller = self.controllers[bucket] = self._make()
+            controller = self.controllers[bucket] = self._make(bucket)
         return controller
 
     def choose(self, bucket: int | None = None) -> int:
         return self._controller(bucket).choose()
+
+    def pick(self, options: Sequence[int]) -> int:
+        """The class with the highest expected tokens per second at its best K (ties: the
+        first). A class not tried yet in this request starts from the prior, so each is
+        tried once another has done worse than the prior promises."""
+        if not options:
+            raise ValueError("pick needs at least one draft class")
+        rates = [self._controller(b).best()[1] for b in options]
+        return options[max(range(len(options)), key=lambda i: (rates[i], -i))]
 
     def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
         self._controller(bucket).observe(num_draft, num_accepted)

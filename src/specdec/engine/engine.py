@@ -28,6 +28,7 @@ import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.calibrate import make_controller
+from specdec.engine.controller import CostModel
 from specdec.engine.stats import SpecStats
 from specdec.proposers.base import DraftProposal, Proposer, SequenceState
 from specdec.verify import verify
@@ -87,6 +88,9 @@ class Engine:
             self.eos_ids.add(eos)
         self.hidden_layers: tuple[int, ...] = tuple(getattr(proposer, "target_hidden_layers", ()))
         self._draft_bucket = getattr(proposer, "draft_bucket", None)  # optional (proposers/base.py)
+        self._draft_options = getattr(proposer, "draft_options", None)  # optional, ditto
+        # each draft class's cost model: the calibrated verify curve, its own draft cost
+        self._bucket_costs: dict[int | None, CostModel] = {}
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +120,7 @@ class Engine:
         stats = stats if stats is not None else SpecStats()
         generator = new_generator(params.seed, self.device)
         state = SequenceState(list(prompt_ids), len(prompt_ids), params, generator)
-        controller = make_controller(self.spec, self.cost_model) if self.proposer else None
+        controller = make_controller(self.spec, self.cost_model, self._cost_for) if self.proposer else None
         self.cache.reset()
         num_generated = 0
 
@@ -143,9 +147,11 @@ class Engine:
             # 2) propose
             t_step = time.perf_counter()
             room = min(params.max_tokens - num_generated - 1, self.cache.num_free - 1)
-            bucket = self._draft_bucket(state) if controller and self._draft_bucket else None
+            bucket = self._choose_class(state, controller) if controller else None
             k = min(controller.choose(bucket), room) if controller else 0
-            if k > 0:
+            if k > 0 and self._draft_options:
+                proposal = self.proposer.propose(state, k, bucket=bucket)
+            elif k > 0:
                 proposal = self.proposer.propose(state, k)
             else:
                 proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long, device=self.device))
@@ -155,7 +161,7 @@ class Engine:
             t_verify = time.perf_counter()
             stats.draft_seconds += t_verify - t_step
             if num_draft and self.cost_model is not None:
-                self._observe_draft_cost((t_verify - t_step) / num_levels)
+                self._observe_draft_cost(bucket, (t_verify - t_step) / num_levels)
 
             # 3) verify: one target forward over the newest token and the drafts
             if proposal.tree is not None:  # 3+4) tree drafts: verify, then compact the accepted path
@@ -221,8 +227,25 @@ class Engine:
         state.target_hidden = self._hidden(out, torch.tensor(tree_result.path, device=self.device))
         return tree_result.to_verify_result(), tree.num_nodes - 1
 
-    def _observe_draft_cost(self, seconds_per_token: float) -> None:
-        cost = self.cost_model
+    def _choose_class(self, state: SequenceState, controller) -> int | None:
+        """The coming draft's class: the proposer's only one, or the controller's pick of
+        its alternatives (the first one for controllers without estimates)."""
+        if self._draft_options:
+            options = self._draft_options(state)
+            pick = getattr(controller, "pick", None)
+            return pick(options) if pick and len(options) > 1 else options[0]
+        return self._draft_bucket(state) if self._draft_bucket else None
+
+    def _cost_for(self, bucket: int | None) -> CostModel:
+        """The cost model of one draft class, kept across requests (made at first use)."""
+        cost = self._bucket_costs.get(bucket)
+        if cost is None:
+            cost = CostModel.from_dict({**self.cost_model.to_dict(), "tree_nodes": self.spec.tree_nodes})
+            self._bucket_costs[bucket] = cost
+        return cost
+
+    def _observe_draft_cost(self, bucket: int | None, seconds_per_token: float) -> None:
+        cost = self._cost_for(bucket)
         old = cost.draft_seconds_per_token
         cost.draft_seconds_per_token = seconds_per_token if old == 0 else 0.8 * old + 0.2 * seconds_per_token
 

@@ -10,6 +10,9 @@ A proposer that can tell cheaply, before drafting, what kind of draft it would m
 also define `draft_bucket(state) -> int`: the adaptive controller then keeps a separate
 acceptance estimate per class (engine/controller.py). The n-gram proposer returns the
 length of the matched suffix. The method is optional and changes no output, only K.
+A proposer with several kinds of draft defines `draft_options(state) -> tuple[int, ...]`
+instead (the classes open to the coming step, the default first) and takes the one the
+controller picked as `propose(state, num_tokens, bucket=...)` (proposers/hybrid.py).
 
 `probs is None` marks a deterministic draft (n-gram): the verifier treats q as one-hot,
 which keeps sampling lossless.

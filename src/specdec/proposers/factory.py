@@ -53,6 +53,12 @@ def build_proposer(
         return DraftModelProposer(draft, max_seq_len)
     if spec.method == "eagle":
         return build_eagle(spec, target, dtype, max_seq_len)
+    if spec.method == "hybrid":
+        from specdec.proposers.hybrid import HybridProposer
+        from specdec.proposers.ngram import NgramProposer
+
+        ngram = NgramProposer(spec.ngram_min, spec.ngram_max)
+        return HybridProposer(ngram, build_eagle(spec, target, dtype, max_seq_len))
     raise ValueError(f"speculative method {spec.method!r} is not available in this build")
 
 
@@ -65,11 +71,11 @@ def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_se
     from specdec.train.export import load_head
 
     if not target.is_native:
-        raise ValueError(f"--speculative eagle needs a native Llama-family target, {target.name} runs through transformers")
+        raise ValueError(f"--speculative {spec.method} needs a native Llama-family target, {target.name} runs through transformers")
     path = spec.draft_model
     if path is None:
         if target.path.resolve() != default_model_path().resolve():
-            raise ValueError(f"--speculative eagle needs --draft-model DIR for {target.name} (a head ships only for the default model)")
+            raise ValueError(f"--speculative {spec.method} needs --draft-model DIR for {target.name} (an EAGLE head ships only for the default model)")
         path = DEFAULT_EAGLE_HEAD
     # On CPU the head runs in bfloat16 whatever the target's dtype: drafting reads its ~9M
     # weights once per draft token, and its precision cannot change what verification accepts.

@@ -149,7 +149,7 @@ def register(subparsers) -> None:
     p.add_argument("--served-model-name", default=None, help="model id clients send (default: the file or directory name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000)
-    p.add_argument("--speculative-algorithm", default="none", choices=["none", "draft", "ngram", "eagle"])
+    p.add_argument("--speculative-algorithm", default="none", choices=["none", "draft", "ngram", "eagle", "hybrid"])
     p.add_argument("--speculative-draft-model-path", default=None, help="draft model path, or self:DTYPE")
     p.add_argument("--speculative-num-draft-tokens", default="auto", help="draft length K, or 'auto' (chosen per step from batch size and acceptance)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -177,8 +177,8 @@ def build_state(args: argparse.Namespace) -> ServerState:
 
     if args.max_batch_size < 1 or args.max_queue < 0 or args.max_body_bytes < 1:
         raise ValueError("--max-batch-size and --max-body-bytes must be >= 1, --max-queue >= 0")
-    if args.speculative_algorithm == "eagle":
-        raise ValueError("--speculative-algorithm eagle is not available yet; use ngram or draft")
+    if args.speculative_algorithm in ("eagle", "hybrid"):
+        raise ValueError(f"--speculative-algorithm {args.speculative_algorithm} is not available yet; use ngram or draft")
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = SpeculativeConfig(

@@ -1,0 +1,183 @@
+"""The hybrid proposer (n-gram where the context repeats, EAGLE elsewhere): which proposer
+drafts, the head's alignment across n-gram steps, losslessness (greedy and sampled), and
+one cost model per draft class."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.calibrate import make_controller
+from specdec.engine.controller import CostModel
+from specdec.engine.engine import Engine
+from specdec.models.loader import load_model
+from specdec.proposers.base import SequenceState
+from specdec.proposers.eagle import EagleProposer
+from specdec.proposers.hybrid import EAGLE_BUCKET, HybridProposer
+from specdec.proposers.ngram import NgramProposer
+from test_eagle import features_for, make_head
+from test_lossless import VOCAB, chi_square_pvalue, exact_joint, sampled_joint, tiny_native
+
+REPEATING = "The cat sat on the mat. The dog sat on the log. The cat sat on the"
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tiny_model_dir):
+    return load_model(tiny_model_dir, "float32", "cpu", 512)
+
+
+class Counting:
+    """Wraps a proposer and counts the drafts it made."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.num_proposals = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def propose(self, state, num_tokens):
+        self.num_proposals += 1
+        return self.inner.propose(state, num_tokens)
+
+
+def hybrid(target, arch="eagle1", draft_vocab=None, min_match=None):
+    head = make_head(target, arch, draft_vocab)
+    ngram, eagle = Counting(NgramProposer(1, 4)), Counting(EagleProposer(head, target.model, 512))
+    return HybridProposer(ngram, eagle, min_match), ngram, eagle
+
+
+def run(target, proposer, params, k=4, prompt=REPEATING):
+    spec = SpeculativeConfig(method="hybrid" if proposer else "none", num_speculative_tokens=k)
+    return Engine(target, proposer, spec, 512).generate(target.tokenizer.encode(prompt), params)
+
+
+def state_of(token_ids):
+    return SequenceState(list(token_ids), len(token_ids), SamplingParams(temperature=0), torch.Generator())
+
+
+def test_options_follow_the_match_length(tiny_target):
+    proposer, ngram, eagle = hybrid(tiny_target)
+    cases = [
+        ([5, 7, 8, 9, 1, 7, 8], (2, EAGLE_BUCKET)),  # suffix (7, 8) occurred before
+        ([5, 7, 8, 9, 1, 3, 8], (EAGLE_BUCKET, 1)),  # only (8) did: either
+        ([1, 2, 3, 4], (EAGLE_BUCKET,)),  # nothing did: the head
+    ]
+    for token_ids, options in cases:
+        state = state_of(token_ids)
+        proposer.ngram.start(state)  # the options read the n-gram index only
+        assert proposer.draft_options(state) == options, token_ids
+    with pytest.raises(ValueError, match="not open"):
+        proposer.propose(state, 2, bucket=3)
+    forced, _, _ = hybrid(tiny_target, min_match=2)  # n-gram only from 2-token matches on
+    state = state_of([5, 7, 8, 9, 1, 7, 8])
+    forced.ngram.start(state)
+    assert forced.draft_options(state) == (2,)
+
+
+def test_controller_picks_the_better_class():
+    from specdec.engine.controller import BucketedController, CostAwareController
+
+    cost = CostModel([1.0, 1.2, 1.3, 1.4, 1.5])
+    controller = BucketedController(lambda bucket: CostAwareController(cost, max_k=4))
+    assert controller.pick((EAGLE_BUCKET, 1)) == EAGLE_BUCKET  # equal priors: the first
+    for _ in range(6):  # the head's drafts fail, the 1-token matches' pass
+        controller.observe(3, 0, EAGLE_BUCKET)
+        controller.observe(3, 3, 1)
+    assert controller.pick((EAGLE_BUCKET, 1)) == 1
+    for _ in range(12):
+        controller.observe(3, 3, EAGLE_BUCKET)
+        controller.observe(3, 0, 1)
+    assert controller.pick((EAGLE_BUCKET, 1)) == EAGLE_BUCKET
+    with pytest.raises(ValueError):
+        controller.pick(())
+
+
+def test_min_match_must_be_reachable(tiny_target):
+    head = make_head(tiny_target)
+    eagle = EagleProposer(head, tiny_target.model, 512)
+    with pytest.raises(ValueError, match="exceeds"):
+        HybridProposer(NgramProposer(1, 3), eagle, min_match=5)
+    with pytest.raises(ValueError, match="below"):
+        HybridProposer(NgramProposer(2, 4), eagle, min_match=1)
+
+
+@pytest.mark.parametrize("arch, draft_vocab", [("eagle1", None), ("eagle3", 3000)])
+@pytest.mark.parametrize("k", [1, 4])
+def test_hybrid_greedy_equals_plain_and_uses_both(tiny_target, arch, draft_vocab, k):
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    plain = run(tiny_target, None, params)
+    proposer, ngram, eagle = hybrid(tiny_target, arch, draft_vocab)
+    result = run(tiny_target, proposer, params, k=k)
+    assert result.token_ids == plain.token_ids
+    assert ngram.num_proposals > 0 and eagle.num_proposals > 0
+
+
+def test_head_cache_stays_aligned_across_ngram_steps(tiny_target):
+    """After a hybrid run, the head's cache equals a from-scratch pass over the
+    pairs (f_t, token t+1): features of tokens committed by n-gram steps were fed too."""
+    proposer, ngram, eagle = hybrid(tiny_target)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    result = run(tiny_target, proposer, params, k=3)
+    assert ngram.num_proposals > 0 and eagle.num_proposals > 0
+    tokens = result.prompt_ids + result.token_ids
+    inner = eagle.inner
+    n = inner.num_real
+    assert 0 < n < len(tokens)
+    feats = features_for(tiny_target, tokens[:n], inner.head.config.feature_layers)
+    head = inner.head
+    cache = head.new_cache(n)
+    head.step(feats[None], torch.tensor([tokens[1 : n + 1]]), torch.arange(n)[None], cache)
+    torch.testing.assert_close(inner.cache.k[..., :n, :], cache.k[..., :n, :], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_sampled_joint_matches_target(top_k):
+    """Both kinds of draft occur in the first step (a 2-token match after [.., 2, 3], a
+    1-token one otherwise), and the joint of the first two tokens is the target's."""
+    target = tiny_native(0)
+    head = make_head(target)
+    proposer = HybridProposer(NgramProposer(1, 2), EagleProposer(head, target.model, 64), 2)
+    prompt = [1, 2, 3, 1, 2, 3, 1, 2]
+    params = SamplingParams(temperature=1.0, top_k=top_k, max_tokens=2, ignore_eos=True)
+    engine = Engine(target, proposer, SpeculativeConfig("hybrid", None, 2), 64)
+    counts = sampled_joint(engine, prompt, params, 2000)
+    probs = exact_joint(target, prompt, params)
+    assert chi_square_pvalue(counts, probs) > 1e-3
+    wrong = exact_joint(target, prompt[:-1] + [(prompt[-1] + 1) % VOCAB], params)
+    assert chi_square_pvalue(counts, wrong) < 1e-3
+
+
+def test_each_draft_class_gets_its_own_cost_model():
+    cost = CostModel([1.0, 1.2, 1.3, 1.4])
+    costs = {}
+
+    def cost_for(bucket):
+        return costs.setdefault(bucket, CostModel.from_dict(cost.to_dict()))
+
+    controller = make_controller(SpeculativeConfig("hybrid", None, "auto", max_speculative_tokens=3), cost, cost_for)
+    controller.choose(0)
+    controller.choose(3)
+    assert controller.controllers[0].cost is costs[0]
+    assert controller.controllers[3].cost is costs[3] and costs[0] is not costs[3]
+    # an expensive draft in one class turns that class's speculation off, not the other's
+    costs[0].draft_seconds_per_token = 1.0
+    assert controller.controllers[0].best_k() == 0
+    assert controller.controllers[3].best_k() > 0
+
+
+def test_engine_keeps_draft_costs_per_class(tiny_target):
+    """The engine measures draft seconds per class: EAGLE steps (EAGLE_BUCKET) have a head step
+    to pay, and n-gram classes get their own entries."""
+    proposer, ngram, eagle = hybrid(tiny_target)
+    cost = CostModel([0.01, 0.011, 0.012, 0.013, 0.014, 0.015])
+    spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto", max_speculative_tokens=5)
+    engine = Engine(tiny_target, proposer, spec, 512, cost)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    engine.generate(tiny_target.tokenizer.encode(REPEATING), params)
+    assert EAGLE_BUCKET in engine._bucket_costs
+    assert engine._bucket_costs[EAGLE_BUCKET].draft_seconds_per_token > 0
+    assert cost.draft_seconds_per_token == 0  # the calibrated model itself is left as it was
+    plain = run(tiny_target, None, params)
+    assert engine.generate(tiny_target.tokenizer.encode(REPEATING), params).token_ids == plain.token_ids
