@@ -124,7 +124,7 @@ def _spec(drafts, accepted, k=4, draft_seconds=0.01, verify_seconds=0.1):
             "num_plain_steps": 0, "num_generated_tokens": 8, "accepted_per_position": per_pos,
             "drafted_per_position": [drafts] * k, "draft_seconds": draft_seconds,
             "verify_seconds": verify_seconds, "prefill_seconds": 0.01, "decode_seconds": 0.2,
-            "k_histogram": {str(k): drafts}}
+            "k_histogram": {str(k): drafts}, "by_class": {"ngram:2": [drafts, drafts * k, sum(accepted)]} if drafts else {}}
 
 
 def synthetic_records():
@@ -154,6 +154,9 @@ def test_summary_of_synthetic_records():
     assert ngram["acceptance_rate"] == pytest.approx(21 / 48, abs=1e-4)
     assert ngram["mean_acceptance_length"] == pytest.approx(1 + 21 / 12, abs=1e-4)
     assert ngram["acceptance_rate_per_position"] == pytest.approx([0.75, 0.5, 0.25, 0.25])
+    assert ngram["by_class"] == {"ngram:2": {"num_drafts": 12, "share": 1.0, "acceptance_rate": pytest.approx(21 / 48, abs=1e-4),
+                                             "mean_acceptance_length": pytest.approx(1 + 21 / 12, abs=1e-4)}}
+    assert base["by_class"] == {}
     assert ngram["greedy_mismatches"] == 1 and base["greedy_mismatches"] == 0
     assert ngram["verify_cost_ratio"] == pytest.approx(1.5)  # t(4) / t(0)
     assert ngram["predicted_speedup"] < ngram["predicted_speedup_paper"]
@@ -170,7 +173,7 @@ def test_report_files_from_synthetic_records(tmp_path):
     assert len(csv_lines) == 1 + 2 * 3  # header + (overall + 2 categories) per config
     md = (tmp_path / "report.md").read_text()
     for heading in ("## Overall", "## Speedup by category", "## Acceptance rate by position",
-                    "## Predicted vs measured speedup"):
+                    "## Predicted vs measured speedup", "## Drafts by class"):
         assert heading in md
     assert "ngram:4@T0" in md and "temperature vs acceptance rate: skipped" in md
     assert (tmp_path / "speedup_by_category.png").stat().st_size > 1000

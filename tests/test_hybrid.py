@@ -112,6 +112,25 @@ def test_hybrid_greedy_equals_plain_and_uses_both(tiny_target, arch, draft_vocab
     result = run(tiny_target, proposer, params, k=k)
     assert result.token_ids == plain.token_ids
     assert ngram.num_proposals > 0 and eagle.num_proposals > 0
+    classes = result.stats.by_class  # each draft counted under the proposer that made it
+    assert classes["eagle"][0] == eagle.num_proposals
+    assert sum(c[0] for name, c in classes.items() if name.startswith("ngram:")) == ngram.num_proposals
+
+
+def test_stats_count_drafts_per_class():
+    from specdec.engine.stats import SpecStats
+
+    a, b = SpecStats(), SpecStats()
+    a.observe(4, 4, "ngram:3")
+    a.observe(2, 0, "eagle")
+    a.observe(0, 0, "eagle")  # a plain step is no draft of any class
+    a.observe(3, 1)  # a proposer that names no classes
+    b.observe(2, 1, "eagle")
+    a.merge(b)
+    assert a.by_class == {"ngram:3": [1, 4, 4], "eagle": [2, 4, 1]}
+    summary = a.class_summary()
+    assert summary["eagle"] == {"num_drafts": 2, "share": 0.5, "acceptance_rate": 0.25, "mean_acceptance_length": 1.5}
+    assert a.to_dict()["by_class"]["ngram:3"]["mean_acceptance_length"] == 5.0
 
 
 def test_head_cache_stays_aligned_across_ngram_steps(tiny_target):

@@ -137,7 +137,8 @@ def run_generate(args: argparse.Namespace) -> int:
         text.append(event.text)
         if args.draft_debug and step.draft_ids:
             print(
-                f"draft: accepted {step.num_accepted}/{len(step.draft_ids)} tokens",
+                f"draft{f' ({step.draft_class})' if step.draft_class else ''}: "
+                f"accepted {step.num_accepted}/{len(step.draft_ids)} tokens",
                 file=sys.stderr,
             )
         elif args.draft_debug and step.fates == ["plain"] and llm.engine.proposer is not None:
@@ -154,6 +155,12 @@ def run_generate(args: argparse.Namespace) -> int:
             f"{stats.num_plain_steps} plain steps, K histogram {dict(sorted(stats.k_histogram.items()))}",
             file=sys.stderr,
         )
+        for name, c in stats.class_summary().items():
+            print(
+                f"  {name}: {c['num_drafts']} drafts ({c['share']:.0%}), acceptance rate "
+                f"{c['acceptance_rate']:.3f}, mean acceptance length {c['mean_acceptance_length']:.2f}",
+                file=sys.stderr,
+            )
     if args.json:
         print(
             json.dumps(

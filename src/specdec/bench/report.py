@@ -145,6 +145,18 @@ def position_table(summary: dict) -> str:
     return md_table(["config"] + [f"pos {i}" for i in range(1, width + 1)], rows)
 
 
+def class_table(summary: dict) -> str | None:
+    """Drafts per class for configs whose proposer names its classes (n-gram match length, hybrid)."""
+    rows = []
+    for c in summary["configs"]:
+        for name, x in (c.get("by_class") or {}).items():
+            rows.append([c["name"], name, str(x["num_drafts"]), _f(x["share"]), _f(x["acceptance_rate"]),
+                         _f(x["mean_acceptance_length"])])
+    if not rows:
+        return None
+    return md_table(["config", "draft class", "drafts", "share", "acc. rate", "mean acc. len"], rows)
+
+
 def config_table(summary: dict) -> str:
     header = ["config", "runs", "prompts", "mean tokens", "K histogram (K: steps)", "c", "v", "alpha",
               "predicted", "paper (v=1)", "measured"]
@@ -183,6 +195,9 @@ def markdown_report(summary: dict, plots: list[str], plot_notes: list[str]) -> s
         "definition: not conditional on the earlier positions passing, so for a fixed K it falls with i). In parentheses: drafts with a position i.",
         "",
         position_table(summary), "",
+        *(["## Drafts by class", "",
+           "What each draft was (the proposer's name: `ngram:n` after an n-token suffix match, `eagle` for "
+           "the head's), pooled over runs.", "", classes, ""] if (classes := class_table(summary)) else []),
         "## Predicted vs measured speedup", "", PREDICTION_NOTE, "",
         "Columns c, v, alpha, predicted, paper (v=1) and measured are in the per-config table above.", "",
         "## Plots", "",

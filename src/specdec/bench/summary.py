@@ -65,6 +65,7 @@ def stats_to_record(stats: SpecStats) -> dict:
     """The raw SpecStats counters a record keeps (rates are recomputed after pooling)."""
     d = {f: getattr(stats, f) for f in SPEC_FIELDS}
     d["k_histogram"] = {str(k): v for k, v in sorted(stats.k_histogram.items())}
+    d["by_class"] = {name: list(counts) for name, counts in sorted(stats.by_class.items())}
     return d
 
 
@@ -73,6 +74,7 @@ def stats_from_record(spec: dict) -> SpecStats:
     stats.accepted_per_position = list(stats.accepted_per_position)
     stats.drafted_per_position = list(stats.drafted_per_position)
     stats.k_histogram = Counter({int(k): v for k, v in spec.get("k_histogram", {}).items()})
+    stats.by_class = {name: list(counts) for name, counts in spec.get("by_class", {}).items()}
     return stats
 
 
@@ -203,6 +205,7 @@ def summarize_contender(records: list[dict], baseline: list[dict], categories: l
             "mean_draft_n": _round(stats.num_draft_tokens / stats.num_drafts if stats.num_drafts else 0.0, 3),
             "num_drafts": stats.num_drafts, "num_draft_tokens": stats.num_draft_tokens,
             "k_histogram": {str(k): v for k, v in sorted(stats.k_histogram.items())},
+            "by_class": stats.class_summary(),
         })
         base_step = seconds_per_token(baseline)
         if stats.num_draft_tokens and base_step:

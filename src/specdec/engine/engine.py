@@ -47,6 +47,7 @@ class StepOutput:
     draft_ids: list[int]  # what the proposer offered (rejected ones included)
     num_accepted: int
     finish_reason: str | None = None  # "stop" (EOS) | "length"; None while running
+    draft_class: str | None = None  # the proposer's name for this draft's class, if it names them
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Engine:
         self.hidden_layers: tuple[int, ...] = tuple(getattr(proposer, "target_hidden_layers", ()))
         self._draft_bucket = getattr(proposer, "draft_bucket", None)  # optional (proposers/base.py)
         self._draft_options = getattr(proposer, "draft_options", None)  # optional, ditto
+        self._class_name = getattr(proposer, "class_name", None)  # optional, ditto
         # each draft class's cost model: the calibrated verify curve, its own draft cost
         self._bucket_costs: dict[int | None, CostModel] = {}
 
@@ -190,7 +192,8 @@ class Engine:
             emitted, fates, finish = truncate_step(emitted, fates, num_generated, params, self.eos_ids)
             state.token_ids.extend(emitted)
             num_generated += len(emitted)
-            stats.observe(num_draft, num_accepted)
+            draft_class = self._class_name(bucket) if num_draft and bucket is not None and self._class_name else None
+            stats.observe(num_draft, num_accepted, draft_class)
             if controller:
                 controller.observe(min(num_draft, num_levels), num_accepted, bucket)
             if self.proposer is not None and not finish:
@@ -199,7 +202,7 @@ class Engine:
             stats.decode_seconds = time.perf_counter() - t_decode
 
             # 5) emit
-            yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish)
+            yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class)
             if finish:
                 return
 

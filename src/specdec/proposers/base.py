@@ -13,6 +13,7 @@ length of the matched suffix. The method is optional and changes no output, only
 A proposer with several kinds of draft defines `draft_options(state) -> tuple[int, ...]`
 instead (the classes open to the coming step, the default first) and takes the one the
 controller picked as `propose(state, num_tokens, bucket=...)` (proposers/hybrid.py).
+Either may define `class_name(bucket) -> str` so statistics count drafts per class.
 
 `probs is None` marks a deterministic draft (n-gram): the verifier treats q as one-hot,
 which keeps sampling lossless.

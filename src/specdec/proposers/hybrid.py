@@ -75,6 +75,9 @@ class HybridProposer:
             return (n, EAGLE_BUCKET)
         return (EAGLE_BUCKET, n) if n > 0 else (EAGLE_BUCKET,)
 
+    def class_name(self, bucket: int) -> str:
+        return "eagle" if bucket == EAGLE_BUCKET else self.ngram.class_name(bucket)
+
     def propose(self, state: SequenceState, num_tokens: int, bucket: int | None = None) -> DraftProposal:
         """Draft from class bucket (one of draft_options; None: the first)."""
         options = self.draft_options(state)

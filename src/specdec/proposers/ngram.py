@@ -118,6 +118,10 @@ class NgramProposer:
         """The length of the suffix match the next draft copies from (0: no draft)."""
         return self._synced(state).match_length()
 
+    @staticmethod
+    def class_name(bucket: int) -> str:
+        return f"ngram:{bucket}"
+
     def _synced(self, state: SequenceState) -> NgramIndex:
         index = self._index
         if index is None:
