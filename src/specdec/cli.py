@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 SUBCOMMAND_MODULES = (
     "specdec.bench.theory",
@@ -82,18 +81,9 @@ def resolve_speculative(choice: str, draft_model: str | None, tree_nodes: int = 
         return "draft"
     if tree_nodes:
         return "eagle"
+    from specdec.models.default import is_default_model
+
     return "hybrid" if is_default_model(model) else "ngram"
-
-
-def is_default_model(model: str | None) -> bool:
-    """model (None: the default) is the default model's GGUF, for which an EAGLE head ships."""
-    from specdec.models.default import default_model_path
-
-    try:
-        default = default_model_path().resolve()
-    except FileNotFoundError:
-        return False
-    return model is None or Path(model).resolve() == default
 
 
 def run_generate(args: argparse.Namespace) -> int:

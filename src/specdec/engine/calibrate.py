@@ -107,12 +107,11 @@ def load_or_calibrate(loaded, max_k: int, refresh: bool = False) -> CostModel:
     return cost
 
 
-def make_controller(spec: SpeculativeConfig, cost: CostModel | None, cost_for=None):
+def make_controller(spec: SpeculativeConfig, cost: CostModel | None, cost_for):
     """The per-request controller: fixed K, transformers' heuristic, or cost-aware.
 
-    cost_for(bucket) -> CostModel, when given, is each draft class's own cost model (the
-    engine's, with that class's measured draft cost, tree_nodes already set); otherwise
-    every class uses cost."""
+    cost_for(bucket) -> CostModel is each draft class's own cost model (the engine's: the
+    calibrated curve cost, that class's measured draft cost, spec's tree_nodes)."""
     if not spec.auto:
         return FixedController(int(spec.num_speculative_tokens))
     if spec.adaptive == "heuristic":
@@ -120,8 +119,4 @@ def make_controller(spec: SpeculativeConfig, cost: CostModel | None, cost_for=No
     if cost is None:
         raise ValueError("adaptive K needs a calibrated cost model (Engine(cost_model=...))")
     max_k = min(spec.max_speculative_tokens, cost.max_k)
-    if cost_for is None:
-        if spec.tree_nodes and cost.tree_nodes != spec.tree_nodes:
-            cost = CostModel.from_dict({**cost.to_dict(), "tree_nodes": spec.tree_nodes})
-        cost_for = lambda bucket: cost  # noqa: E731
     return BucketedController(lambda bucket: CostAwareController(cost_for(bucket), max_k=max_k))

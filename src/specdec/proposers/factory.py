@@ -64,7 +64,7 @@ def build_proposer(
 
 def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_seq_len: int) -> Proposer:
     """--draft-model DIR (native or public EAGLE layout); none: the head shipped for the default model."""
-    from specdec.models.default import default_model_path
+    from specdec.models.default import is_default_model
     from specdec.models.linear import pack_linears_for_cpu
     from specdec.models.loader import TORCH_DTYPES
     from specdec.proposers.eagle import EagleProposer, TreeConfig
@@ -74,7 +74,7 @@ def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_se
         raise ValueError(f"--speculative {spec.method} needs a native Llama-family target, {target.name} runs through transformers")
     path = spec.draft_model
     if path is None:
-        if target.path.resolve() != default_model_path().resolve():
+        if not is_default_model(target.path):
             raise ValueError(f"--speculative {spec.method} needs --draft-model DIR for {target.name} (an EAGLE head ships only for the default model)")
         path = DEFAULT_EAGLE_HEAD
     # On CPU the head runs in bfloat16 whatever the target's dtype: drafting reads its ~9M

@@ -60,7 +60,6 @@ class HybridProposer:
         self.eagle = eagle
         self.min_match = min_match
         self.target_hidden_layers = eagle.target_hidden_layers
-        self.tree = eagle.tree
 
     def start(self, state: SequenceState) -> None:
         self.ngram.start(state)
