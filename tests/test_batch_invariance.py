@@ -171,8 +171,13 @@ def test_default_model_verify_equals_decode_bitwise(invariant_models, mode):
 
 @pytest.mark.slow
 def test_default_model_without_invariance_differs():
-    """Negative control: the same comparison in plain bfloat16 finds a difference."""
-    loaded = load_model(None, "bfloat16", "cpu", 1024, batch_invariant="off")
+    """Negative control: the same comparison without invariance finds a difference.
+
+    In float32, which differs on every CPU measured (AMD Zen 4 and an Intel Xeon with
+    AMX). Plain bfloat16 differs on Zen 4 (up to 0.6 in a logit) but on that Xeon its
+    oneDNN kernels happened to be row-invariant for these shapes (K = 1..16), so it
+    cannot be the control everywhere."""
+    loaded = load_model(None, "float32", "cpu", 1024, batch_invariant="off")
     ids = encode_prompt(loaded.tokenizer, "Explain in a few sentences why the sky is blue.")
     cont = loaded.tokenizer.encode(CONTINUATION, add_special_tokens=False)
     assert not all(verify_vs_decode(loaded.model, ids, cont).values())

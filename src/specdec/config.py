@@ -99,7 +99,9 @@ class SpeculativeConfig:
     num_speculative_tokens: int | str = 4
     ngram_min: int = 1
     ngram_max: int = 4
-    max_speculative_tokens: int = 16
+    # auto K's ceiling. 32, not 16: on the default model a 32-token draft verifies in ~2x a
+    # decode step, and long copy stretches pay for it (benchmarks/controller_replay.py)
+    max_speculative_tokens: int = 32
     adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
     tree_nodes: int = 0  # eagle: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K)
     tree_top_k: int = 8  # eagle trees: children per expanded node, nodes expanded per depth
