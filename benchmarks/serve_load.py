@@ -2,11 +2,12 @@
 
     python benchmarks/serve_load.py                      # default model, 1/4/8 clients
     python benchmarks/serve_load.py --concurrency 1 8 --requests 3 --rounds 2 --threads 2
+    python benchmarks/serve_load.py --algorithms ngram,hybrid   # also n-gram or the EAGLE head per step
 
-Two servers run side by side on loopback: `--speculative-algorithm none` and `ngram` with
-`auto` draft length. For each concurrency c, c clients each send `--requests` streaming
+Servers run side by side on loopback: `--speculative-algorithm none` and one per
+`--algorithms` entry (default ngram), each with `auto` draft length. For each concurrency c, c clients each send `--requests` streaming
 chat requests one after another (`--max-tokens` tokens, greedy, ignore_eos so every
-request has the same length); the two servers are measured alternately, `--rounds`
+request has the same length); the servers are measured in turn (the order alternating), `--rounds`
 times, after a warm-up, and the same prompts go to both.
 
 Reported per (server, c): aggregate tokens/s (completion tokens / wall time of the level,
@@ -51,6 +52,8 @@ def spawn(name: str, args: argparse.Namespace, spec_args: list[str], log_dir: Pa
         cmd += ["--model", args.model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
     log = (log_dir / f"serve_load-{name}.log").open("w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), f"http://127.0.0.1:{port}"
 
@@ -148,15 +151,17 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-model-len", type=int, default=1024)
+    p.add_argument("--algorithms", default="ngram", help="comma list of speculative servers beside plain (ngram, hybrid, eagle, draft)")
+    p.add_argument("--dtype", default=None, help="the servers' dtype (default: serve's, float32)")
     p.add_argument("--out", type=Path, default=Path("results/serve_load.json"))
     args = p.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     prompts = load_workload(CATEGORIES, max_per_category=4)
 
-    servers = {
-        "plain": spawn("plain", args, ["--speculative-algorithm", "none"], args.out.parent),
-        "ngram": spawn("ngram", args, ["--speculative-algorithm", "ngram", "--speculative-num-draft-tokens", "auto"], args.out.parent),
-    }
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    servers = {"plain": spawn("plain", args, ["--speculative-algorithm", "none"], args.out.parent)}
+    for name in algorithms:
+        servers[name] = spawn(name, args, ["--speculative-algorithm", name, "--speculative-num-draft-tokens", "auto"], args.out.parent)
     try:
         t0 = time.perf_counter()
         for proc, url in servers.values():
@@ -190,8 +195,10 @@ def main() -> int:
     top = max(args.concurrency)
     targets = {
         f"plain@{top} / plain@1 >= 3": summary[f"plain@{top}"]["tokens_per_s"] / base,
-        "min over c of ngram / plain >= 0.95": min(summary[f"ngram@{c}"]["tokens_per_s"] / summary[f"plain@{c}"]["tokens_per_s"] for c in args.concurrency),
     }
+    for name in algorithms:
+        targets[f"min over c of {name} / plain >= 0.95"] = min(
+            summary[f"{name}@{c}"]["tokens_per_s"] / summary[f"plain@{c}"]["tokens_per_s"] for c in args.concurrency)
     for name, value in targets.items():
         print(f"target {name}: {value:.2f}")
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "targets": targets,

@@ -133,6 +133,90 @@ def test_batched_draft_model_rows_equal_solo_plain_engine(target, tiny_draft_dir
     assert 0 < engine.stats.num_accepted_tokens < engine.stats.num_draft_tokens  # drafts both pass and fail
 
 
+def eagle_rows(target, method: str, num_rows: int, monkeypatch) -> list:
+    """build_row_proposers' EAGLE/hybrid rows over one random tiny head (test_eagle.make_head)."""
+    from test_eagle import make_head
+
+    from specdec.proposers import factory
+
+    head = make_head(target)
+    monkeypatch.setattr(factory, "build_eagle_head", lambda spec, target, dtype: head)
+    spec = SpeculativeConfig(method=method, num_speculative_tokens="auto")
+    return spec, build_row_proposers(spec, target, "float32", "cpu", 256, num_rows)
+
+
+@pytest.mark.parametrize("method", ["eagle", "hybrid"])
+def test_batched_eagle_and_hybrid_rows_equal_solo_plain_engine(target, method, monkeypatch):
+    """Each row's head is fed its own target features out of the packed ragged forward."""
+    spec, proposers = eagle_rows(target, method, 4, monkeypatch)
+    heads = {id(p.eagle.head if method == "hybrid" else p.head) for p in proposers}
+    assert len({id(p) for p in proposers}) == 4 and len(heads) == 1  # one head, a cache per row
+    cost = BatchCostModel([0.01 + 0.001 * n for n in range(1, 40)])
+    engine = BatchEngine(target, proposers, spec, 256, cost)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    jobs = {f"e{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:4])}
+    tokens, steps = run_batch(engine, jobs, join_at={"e3": 5})
+    for rid, (prompt, _) in jobs.items():
+        assert tokens[rid] == solo(target, prompt, params), rid
+    classes = {o.draft_class for s in steps for o in s.values() if o.draft_ids}
+    if method == "hybrid":  # both kinds drafted, each counted under its class
+        assert "eagle" in classes and any(c.startswith("ngram:") for c in classes)
+        assert set(engine.stats.by_class) == classes
+        assert engine.stats.num_accepted_tokens > 0
+    # a random head's greedy drafts rarely pass; the sampled test below has accepted EAGLE drafts
+    assert engine.stats.num_drafts > 0
+
+
+def test_batched_hybrid_rows_keep_the_eagle_cache_aligned(target, monkeypatch):
+    """After a batched run, a row's head cache holds exactly the pairs a from-scratch feed would."""
+    from test_eagle import features_for
+
+    spec, proposers = eagle_rows(target, "hybrid", 2, monkeypatch)
+    engine = BatchEngine(target, proposers, spec, 256, BatchCostModel([0.01 + 0.001 * n for n in range(1, 40)]))
+    params = SamplingParams(temperature=0, max_tokens=150, ignore_eos=True)
+    jobs = {f"a{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:2])}
+    engine.add("a0", *jobs["a0"])
+    req, _ = engine.add("a1", *jobs["a1"])
+    for _ in range(6):
+        engine.step()
+    eagle = req.proposer.eagle
+    feats = features_for(target, req.state.token_ids[:-1], eagle.target_hidden_layers)
+    eagle.propose(req.state, 1)  # feeds what is queued
+    n = len(req.state.token_ids) - 1
+    assert eagle.num_real == n
+    with torch.inference_mode():
+        head = eagle.head
+        ref = head.new_cache(256)
+        head.step(head.fuse_features(feats.to(head.dtype))[None], torch.tensor([req.state.token_ids[1 : n + 1]]),
+                  torch.arange(n)[None], ref)
+    torch.testing.assert_close(eagle.cache.k[..., :n, :], ref.k[..., :n, :], atol=1e-4, rtol=1e-4)
+
+
+def test_seeded_sampled_eagle_rows_reproduce_solo_runs(target, monkeypatch):
+    """Sampled EAGLE drafts (q from the head) in a batch: each row draws what its solo run draws."""
+    from specdec.proposers.eagle import EagleProposer
+
+    spec, proposers = eagle_rows(target, "eagle", 3, monkeypatch)
+    spec = SpeculativeConfig(method="eagle", num_speculative_tokens=3)
+    engine = BatchEngine(target, proposers, spec, 256)
+    jobs = {
+        f"q{i}": (encode(target, p), SamplingParams(temperature=1.0, max_tokens=30, seed=7 + i, ignore_eos=True))
+        for i, p in enumerate(PROMPTS[:3])
+    }
+    tokens, _ = run_batch(engine, jobs)
+    head = proposers[0].head
+    for rid, (prompt, params) in jobs.items():
+        ref = Engine(target, EagleProposer(head, target.model, 256), spec, 256).generate(prompt, params).token_ids
+        assert tokens[rid] == ref, rid
+    assert 0 < engine.stats.num_accepted_tokens < engine.stats.num_draft_tokens
+
+
+def test_batched_eagle_rejects_trees(target):
+    spec = SpeculativeConfig(method="eagle", num_speculative_tokens=4, tree_nodes=8)
+    with pytest.raises(ValueError, match="tree drafts are not batched"):
+        build_row_proposers(spec, target, "float32", "cpu", 256, 2)
+
+
 def test_requests_join_leave_and_cancel(target):
     spec = SpeculativeConfig(method="ngram", num_speculative_tokens=4)
     engine = BatchEngine(target, build_row_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
@@ -220,3 +304,32 @@ def test_planner_follows_measured_step_times():
         for n in range(2, 10):
             cost.observe_forward(n, 20.0)
     assert planner.plan([row], [8]) == [0]
+
+
+def test_row_keeps_one_estimate_and_draft_cost_per_class_and_picks_the_one_that_pays():
+    cost = BatchCostModel([1.0 + 0.05 * n for n in range(1, 80)])
+    row = rows(1)[0]
+    row.select(4)
+    trained(row, True)  # 4-token matches: always right
+    row.select(-1)
+    trained(row, False)  # the head: always wrong
+    assert row.estimators[4].alphas()[0] > 0.9 and row.estimators[-1].alphas()[0] < 0.1
+    assert row.pick((4, -1), cost) == 4 and row.pick((-1, 4), cost) == 4
+    assert row.pick((-1, 1), cost) == 1  # an untried class starts from the prior, beating a failing one
+    # equal acceptance: the class whose drafts cost more loses
+    fresh = rows(1)[0]
+    for bucket, seconds in ((2, 0.0), (-1, 0.5)):
+        fresh.select(bucket)
+        trained(fresh, True)
+        fresh.observe_draft_cost(bucket, seconds)
+    assert fresh.pick((-1, 2), cost) == 2
+    # and the planner charges a row its class's draft cost: at 2 s per draft token (two
+    # forwards) even drafts that always pass do not pay
+    planner = BatchPlanner(cost)
+    fresh.select(2)
+    assert planner.plan([fresh], [8]) == [8]
+    fresh.observe_draft_cost(-1, 2.0)
+    fresh.observe_draft_cost(-1, 2.0)
+    fresh.select(-1)
+    assert fresh.draft_seconds_per_token > 1.0
+    assert planner.plan([fresh], [8]) == [0]

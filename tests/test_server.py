@@ -345,6 +345,11 @@ def test_32_concurrent_streams_complete_and_memory_settles(server):
     assert after["specdec_spec_decode_num_drafts_total"] > before["specdec_spec_decode_num_drafts_total"] and 0 < accepted <= drafts
     per_pos = [after.get(f"specdec_spec_decode_num_accepted_tokens_per_pos_total{{position={i}}}", 0) for i in range(3)]
     assert sum(per_pos) == after["specdec_spec_decode_num_accepted_tokens_total"] and per_pos[0] >= per_pos[1] >= per_pos[2]
+    # the n-gram rows name their draft classes (match lengths); the classes add up to the totals
+    for name in ("num_drafts", "num_draft_tokens", "num_accepted_tokens"):
+        by_class = {k: v for k, v in after.items() if k.startswith(f"specdec_spec_decode_{name}_by_class_total{{")}
+        assert by_class and all("draft_class=ngram:" in k for k in by_class)
+        assert sum(by_class.values()) == after[f"specdec_spec_decode_{name}_total"]
     assert server.rss_kib() < baseline + 64 * 1024, (baseline, server.rss_kib())
 
 
@@ -383,7 +388,7 @@ def test_full_queue_gets_429_and_sigint_ends_streams(servers):
 @pytest.fixture
 def default_server(tmp_path):
     """Spawned before the default_model fixture loads, so the two start-ups overlap."""
-    srv = spawn(tmp_path, None, "--speculative-algorithm", "ngram", "--speculative-num-draft-tokens", "4", "--max-model-len", "512", "--max-batch-size", "2")
+    srv = spawn(tmp_path, None, "--speculative-algorithm", "hybrid", "--max-model-len", "512", "--max-batch-size", "2")
     yield srv
     assert srv.stop() == 0
 
@@ -402,4 +407,4 @@ def test_default_model_greedy_speculative_server_equals_plain_engine(default_ser
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["choices"][0]["message"]["content"] == default_model.tokenizer.decode(expected.token_ids, skip_special_tokens=True)
-    assert got["usage"]["speculative"]["spec_accepted_tokens"] > 0
+    assert got["usage"]["speculative"]["spec_accepted_tokens"] > 0  # n-gram and the shipped EAGLE head, auto K

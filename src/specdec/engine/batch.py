@@ -6,13 +6,17 @@ estimate, statistics and cache length. Requests join (`add`) and leave (finish, 
 between steps. The steps are the `Engine`'s, per row:
 
     1) prefill   a new request's prompt, alone in its row (exactly `Engine`'s prefill)
-    2) propose   the planner picks k_b for every row from the batch size and each row's
-                 acceptance (batch_plan.py); each row's proposer drafts up to k_b tokens
+    2) propose   each row names its draft class (n-gram match length; a hybrid row picks
+                 n-gram or EAGLE), the planner picks k_b for every row from the batch
+                 size and each row's acceptance and draft cost for that class
+                 (batch_plan.py); each row's proposer drafts up to k_b tokens
     3) verify    ONE ragged target forward over every row's [last, d_1 .. d_kb]: packed
                  N = sum_b (k_b + 1) tokens, per-row cache slots and key mask (llama.py);
                  then the pure verifier per row, with that row's params and generator
     4) commit    per row: seq_len += num_accepted + 1 (the rejected drafts' entries are
-                 past the row's length and get overwritten), proposer.observe
+                 past the row's length and get overwritten), proposer.observe; an EAGLE
+                 row gets its committed tokens' target features, sliced out of the
+                 packed forward's hidden states, as state.target_hidden
     5) emit      a StepOutput per row; finished rows free their slot
 
 What is batched is the target forward (every matmul runs once over all rows' packed
@@ -81,6 +85,18 @@ def build_row_proposers(spec: SpeculativeConfig, target, dtype: str, device: str
         draft = resolve_draft(spec.draft_model, target, dtype, device, max_seq_len)
         check_tokenizers(target.tokenizer, draft.tokenizer, target.config.vocab_size, draft.config.vocab_size)
         return [DraftModelProposer(draft, max_seq_len) for _ in range(num_rows)]
+    if spec.method in ("eagle", "hybrid"):
+        from specdec.proposers.factory import build_eagle, build_eagle_head
+        from specdec.proposers.hybrid import HybridProposer
+        from specdec.proposers.ngram import NgramProposer
+
+        if spec.tree_nodes:
+            raise ValueError("tree drafts are not batched: serve EAGLE chains (tree_nodes 0)")
+        head = build_eagle_head(spec, target, dtype)  # one head, a cache per row
+        eagles = [build_eagle(spec, target, dtype, max_seq_len, head) for _ in range(num_rows)]
+        if spec.method == "eagle":
+            return eagles
+        return [HybridProposer(NgramProposer(spec.ngram_min, spec.ngram_max), e) for e in eagles]
     raise ValueError(f"speculative method {spec.method!r} is not available for batched serving")
 
 
@@ -99,8 +115,11 @@ class BatchEngine:
             raise ValueError("batched serving needs a native Llama-family target (not the transformers adapter)")
         if not proposers:
             raise ValueError("need at least one row (one proposer entry per row, None for plain)")
-        if any(getattr(p, "target_hidden_layers", ()) for p in proposers):
-            raise ValueError("proposers that read target hidden states (EAGLE) are not batched yet")
+        layers = {tuple(getattr(p, "target_hidden_layers", ())) for p in proposers if p is not None}
+        if len(layers) > 1:
+            raise ValueError(f"the rows' proposers read different target layers {sorted(layers)}; one forward serves all")
+        # EAGLE heads read the target's features at these layers: every forward returns them
+        self.hidden_layers: tuple[int, ...] = layers.pop() if layers else ()
         self.target = target
         self.model = target.model
         self.spec = spec or SpeculativeConfig()
@@ -160,10 +179,11 @@ class BatchEngine:
         ids = torch.tensor([prompt_ids], device=self.device)
         positions = torch.arange(len(prompt_ids), device=self.device)[None]
         view = self.cache.row_view(row, 0)
-        out = self.model(ids, positions, view, logits_indices=slice(-1, None))
+        out = self.model(ids, positions, view, hidden_layers=self.hidden_layers, logits_indices=slice(-1, None))
         result = verify(ids[:, :0], None, out.logits, params, generator)
         first = int(result.output_ids[0, 0])
         state.token_ids.append(first)
+        state.target_hidden = self._hidden(out, solo=True)
         if proposer is not None:
             proposer.start(state)
         req.seq_len = len(prompt_ids)
@@ -194,23 +214,31 @@ class BatchEngine:
         rooms = [
             min(r.params.max_tokens - r.num_generated - 1, self.max_seq_len - r.seq_len - 1) for r in running
         ]
+        for req in running:
+            if req.proposer is not None:
+                req.speculation.select(self._choose_class(req))
         ks = self.planner.plan([r.speculation for r in running], rooms)
         proposals = []
         for req, k in zip(running, ks):
             t0 = time.perf_counter()
-            if k > 0:
+            bucket = req.speculation.bucket
+            if k > 0 and hasattr(req.proposer, "draft_options"):
+                proposal = req.proposer.propose(req.state, k, bucket=bucket)
+            elif k > 0:
                 proposal = req.proposer.propose(req.state, k)
             else:
                 proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long))
             proposals.append(proposal)
             seconds = time.perf_counter() - t0
             req.stats.draft_seconds += seconds
-            if proposal.num_tokens and self.cost is not None:
-                self.cost.observe_draft(seconds / proposal.num_tokens)
+            if proposal.num_tokens:
+                req.speculation.observe_draft_cost(bucket, seconds / proposal.num_tokens)
+                if self.cost is not None:
+                    self.cost.observe_draft(seconds / proposal.num_tokens)
 
         # 3) verify: one target forward over every row's newest token and drafts
         t_verify = time.perf_counter()
-        logits = self._forward(running, proposals)
+        logits, hidden = self._forward(running, proposals)
         if self.cost is not None:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -223,19 +251,39 @@ class BatchEngine:
 
         # 4) commit / rollback, 5) emit
         outputs = []
-        for req, proposal, result in zip(running, proposals, results):
-            outputs.append((req, self._commit(req, proposal, result, verify_seconds)))
+        for req, proposal, result, h in zip(running, proposals, results, hidden):
+            outputs.append((req, self._commit(req, proposal, result, verify_seconds, h)))
         return outputs
 
-    def _forward(self, running: list[BatchRequest], proposals: list[DraftProposal]) -> list[torch.Tensor]:
-        """Target logits [k_b + 1, V] per row, from one forward."""
+    def _choose_class(self, req: BatchRequest) -> int | None:
+        """The row's coming draft class, as `Engine._choose_class` (proposers/base.py)."""
+        options = getattr(req.proposer, "draft_options", None)
+        if options is not None:
+            return req.speculation.pick(options(req.state), self.cost)
+        bucket = getattr(req.proposer, "draft_bucket", None)
+        return bucket(req.state) if bucket is not None else None
+
+    def _hidden(self, out, solo: bool, sizes: list[int] | None = None):
+        """The target features at self.hidden_layers: [T, F] for a one-row forward, else a
+        list of [T_b, F] per row of a packed ragged one (None without EAGLE rows)."""
+        if not self.hidden_layers:
+            return None if solo else [None] * len(sizes)
+        if solo:
+            return torch.cat([out.hidden_states[i][0] for i in self.hidden_layers], dim=-1)
+        packed = torch.cat([out.hidden_states[i] for i in self.hidden_layers], dim=-1)  # [N, F]
+        return list(packed.split(sizes))
+
+    def _forward(self, running: list[BatchRequest], proposals: list[DraftProposal]):
+        """Target logits [k_b + 1, V] per row, from one forward, and the rows' features
+        [k_b + 1, F] (None each without EAGLE rows)."""
         dev = self.device
         inputs = [[r.state.token_ids[-1]] + p.token_ids[0].tolist() for r, p in zip(running, proposals)]
         if len(running) == 1:  # the exact Engine path
             req, ids = running[0], inputs[0]
             view = self.cache.row_view(req.row, req.seq_len)
             positions = torch.arange(req.seq_len, req.seq_len + len(ids), device=dev)[None]
-            return [self.model(torch.tensor([ids], device=dev), positions, view).logits[0]]
+            out = self.model(torch.tensor([ids], device=dev), positions, view, hidden_layers=self.hidden_layers)
+            return [out.logits[0]], [self._hidden(out, solo=True)]
         num_rows = running[-1].row + 1
         num_tokens = max(len(ids) for ids in inputs)
         token_ids = torch.zeros(num_rows, num_tokens, dtype=torch.long)
@@ -247,22 +295,29 @@ class BatchEngine:
             token_ids[b, :n] = torch.tensor(ids)
             positions[b, :n] = torch.arange(req.seq_len, req.seq_len + n)
             seq_lens[b], num_new[b] = req.seq_len, n
-        out = self.model(token_ids.to(dev), positions.to(dev), self.cache, seq_lens=seq_lens.to(dev), num_new=num_new.to(dev))
-        return list(out.logits.split([len(ids) for ids in inputs]))  # packed [N, V] -> rows
+        out = self.model(token_ids.to(dev), positions.to(dev), self.cache, seq_lens=seq_lens.to(dev), num_new=num_new.to(dev),
+                         hidden_layers=self.hidden_layers)
+        sizes = [len(ids) for ids in inputs]
+        return list(out.logits.split(sizes)), self._hidden(out, solo=False, sizes=sizes)  # packed [N, .] -> rows
 
-    def _commit(self, req: BatchRequest, proposal: DraftProposal, result, verify_seconds: float) -> StepOutput:
+    def _commit(self, req: BatchRequest, proposal: DraftProposal, result, verify_seconds: float, hidden=None) -> StepOutput:
         num_draft = proposal.num_tokens
         num_accepted = int(result.num_accepted[0])
         emitted = result.output_ids[0, : num_accepted + 1].tolist()
         req.seq_len += num_accepted + 1
+        if hidden is not None:  # the committed tokens' features, for an EAGLE row's observe
+            req.state.target_hidden = hidden[: num_accepted + 1]
         fates = [FATE_ACCEPTED] * num_accepted + [
             FATE_PLAIN if num_draft == 0 else FATE_BONUS if num_accepted == num_draft else FATE_RECOVERED
         ]
         emitted, fates, finish = truncate_step(emitted, fates, req.num_generated, req.params, self.eos_ids)
         req.state.token_ids.extend(emitted)
         req.num_generated += len(emitted)
-        req.stats.observe(num_draft, num_accepted)
-        self.stats.observe(num_draft, num_accepted)
+        bucket = req.speculation.bucket
+        name = getattr(req.proposer, "class_name", None)
+        draft_class = name(bucket) if num_draft and bucket is not None and name else None
+        req.stats.observe(num_draft, num_accepted, draft_class)
+        self.stats.observe(num_draft, num_accepted, draft_class)
         req.speculation.observe(num_draft, num_accepted)
         if req.proposer is not None and not finish:
             req.proposer.observe(req.state, result)
@@ -272,4 +327,4 @@ class BatchEngine:
         self.stats.num_generated_tokens += len(emitted)
         if finish:
             self.cancel(req.request_id)
-        return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish)
+        return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class)

@@ -1,9 +1,11 @@
 """How many tokens each row of a batch drafts, chosen once per step from cost and acceptance.
 
-A batch step is one ragged target forward over N = sum_b (k_b + 1) packed tokens. Its cost
-is `BatchCostModel.step_seconds(N, ...)`, measured on this machine over N (not over B and
-K separately: the matmuls, which dominate, see only the packed tokens). Its value is the
-expected number of committed tokens,
+A batch step is one ragged target forward over N = sum_b (k_b + 1) packed tokens plus each
+row's drafting. Its cost is `BatchCostModel.forward(N)`, measured on this machine over N
+(not over B and K separately: the matmuls, which dominate, see only the packed tokens),
+plus sum_b k_b * d_b with d_b the seconds per draft token of row b's draft class (n-gram
+~0, an EAGLE head's step, a draft model's). Its value is the expected number of
+committed tokens,
 
     sum_b E_b(k_b),   E_b(k) = 1 + sum_{i=1..k} prod_{j<=i} alpha_{b,j},
 
@@ -128,19 +130,67 @@ def load_or_calibrate_batch(loaded, max_batch_size: int, max_k: int, refresh: bo
 
 
 class RowSpeculation:
-    """One row's acceptance estimate and probe state (or its fixed/heuristic controller)."""
+    """One row's acceptance estimates and probe state (or its fixed/heuristic controller).
+
+    As in the solo engine (controller.py's `BucketedController`), drafts of different
+    classes (n-gram match lengths, EAGLE) keep separate acceptance estimates and draft
+    costs: `select(bucket)` before planning names the coming draft's class, and
+    `estimator` and `draft_seconds_per_token` are that class's. For a proposer with
+    several classes open (hybrid), `pick` chooses one first.
+    """
 
     def __init__(self, spec: SpeculativeConfig, enabled: bool, min_probe_interval: int = 4, max_probe_interval: int = 32) -> None:
         self.enabled = enabled and spec.enabled
         self.max_k = spec.max_speculative_tokens
         self.fixed_k = None if spec.auto else int(spec.num_speculative_tokens)
         self.heuristic = HeuristicController(min(4, self.max_k), self.max_k) if spec.auto and spec.adaptive == "heuristic" else None
-        self.estimator = AcceptanceEstimator(self.max_k)
+        self.estimators: dict[int | None, AcceptanceEstimator] = {}
+        self.draft_costs: dict[int | None, float] = {}  # seconds per draft token, per class
+        self.bucket: int | None = None
         self.min_probe_interval = min_probe_interval
         self.max_probe_interval = max_probe_interval
         self.probe_interval = min_probe_interval
         self.plain_steps = 0
         self.probe_pending = False
+
+    def _estimator(self, bucket: int | None) -> AcceptanceEstimator:
+        estimator = self.estimators.get(bucket)
+        if estimator is None:
+            estimator = self.estimators[bucket] = AcceptanceEstimator(self.max_k)
+        return estimator
+
+    @property
+    def estimator(self) -> AcceptanceEstimator:
+        return self._estimator(self.bucket)
+
+    @property
+    def draft_seconds_per_token(self) -> float | None:
+        """This class's measured draft cost, None before its first draft."""
+        return self.draft_costs.get(self.bucket)
+
+    def select(self, bucket: int | None) -> None:
+        self.bucket = bucket
+
+    def pick(self, options, cost: BatchCostModel | None) -> int:
+        """The class with the highest expected tokens per second as if the row ran alone
+        (E(k) / (forward(k + 1) + k * its draft cost), best k); ties and no cost model: the first."""
+        if len(options) == 1 or cost is None or self.fixed_k is not None or self.heuristic is not None:
+            return options[0]
+        best, best_rate = options[0], -1.0
+        for bucket in options:
+            draft = self.draft_costs.get(bucket, cost.draft_seconds_per_token)
+            total, reach, rate = 1.0, 1.0, 1.0 / cost.forward(1)
+            for k, alpha in enumerate(self._estimator(bucket).alphas(), start=1):
+                reach *= alpha
+                total += reach
+                rate = max(rate, total / (cost.forward(k + 1) + k * draft))
+            if rate > best_rate:
+                best, best_rate = bucket, rate
+        return best
+
+    def observe_draft_cost(self, bucket: int | None, seconds_per_token: float) -> None:
+        old = self.draft_costs.get(bucket)
+        self.draft_costs[bucket] = seconds_per_token if old is None else 0.8 * old + 0.2 * seconds_per_token
 
     def observe(self, num_draft: int, num_accepted: int) -> None:
         if self.heuristic is not None:
@@ -185,15 +235,18 @@ class BatchPlanner:
         heapq.heapify(heap)
         num_tokens = len(rows) + sum(ks)
         value = float(len(rows)) + sum(ks)  # fixed-K rows counted at full acceptance: cost only
-        fixed_draft = sum(ks)
-        best_rate, order, best_len = value / self.cost.step_seconds(num_tokens, fixed_draft), [], 0
+        default = self.cost.draft_seconds_per_token
+        per_token = [default if row.draft_seconds_per_token is None else row.draft_seconds_per_token for row in rows]
+        draft_seconds = sum(k * c for k, c in zip(ks, per_token))
+        best_rate, order, best_len = value / (self.cost.forward(num_tokens) + draft_seconds), [], 0
         drafted = dict.fromkeys(auto, 0)
         while heap:
             neg_reach, b = heapq.heappop(heap)
             order.append(b)
             drafted[b] += 1
             value -= neg_reach
-            rate = value / self.cost.step_seconds(num_tokens + len(order), fixed_draft + len(order))
+            draft_seconds += per_token[b]
+            rate = value / (self.cost.forward(num_tokens + len(order)) + draft_seconds)
             if rate > best_rate:
                 best_rate, best_len = rate, len(order)
             if drafted[b] < len(alphas[b]):

@@ -62,12 +62,21 @@ def build_proposer(
     raise ValueError(f"speculative method {spec.method!r} is not available in this build")
 
 
-def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_seq_len: int) -> Proposer:
+def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_seq_len: int, head=None) -> Proposer:
+    """An EagleProposer over `head` (one head may serve several proposers, each with its
+    own cache: the batch engine's rows), else over `build_eagle_head`'s."""
+    from specdec.proposers.eagle import EagleProposer, TreeConfig
+
+    head = head if head is not None else build_eagle_head(spec, target, dtype)
+    tree = TreeConfig(spec.tree_top_k, spec.tree_nodes) if spec.tree_nodes else None
+    return EagleProposer(head, target.model, max_seq_len, tree)
+
+
+def build_eagle_head(spec: SpeculativeConfig, target: LoadedModel, dtype: str):
     """--draft-model DIR (native or public EAGLE layout); none: the head shipped for the default model."""
     from specdec.models.default import is_default_model
     from specdec.models.linear import pack_linears_for_cpu
     from specdec.models.loader import TORCH_DTYPES
-    from specdec.proposers.eagle import EagleProposer, TreeConfig
     from specdec.train.export import load_head
 
     if not target.is_native:
@@ -80,6 +89,4 @@ def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_se
     # On CPU the head runs in bfloat16 whatever the target's dtype: drafting reads its ~9M
     # weights once per draft token, and its precision cannot change what verification accepts.
     head_dtype = torch.bfloat16 if target.model.device.type == "cpu" else TORCH_DTYPES[dtype]
-    head = pack_linears_for_cpu(load_head(path, target, head_dtype))
-    tree = TreeConfig(spec.tree_top_k, spec.tree_nodes) if spec.tree_nodes else None
-    return EagleProposer(head, target.model, max_seq_len, tree)
+    return pack_linears_for_cpu(load_head(path, target, head_dtype))

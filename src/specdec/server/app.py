@@ -177,8 +177,6 @@ def build_state(args: argparse.Namespace) -> ServerState:
 
     if args.max_batch_size < 1 or args.max_queue < 0 or args.max_body_bytes < 1:
         raise ValueError("--max-batch-size and --max-body-bytes must be >= 1, --max-queue >= 0")
-    if args.speculative_algorithm in ("eagle", "hybrid"):
-        raise ValueError(f"--speculative-algorithm {args.speculative_algorithm} is not available yet; use ngram or draft")
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = SpeculativeConfig(

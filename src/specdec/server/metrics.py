@@ -4,7 +4,9 @@ Request, token and latency metrics are observed as they happen. The speculative
 counters are not kept here: a collector reads them at scrape time from the batch
 engine's aggregate `SpecStats` (the one definition of the spec metrics), under vLLM's
 names: `specdec_spec_decode_num_drafts`, `..._num_draft_tokens`,
-`..._num_accepted_tokens` and `..._num_accepted_tokens_per_pos{position}` (0-based).
+`..._num_accepted_tokens` and `..._num_accepted_tokens_per_pos{position}` (0-based);
+and, for proposers that name their draft classes (hybrid: `ngram:n`, `eagle`), the same
+three counters `..._by_class{draft_class}`.
 Inter-token latency is per token: a step that emits n tokens after dt seconds records
 dt / n, n times (so speculation shows up as lower latency, not as bursts).
 """
@@ -50,6 +52,17 @@ class SpecCollector:
         for i, n in enumerate(list(s.accepted_per_position)):
             per_pos.add_metric([str(i)], n)
         yield per_pos
+        # per draft class (proposers that name theirs: ngram:n, eagle), [drafts, tokens, accepted]
+        by_class = dict(s.by_class)
+        for i, (name, doc) in enumerate((
+            ("num_drafts_by_class", "Verify steps with a draft, by draft class."),
+            ("num_draft_tokens_by_class", "Draft tokens proposed, by draft class."),
+            ("num_accepted_tokens_by_class", "Draft tokens accepted, by draft class."),
+        )):
+            family = CounterMetricFamily(f"specdec_spec_decode_{name}", doc, labels=["draft_class"])
+            for draft_class, counts in sorted(by_class.items()):
+                family.add_metric([draft_class], counts[i])
+            yield family
 
 
 class ServerMetrics:
