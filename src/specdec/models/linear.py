@@ -2,9 +2,13 @@
 
 PyTorch's x86 builds route float32 `F.linear` to MKL, which runs its slow generic path
 on AMD processors. oneDNN's `mkldnn::_linear_pointwise` takes the same dense weight and
-is faster: measured here (Zen 4, 2 threads, the default model's 120 per-layer matrices
-streamed from DRAM, benchmarks in the README) float32 goes from 17.5 GB/s through MKL
-to 36 GB/s at one row, and from 15 to 23.5 GB/s at six rows, what a verify pass needs.
+is faster there: measured (Zen 4, 2 threads, the default model's 120 per-layer matrices
+streamed from DRAM, `benchmarks/linear_layouts.py`) float32 goes from 17.5 GB/s through
+MKL to 36 GB/s at one row, and from 15 to 23.5 GB/s at six rows, what a verify pass needs.
+On Intel CPUs it is the other way round at one and two rows (an Intel Xeon with AMX,
+2026-12-02: MKL 23.0 GB/s against oneDNN's 15.8 at one row, 21.0 against 12.5 at two,
+level from eight rows on), so float32 takes MKL on Intel (`float32_matmul`) unless
+batch invariance is on: oneDNN's rows are the ones tested to agree across M.
 
 bfloat16 `F.linear` also reaches oneDNN, but as a matmul over the transposed weight
 (`brg_matmul`, weights "ba"), ~20 GB/s here. Reordering the weight once into oneDNN's
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specdec.models.gguf_file import cache_dir
-from specdec.models.native import cpu_model
+from specdec.models.native import cpu_model, cpu_vendor
 
 BLOCKED_DTYPES = (torch.bfloat16,)  # float32 measured no faster blocked
 
@@ -52,8 +56,14 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def float32_matmul(batch_invariant: bool):
+    """The float32 CPU kernel: MKL (`F.linear`) on Intel CPUs, oneDNN elsewhere and
+    whenever batch invariance is on (module docstring)."""
+    return F.linear if not batch_invariant and cpu_vendor() == "GenuineIntel" else _onednn_linear
+
+
 class CPULinear(nn.Module):
-    """nn.Linear for CPU inference: oneDNN for float32, F.linear otherwise.
+    """nn.Linear for CPU inference: float32 through `float32_matmul`, F.linear otherwise.
 
     Shares the wrapped layer's parameters (tied embeddings stay tied).
     """
@@ -65,7 +75,7 @@ class CPULinear(nn.Module):
         self.weight = linear.weight
         self.bias = linear.bias
         self.pad_single_row = pad_single_row
-        self._matmul = _onednn_linear if linear.weight.dtype == torch.float32 else F.linear
+        self._matmul = float32_matmul(pad_single_row) if linear.weight.dtype == torch.float32 else F.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _padded_matmul(self, x, self.weight)
@@ -138,6 +148,8 @@ def pack_linears_for_cpu(model: nn.Module, batch_invariant: bool = False) -> nn.
 def set_pad_single_row(model: nn.Module, enabled: bool) -> None:
     """Pad one-row products to two where the one-row kernel differs (module docstring)."""
     for module in model.modules():
+        if isinstance(module, CPULinear) and module.weight.dtype == torch.float32:
+            module._matmul = float32_matmul(enabled)  # invariant rows: oneDNN's
         if isinstance(module, (CPULinear, BlockedLinear)):
             module.pad_single_row = enabled and not one_row_kernel_agrees(module)
 

@@ -76,6 +76,11 @@ def cpu_model() -> str:
     return _cpuinfo(("model name",)) or platform.processor() or platform.machine()
 
 
+def cpu_vendor() -> str:
+    """"GenuineIntel", "AuthenticAMD", ... ("" where /proc/cpuinfo does not say)."""
+    return _cpuinfo(("vendor_id",)) or ""
+
+
 def _cpu_signature() -> str:
     """The machine and its CPU flags: a -march=native build must not be loaded by another CPU
     sharing the cache directory (a home on a network drive), where it could fault."""
