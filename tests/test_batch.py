@@ -211,10 +211,13 @@ def test_seeded_sampled_eagle_rows_reproduce_solo_runs(target, monkeypatch):
     assert 0 < engine.stats.num_accepted_tokens < engine.stats.num_draft_tokens
 
 
-def test_batched_eagle_rejects_trees(target):
+def test_batched_eagle_rejects_trees_and_asks_for_a_head(target):
     spec = SpeculativeConfig(method="eagle", num_speculative_tokens=4, tree_nodes=8)
     with pytest.raises(ValueError, match="tree drafts are not batched"):
         build_row_proposers(spec, target, "float32", "cpu", 256, 2)
+    for method in ("eagle", "hybrid"):  # the tiny target has no shipped head
+        with pytest.raises(ValueError, match="--speculative-draft-model-path DIR"):
+            build_row_proposers(SpeculativeConfig(method=method, num_speculative_tokens="auto"), target, "float32", "cpu", 256, 2)
 
 
 def test_requests_join_leave_and_cancel(target):

@@ -188,9 +188,29 @@ def test_blocked_bfloat16_linears_match_dense_bitwise_and_keep_a_dense_state_dic
         a = dense(ids, torch.arange(12)[None], dense.new_cache()).logits
         b = blocked(ids, torch.arange(12)[None], blocked.new_cache()).logits
     assert torch.equal(a, b)
-    # float32 stays on the dense oneDNN path
+    # float32 stays dense (CPULinear)
     fp32 = pack_linears_for_cpu(LlamaModel(config, 32).eval())
     assert isinstance(fp32.layers[0].mlp.w13, CPULinear)
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_float32_kernel_follows_the_cpu_vendor_and_invariance(monkeypatch, vendor):
+    """MKL (F.linear) on Intel, oneDNN on AMD; batch invariance always takes oneDNN."""
+    from specdec.models import linear
+
+    monkeypatch.setattr(linear, "cpu_vendor", lambda: vendor)
+    config = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+    model = pack_linears_for_cpu(LlamaModel(config, 32).eval().requires_grad_(False))
+    w13 = model.layers[0].mlp.w13
+    expected = torch.nn.functional.linear if vendor == "GenuineIntel" else linear._onednn_linear
+    assert w13._matmul is expected
+    x = torch.randn(3, w13.in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(w13(x), torch.nn.functional.linear(x, w13.weight))
+    linear.set_pad_single_row(model, True)
+    assert w13._matmul is linear._onednn_linear
+    linear.set_pad_single_row(model, False)
+    assert w13._matmul is expected
 
 
 def test_cache_bounds_are_checked():

@@ -388,7 +388,7 @@ def test_full_queue_gets_429_and_sigint_ends_streams(servers):
 @pytest.fixture
 def default_server(tmp_path):
     """Spawned before the default_model fixture loads, so the two start-ups overlap."""
-    srv = spawn(tmp_path, None, "--speculative-algorithm", "hybrid", "--max-model-len", "512", "--max-batch-size", "2")
+    srv = spawn(tmp_path, None, "--speculative-algorithm", "auto", "--max-model-len", "512", "--max-batch-size", "2")
     yield srv
     assert srv.stop() == 0
 
@@ -403,6 +403,7 @@ def test_default_model_greedy_speculative_server_equals_plain_engine(default_ser
     ids = encode_prompt(default_model.tokenizer, prompt)
     expected = Engine(default_model, max_seq_len=512).generate(ids, SamplingParams(temperature=0, max_tokens=48))
     wait_ready(srv, timeout=240)
+    assert httpx.get(f"{srv.url}/v1/models", timeout=10).json()["data"][0]["speculative"] == "hybrid"  # auto, default model
     r = httpx.post(f"{srv.url}/v1/chat/completions", json=dict(messages=[{"role": "user", "content": prompt}], max_tokens=48, temperature=0), timeout=120)
     assert r.status_code == 200, r.text
     got = r.json()

@@ -84,7 +84,8 @@ def build_eagle_head(spec: SpeculativeConfig, target: LoadedModel, dtype: str):
     path = spec.draft_model
     if path is None:
         if not is_default_model(target.path):
-            raise ValueError(f"--speculative {spec.method} needs --draft-model DIR for {target.name} (an EAGLE head ships only for the default model)")
+            raise ValueError(f"{spec.method} drafts need an EAGLE head for {target.name} (an EAGLE head ships only for the "
+                             "default model): --draft-model DIR, or serve's --speculative-draft-model-path DIR")
         path = DEFAULT_EAGLE_HEAD
     # On CPU the head runs in bfloat16 whatever the target's dtype: drafting reads its ~9M
     # weights once per draft token, and its precision cannot change what verification accepts.

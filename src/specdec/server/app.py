@@ -1,6 +1,7 @@
 """`specdec serve`: an OpenAI-compatible HTTP server over the batch engine.
 
     specdec serve --speculative-algorithm ngram            # 127.0.0.1:30000
+    specdec serve --speculative-algorithm hybrid           # n-gram or the shipped EAGLE head per step
     curl localhost:30000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
 
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
@@ -149,8 +150,10 @@ def register(subparsers) -> None:
     p.add_argument("--served-model-name", default=None, help="model id clients send (default: the file or directory name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000)
-    p.add_argument("--speculative-algorithm", default="none", choices=["none", "draft", "ngram", "eagle", "hybrid"])
-    p.add_argument("--speculative-draft-model-path", default=None, help="draft model path, or self:DTYPE")
+    p.add_argument("--speculative-algorithm", default="none", choices=["none", "auto", "draft", "ngram", "eagle", "hybrid"],
+                   help="auto: as generate's --speculative auto (a draft model if one is named, else hybrid on the "
+                        "default model and ngram on others)")
+    p.add_argument("--speculative-draft-model-path", default=None, help="draft model path, or self:DTYPE; for eagle and hybrid an EAGLE head directory (default: the head shipped for the default model)")
     p.add_argument("--speculative-num-draft-tokens", default="auto", help="draft length K, or 'auto' (chosen per step from batch size and acceptance)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--quant", default="none", choices=["none", "int8", "int4"],
@@ -179,8 +182,10 @@ def build_state(args: argparse.Namespace) -> ServerState:
         raise ValueError("--max-batch-size and --max-body-bytes must be >= 1, --max-queue >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from specdec.cli import resolve_speculative
+
     spec = SpeculativeConfig(
-        method=args.speculative_algorithm,
+        method=resolve_speculative(args.speculative_algorithm, args.speculative_draft_model_path, model=args.model),
         draft_model=args.speculative_draft_model_path,
         num_speculative_tokens=args.speculative_num_draft_tokens,
     )
