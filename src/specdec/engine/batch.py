@@ -47,6 +47,7 @@ from specdec.engine.engine import (
     StepOutput,
     new_generator,
     stop_reason,
+    target_features,
     truncate_step,
 )
 from specdec.engine.stats import SpecStats
@@ -269,9 +270,8 @@ class BatchEngine:
         if not self.hidden_layers:
             return None if solo else [None] * len(sizes)
         if solo:
-            return torch.cat([out.hidden_states[i][0] for i in self.hidden_layers], dim=-1)
-        packed = torch.cat([out.hidden_states[i] for i in self.hidden_layers], dim=-1)  # [N, F]
-        return list(packed.split(sizes))
+            return target_features(out, self.hidden_layers, 0)
+        return list(target_features(out, self.hidden_layers).split(sizes))  # packed [N, F] -> rows
 
     def _forward(self, running: list[BatchRequest], proposals: list[DraftProposal]):
         """Target logits [k_b + 1, V] per row, from one forward, and the rows' features

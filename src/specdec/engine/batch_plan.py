@@ -41,7 +41,7 @@ import torch
 
 from specdec.config import SpeculativeConfig
 from specdec.engine.calibrate import calibration_context, cost_key
-from specdec.engine.controller import AcceptanceEstimator, HeuristicController, fit_verify_curve
+from specdec.engine.controller import AcceptanceEstimator, HeuristicController, blend_cost, fit_verify_curve
 from specdec.models.gguf_file import cache_dir
 
 
@@ -63,9 +63,6 @@ class BatchCostModel:
         slope = (f[-1] - f[-2]) if len(f) > 1 else f[-1]
         return f[-1] + slope * (num_tokens - len(f))
 
-    def step_seconds(self, num_tokens: int, num_draft_tokens: int) -> float:
-        return self.forward(num_tokens) + num_draft_tokens * self.draft_seconds_per_token
-
     def observe_forward(self, num_tokens: int, seconds: float, weight: float = 0.2) -> None:
         """Blend a measured step into the curve at N: the machine now, not at start-up."""
         if 1 <= num_tokens <= len(self.forward_seconds) and seconds > 0:
@@ -73,8 +70,7 @@ class BatchCostModel:
             self.forward_seconds[num_tokens - 1] = (1 - weight) * old + weight * seconds
 
     def observe_draft(self, seconds_per_token: float) -> None:
-        old = self.draft_seconds_per_token
-        self.draft_seconds_per_token = seconds_per_token if old == 0 else 0.8 * old + 0.2 * seconds_per_token
+        self.draft_seconds_per_token = blend_cost(self.draft_seconds_per_token, seconds_per_token)
 
     def to_dict(self) -> dict:
         return {"forward_seconds": self.forward_seconds}
@@ -176,21 +172,14 @@ class RowSpeculation:
         (E(k) / (forward(k + 1) + k * its draft cost), best k); ties and no cost model: the first."""
         if len(options) == 1 or cost is None or self.fixed_k is not None or self.heuristic is not None:
             return options[0]
-        best, best_rate = options[0], -1.0
+        rates = []
         for bucket in options:
             draft = self.draft_costs.get(bucket, cost.draft_seconds_per_token)
-            total, reach, rate = 1.0, 1.0, 1.0 / cost.forward(1)
-            for k, alpha in enumerate(self._estimator(bucket).alphas(), start=1):
-                reach *= alpha
-                total += reach
-                rate = max(rate, total / (cost.forward(k + 1) + k * draft))
-            if rate > best_rate:
-                best, best_rate = bucket, rate
-        return best
+            rates.append(self._estimator(bucket).best_rate(lambda k, d=draft: cost.forward(k + 1) + k * d)[1])
+        return options[max(range(len(options)), key=lambda i: (rates[i], -i))]
 
     def observe_draft_cost(self, bucket: int | None, seconds_per_token: float) -> None:
-        old = self.draft_costs.get(bucket)
-        self.draft_costs[bucket] = seconds_per_token if old is None else 0.8 * old + 0.2 * seconds_per_token
+        self.draft_costs[bucket] = blend_cost(self.draft_costs.get(bucket), seconds_per_token)
 
     def observe(self, num_draft: int, num_accepted: int) -> None:
         if self.heuristic is not None:

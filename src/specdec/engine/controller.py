@@ -40,6 +40,11 @@ def _check_step(num_draft: int, num_accepted: int) -> None:
         )
 
 
+def blend_cost(old: float | None, seconds: float) -> float:
+    """A measured per-token draft cost folded into the running one (unset: 0 or None)."""
+    return seconds if not old else 0.8 * old + 0.2 * seconds
+
+
 def _count(histogram: dict[int, int], num_draft: int) -> None:
     histogram[num_draft] = histogram.get(num_draft, 0) + 1
 
@@ -209,6 +214,19 @@ class AcceptanceEstimator:
             out.append((self._accepted[i] + s * out[-1]) / (self._reached[i] + s))
         return out
 
+    def best_rate(self, seconds: Callable[[int], float], max_k: int | None = None) -> tuple[int, float]:
+        """(K, E[tokens](K) / seconds(K)) for the K in 0..max_k with the highest rate
+        (ties: the smaller K); seconds(k) is one step's cost at draft length k."""
+        best, best_rate = 0, 1.0 / seconds(0)
+        total, reach = 1.0, 1.0
+        for k, alpha in enumerate(self.alphas()[: self.max_k if max_k is None else max_k], start=1):
+            reach *= alpha
+            total += reach
+            rate = total / seconds(k)
+            if rate > best_rate:
+                best, best_rate = k, rate
+        return best, best_rate
+
     def expected_tokens(self, k: int) -> float:
         """1 + sum_{i=1..k} prod_{j<=i} alpha_j: tokens committed per step with K = k."""
         if not 0 <= k <= self.max_k:
@@ -328,15 +346,7 @@ class CostAwareController:
 
     def best(self) -> tuple[int, float]:
         """(best K, its expected tokens per second)."""
-        best, best_rate = 0, 1.0 / self.cost.step_seconds(0)
-        total, reach = 1.0, 1.0
-        for k, alpha in enumerate(self.estimator.alphas(), start=1):
-            reach *= alpha
-            total += reach
-            rate = total / self.cost.step_seconds(k)
-            if rate > best_rate:
-                best, best_rate = k, rate
-        return best, best_rate
+        return self.estimator.best_rate(self.cost.step_seconds)
 
     def choose(self, bucket: int | None = None) -> int:
         if self._probe_pending:

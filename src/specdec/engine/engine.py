@@ -28,7 +28,7 @@ import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.calibrate import make_controller
-from specdec.engine.controller import CostModel
+from specdec.engine.controller import CostModel, blend_cost
 from specdec.engine.stats import SpecStats
 from specdec.proposers.base import DraftProposal, Proposer, SequenceState
 from specdec.verify import verify
@@ -249,13 +249,18 @@ class Engine:
 
     def _observe_draft_cost(self, bucket: int | None, seconds_per_token: float) -> None:
         cost = self._cost_for(bucket)
-        old = cost.draft_seconds_per_token
-        cost.draft_seconds_per_token = seconds_per_token if old == 0 else 0.8 * old + 0.2 * seconds_per_token
+        cost.draft_seconds_per_token = blend_cost(cost.draft_seconds_per_token, seconds_per_token)
 
     def _hidden(self, out, index) -> torch.Tensor | None:
         if not self.hidden_layers:
             return None
-        return torch.cat([out.hidden_states[i][0, index] for i in self.hidden_layers], dim=-1)
+        return target_features(out, self.hidden_layers, (0, index))
+
+
+def target_features(out, layers: tuple[int, ...], index=...) -> torch.Tensor:
+    """The target's hidden states at `layers`, concatenated on the feature axis (the order
+    EAGLE heads read them in), each indexed by `index` first."""
+    return torch.cat([out.hidden_states[i][index] for i in layers], dim=-1)
 
 
 def stop_reason(tokens: list[int], num_generated: int, params: SamplingParams, eos_ids: set[int]) -> str | None:

@@ -76,6 +76,7 @@ def cpu_model() -> str:
     return _cpuinfo(("model name",)) or platform.processor() or platform.machine()
 
 
+@lru_cache(maxsize=1)
 def cpu_vendor() -> str:
     """"GenuineIntel", "AuthenticAMD", ... ("" where /proc/cpuinfo does not say)."""
     return _cpuinfo(("vendor_id",)) or ""
