@@ -16,6 +16,7 @@ from scipy.stats import chisquare
 
 from specdec.config import ModelConfig, SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
+from specdec.engine.stats import SpecStats
 from specdec.models.llama import LlamaModel
 from specdec.models.loader import LoadedModel, load_model
 from specdec.proposers.draft_model import DraftModelProposer
@@ -120,6 +121,10 @@ def test_eos_and_max_tokens_truncate_a_step(tiny_pair):
 # ---------------------------------------------------------------- distribution
 
 VOCAB = 6
+# The joint of the first three tokens: the first comes from prefill, the next two from the
+# first speculative step (max_tokens 4 leaves it room for K = 2 drafts), so the test sees
+# accepted, recovered and (K = 1) bonus tokens. Two tokens would leave no room to draft.
+JOINT = 3
 
 
 def tiny_native(seed: int, base: LlamaModel | None = None) -> LoadedModel:
@@ -136,27 +141,37 @@ def tiny_native(seed: int, base: LlamaModel | None = None) -> LoadedModel:
     return LoadedModel(model, None, config, Path("tiny"), 0.0)
 
 
-def exact_joint(target: LoadedModel, prompt: list[int], params: SamplingParams) -> np.ndarray:
-    """P(t1, t2 | prompt) under the target's sampling transform, by enumeration."""
+def exact_joint(target: LoadedModel, prompt: list[int], params: SamplingParams, length: int = JOINT) -> np.ndarray:
+    """P(t_1 .. t_length | prompt) under the target's sampling transform, by enumeration: [V] * length."""
     from specdec.sampling import logits_to_probs
 
     model = target.model
-    with torch.no_grad():
-        def probs(ids):
+
+    def probs(ids):
+        with torch.no_grad():
             out = model(torch.tensor([ids]), torch.arange(len(ids))[None], model.new_cache(1, 64))
-            return logits_to_probs(out.logits[0, -1], params.temperature, params.top_k, params.top_p).double().numpy()
+        return logits_to_probs(out.logits[0, -1], params.temperature, params.top_k, params.top_p).double().numpy()
 
-        p1 = probs(prompt)
-        return np.stack([p1[a] * probs(prompt + [a]) for a in range(VOCAB)])
+    def joint(ids, depth):
+        p = probs(ids)
+        if depth == 1:
+            return p
+        return np.stack([p[a] * joint(ids + [a], depth - 1) for a in range(VOCAB)])
+
+    return joint(prompt, length)
 
 
-def sampled_joint(engine: Engine, prompt, params, num_trials: int) -> np.ndarray:
-    counts = np.zeros((VOCAB, VOCAB))
+def sampled_joint(engine: Engine, prompt, params, num_trials: int, length: int = JOINT) -> tuple[np.ndarray, SpecStats]:
+    """Counts of the first `length` sampled tokens over seeds 0..num_trials-1, and the
+    merged statistics (so a test can check that drafts were made and verified at all)."""
+    counts = np.zeros((VOCAB,) * length)
+    stats = SpecStats()
     for seed in range(num_trials):
         params.seed = seed
-        first, second = engine.generate(prompt, params).token_ids[:2]
-        counts[first, second] += 1
-    return counts
+        result = engine.generate(prompt, params)
+        counts[tuple(result.token_ids[:length])] += 1
+        stats.merge(result.stats)
+    return counts, stats
 
 
 def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
@@ -173,20 +188,28 @@ def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
     return chisquare(observed, expected * observed.sum() / expected.sum()).pvalue
 
 
+def check_joint(engine: Engine, target: LoadedModel, prompt: list[int], top_k: int, num_trials: int = 3000) -> SpecStats:
+    """The sampled joint of the first JOINT tokens is the target's (chi-square), a wrong
+    distribution is rejected by the same test, and drafts were verified and accepted."""
+    params = SamplingParams(temperature=1.0, top_k=top_k, max_tokens=JOINT + 1, ignore_eos=True)
+    counts, stats = sampled_joint(engine, prompt, params, num_trials)
+    assert stats.num_drafts > num_trials // 10, "the speculative step must draft, or the test proves nothing"
+    assert 0 < stats.num_accepted_tokens < stats.num_draft_tokens
+    assert chi_square_pvalue(counts, exact_joint(target, prompt, params)) > 1e-3
+    # The control: the same counts against a wrong distribution must be rejected.
+    wrong = exact_joint(target, prompt[:-1] + [(prompt[-1] + 1) % VOCAB], params)
+    assert chi_square_pvalue(counts, wrong) < 1e-3
+    return stats
+
+
 @pytest.mark.parametrize("kind", ["draft", "ngram"])
 @pytest.mark.parametrize("top_k", [0, 3])
-def test_sampled_joint_matches_target(kind, top_k):
+@pytest.mark.parametrize("k", [1, 2])
+def test_sampled_joint_matches_target(kind, top_k, k):
     target = tiny_native(0)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2] if kind == "ngram" else [1, 4, 2]
-    params = SamplingParams(temperature=1.0, top_k=top_k, max_tokens=2, ignore_eos=True)
     if kind == "draft":
         proposer = DraftModelProposer(tiny_native(1, base=target.model), 64)
     else:
         proposer = NgramProposer(1, 2)
-    engine = Engine(target, proposer, SpeculativeConfig(kind, "x", 2), 64)
-    counts = sampled_joint(engine, prompt, params, 2000)
-    probs = exact_joint(target, prompt, params)
-    assert chi_square_pvalue(counts, probs) > 1e-3
-    # The control: the same counts against a wrong distribution must be rejected.
-    wrong = exact_joint(target, prompt[:-1] + [(prompt[-1] + 1) % VOCAB], params)
-    assert chi_square_pvalue(counts, wrong) < 1e-3
+    check_joint(Engine(target, proposer, SpeculativeConfig(kind, "x", k), 64), target, prompt, top_k)
