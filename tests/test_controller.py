@@ -1,6 +1,7 @@
 """Speculation-length controllers: cost model, acceptance estimate, K choice, probing."""
 
 import json
+import math
 import random
 
 import pytest
@@ -11,6 +12,7 @@ from specdec.engine.controller import (
     AcceptanceEstimator,
     BucketedController,
     CostAwareController,
+    ConfidencePruner,
     CostModel,
     FixedController,
     HeuristicController,
@@ -367,3 +369,68 @@ def test_replay_exact_costs_and_the_oracle_ceiling():
         (lambda: BucketedController(lambda bucket: CostAwareController(cost, max_k=8)), True),
     ]:
         assert 1.0 < replay(runs, verify, make, use_classes=classes)["grounded"] <= oracle
+
+
+# ---------------------------------------------------------------- confidence pruning
+
+CURVE = [1.0, 1.1, 1.2, 1.3, 1.4]
+
+
+def verify_cost(n):
+    return CURVE[n]
+
+
+def logs(*probs):
+    return [math.log(p) for p in probs]
+
+
+def test_pruner_keeps_the_prefix_with_the_best_rate():
+    pruner = ConfidencePruner(4)
+    # promised 0.9, 0.72, 0.072, 0.0072 (c = 1 before any evidence); rates by n:
+    # 1.0, 1.9 / 1.1 = 1.73, 2.62 / 1.2 = 2.18, 2.69 / 1.3 = 2.07, 2.70 / 1.4 = 1.93
+    assert pruner.keep(logs(0.9, 0.72, 0.072, 0.0072), [1, 2, 3, 4], verify_cost) == 2
+
+
+def test_pruner_drops_a_doubtful_draft_and_keeps_a_sure_one():
+    pruner = ConfidencePruner(4)
+    assert pruner.keep(logs(0.05, 0.01), [1, 2], verify_cost) == 0  # 1.05 / 1.1 < 1: a plain step
+    assert pruner.keep(logs(0.99, 0.98, 0.97, 0.96), [1, 2, 3, 4], verify_cost) == 4
+    assert pruner.keep(logs(0.05, 0.01), [1, 2], lambda n: 1.0) == 2  # free verification keeps all
+
+
+def test_pruner_weighs_the_spent_draft_time():
+    """With the draft already paid for, a small gain per verify second is worth more."""
+    pruner = ConfidencePruner(2)
+    scores = logs(0.12)
+    assert pruner.keep(scores, [1], verify_cost, draft_seconds=0.0) == 1  # 1.12 / 1.1 > 1
+    assert pruner.keep(logs(0.08), [1], verify_cost, draft_seconds=0.0) == 0  # 1.08 / 1.1 < 1
+    assert pruner.keep(logs(0.08), [1], verify_cost, draft_seconds=2.0) == 1  # 1.08 / 3.1 > 1 / 3
+
+
+def test_pruner_calibration_exact_update_and_tree_siblings():
+    pruner = ConfidencePruner(3, prior_strength=2.0, decay=1.0)
+    pruner.observe(logs(0.5, 0.25), [1, 2], num_accepted=0)
+    c = pruner.calibration()
+    assert c[1] == pytest.approx(2.0 / 2.5)  # (0 + 2 * 1) / (0.5 + 2)
+    assert c[2] == pytest.approx(2.0 * c[1] / 2.25)
+    assert c[3] == pytest.approx(c[2])  # unobserved: the depth above
+    pruner.observe(logs(0.5, 0.25), [1, 2], num_accepted=2)
+    c = pruner.calibration()
+    assert c[1] == pytest.approx(1.0) and c[2] == pytest.approx(3.0 / 2.5)
+    # siblings at depth 1 both count as promised, one acceptance at most
+    tree = ConfidencePruner(2, prior_strength=2.0, decay=1.0)
+    tree.observe(logs(0.6, 0.3, 0.2), [1, 1, 2], num_accepted=1)
+    assert tree.calibration()[1] == pytest.approx((1 + 2) / (0.9 + 2))
+    assert tree.promised(logs(0.9), [1]) == [pytest.approx(min(1.0, 0.9 * 3 / 2.9))]
+    with pytest.raises(ValueError):
+        tree.observe(logs(0.6), [1], num_accepted=2)
+
+
+def test_overconfident_drafts_are_learned():
+    """A draft that promises 0.9 but passes 0.1 of the time is soon pruned to a plain step."""
+    pruner = ConfidencePruner(4)
+    assert pruner.keep(logs(0.9), [1], verify_cost) == 1
+    for _ in range(10):
+        pruner.observe(logs(0.9), [1], num_accepted=0)
+    assert pruner.calibration()[1] < 0.15
+    assert pruner.keep(logs(0.9), [1], verify_cost) == 0

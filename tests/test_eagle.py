@@ -10,12 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.controller import CostModel
 from specdec.engine.engine import Engine
 from specdec.models.eagle import EagleConfig, EagleHead, load_native_head, save_head
 from specdec.models.loader import load_model
 from specdec.proposers.eagle import EagleProposer, TreeConfig
 from specdec.proposers.factory import build_proposer
 from specdec.train.export import export_head, import_head, load_head, target_lm_head_weight
+from test_lossless import check_joint, tiny_native
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,89 @@ def test_sampled_chain_q_is_a_full_vocab_distribution(tiny_target):
     outside[head.draft_to_target] = False
     assert (q[:, outside] == 0).all()
     assert (q.gather(1, proposal.token_ids[0][:, None]) > 0).all()
+
+
+# A cost curve for the tiny six-token target: the controller drafts K = 2 and the pruner
+# keeps a first token only if its calibrated confidence beats 0.4, so 0, 1 and 2 tokens
+# are all verified (an untrained head over a real vocabulary would be pruned every step).
+STEEP = [1.0, 1.4, 1.6]
+
+
+@pytest.mark.parametrize("tree", [None, TreeConfig(top_k=2, num_nodes=4)])
+def test_auto_k_with_confidence_pruning_greedy_equals_plain(tree):
+    """Auto K prunes drafts by their own confidence (engine.prune); the output is plain decoding's."""
+    target = tiny_native(0)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    spec = SpeculativeConfig(method="eagle", num_speculative_tokens="auto", tree_nodes=tree.num_nodes if tree else 0)
+    pruned = drafts = 0
+    for prompt in ([1, 4, 2], [3, 3, 5, 0], [2, 1, 2, 1, 2]):
+        plain = Engine(target, None, None, 64).generate(prompt, params)
+        proposer = EagleProposer(make_head(target), target.model, 64, tree)
+        result = Engine(target, proposer, spec, 64, cost_model=CostModel(list(STEEP))).generate(prompt, params)
+        assert result.token_ids == plain.token_ids
+        pruned += result.stats.num_pruned_tokens
+        drafts += result.stats.num_drafts
+    assert drafts > 0 and pruned > 0
+
+
+@pytest.mark.parametrize("tree", [None, TreeConfig(top_k=2, num_nodes=4)])
+@pytest.mark.parametrize("auto", [False, True])
+def test_sampled_joint_matches_target(tree, auto):
+    """EAGLE chains and trees, fixed K = 2 and auto K with confidence pruning: the joint of
+    the first tokens (prefill, then the first speculative step) is the target's."""
+    target = tiny_native(0)
+    proposer = EagleProposer(make_head(target), target.model, 64, tree)
+    spec = SpeculativeConfig("eagle", None, "auto" if auto else 2, tree_nodes=tree.num_nodes if tree else 0)
+    engine = Engine(target, proposer, spec, 64, cost_model=CostModel(list(STEEP)) if auto else None)
+    stats = check_joint(engine, target, [1, 4, 2], top_k=0)
+    # trees are deterministic top-k nodes, so the pruner may cut them when sampling; sampled
+    # chains carry no scores (pruning by a sampled token's own q is biased)
+    assert (stats.num_pruned_tokens > 0) == (auto and tree is not None)
+
+
+def started_proposer(target, tree=None, prompt="Hello there, how are you?"):
+    from specdec.proposers.base import SequenceState
+
+    proposer = EagleProposer(make_head(target, "eagle1"), target.model, 512, tree)
+    ids = target.tokenizer.encode(prompt)
+    model = target.model
+    out = model(torch.tensor([ids]), torch.arange(len(ids))[None], model.new_cache(1, 64), hidden_layers=(-1,))
+    state = SequenceState(ids + [42], len(ids), SamplingParams(temperature=0), torch.Generator(), out.hidden_states[-1][0])
+    proposer.start(state)
+    return proposer, state
+
+
+def test_drafts_carry_their_confidence_and_trees_come_in_rank_order(tiny_target):
+    proposer, state = started_proposer(tiny_target)
+    chain = proposer.propose(state, 4)
+    assert chain.scores.shape == (1, 4) and (chain.scores[0].diff() <= 0).all() and (chain.scores < 0).all()
+    proposer, state = started_proposer(tiny_target, TreeConfig(top_k=3, num_nodes=9))
+    tree = proposer.propose(state, 4).tree
+    scores, parents = tree.scores, tree.parents.tolist()
+    assert scores[0] == 0 and (scores[1:].diff() <= 0).all()  # rank order: every prefix is the best subtree
+    assert all(scores[i] <= scores[p] for i, p in enumerate(parents[1:], 1))
+    assert int(tree.depths.max()) >= 2
+
+
+def test_prune_keeps_a_chain_prefix_a_tree_prefix_or_nothing():
+    from specdec.engine.controller import ConfidencePruner
+    from specdec.engine.engine import prune
+    from specdec.proposers.base import DraftProposal
+    from specdec.proposers.tree import DraftTree
+
+    curve = [1.0, 1.1, 1.2, 1.3, 1.4]
+    chain = DraftProposal(torch.tensor([[5, 6, 7]]), torch.full((1, 3, 10), 0.1), scores=torch.tensor([[0.9, 0.72, 0.01]]).log())
+    kept, (scores, depths) = prune(chain, ConfidencePruner(4), curve.__getitem__, 0.0)
+    assert kept.token_ids.tolist() == [[5, 6]] and kept.probs.shape == (1, 2, 10) and depths == [1, 2]
+    # root, a (0.9) and b (0.05) under it, c (0.8) under a: rank order a, c, b
+    tree = DraftTree(torch.tensor([0, 5, 6, 7]), torch.tensor([-1, 0, 1, 0]), scores=torch.tensor([1.0, 0.9, 0.8, 0.05]).log())
+    kept, (scores, depths) = prune(DraftProposal(tree.token_ids[1:][None], None, tree), ConfidencePruner(4), curve.__getitem__, 0.0)
+    assert kept.tree.token_ids.tolist() == [0, 5, 6] and kept.tree.parents.tolist() == [-1, 0, 1] and depths == [1, 2]
+    doubtful = DraftProposal(torch.tensor([[5]]), None, scores=torch.tensor([[0.01]]).log())
+    kept, confidence = prune(doubtful, ConfidencePruner(4), curve.__getitem__, 0.0)
+    assert kept.num_tokens == 0 and confidence == ([], [])
+    plain = DraftProposal(torch.tensor([[5]]))  # no scores: left as it is
+    assert prune(plain, ConfidencePruner(4), curve.__getitem__, 0.0) == (plain, None)
 
 
 # ---------------------------------------------------------------- training

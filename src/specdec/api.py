@@ -89,6 +89,7 @@ class LLM:
         tree_nodes: int = 0,
         tree_top_k: int = 8,
         batch_invariant: str | bool = "auto",
+        draft_prune: bool = True,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -102,6 +103,7 @@ class LLM:
             adaptive=adaptive,
             tree_nodes=tree_nodes,
             tree_top_k=tree_top_k,
+            prune=draft_prune,
         )
         self.engine_config = EngineConfig(model=model, dtype=dtype, device=device, threads=threads, max_seq_len=max_model_len)
         if tree_nodes > 0:  # trees are batch-invariant only with the C kernel: else "on" raises, "auto" is off

@@ -51,6 +51,9 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram-max", type=int, default=4)
     p.add_argument("--tree-nodes", type=int, default=0, help="eagle: draft EAGLE-2 trees of N nodes (0 = chains)")
     p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
+    p.add_argument("--no-draft-prune", dest="draft_prune", action="store_false",
+                   help="auto K: verify every drafted EAGLE token (default: drop the tail the draft's own "
+                   "confidence says will not pay for its verify cost)")
 
 
 def add_generate(sub) -> None:
@@ -118,6 +121,7 @@ def run_generate(args: argparse.Namespace) -> int:
         adaptive=args.adaptive,
         tree_nodes=args.tree_nodes,
         tree_top_k=args.tree_top_k,
+        draft_prune=args.draft_prune,
     )
     prompt_ids = encode_prompt(llm.tokenizer, prompt, chat=not args.no_chat)
     text, tokens = [], []
@@ -128,11 +132,13 @@ def run_generate(args: argparse.Namespace) -> int:
         if args.draft_debug and step.draft_ids:
             print(
                 f"draft{f' ({step.draft_class})' if step.draft_class else ''}: "
-                f"accepted {step.num_accepted}/{len(step.draft_ids)} tokens",
+                f"accepted {step.num_accepted}/{len(step.draft_ids)} tokens"
+                + (f" ({step.num_pruned} more drafted, pruned unverified)" if step.num_pruned else ""),
                 file=sys.stderr,
             )
         elif args.draft_debug and step.fates == ["plain"] and llm.engine.proposer is not None:
-            print("draft: K=0 (plain decode step)", file=sys.stderr)
+            pruned = f", {step.num_pruned} drafted tokens pruned unverified" if step.num_pruned else ""
+            print(f"draft: K=0 (plain decode step{pruned})", file=sys.stderr)
         if not args.json:
             print(event.text, end="", flush=True)
     stats = llm.last_stats
@@ -142,7 +148,8 @@ def run_generate(args: argparse.Namespace) -> int:
         print(
             f"draft summary: acceptance rate {stats.acceptance_rate:.3f}, mean acceptance length "
             f"{stats.mean_acceptance_length:.2f}, {stats.num_drafts} drafts, "
-            f"{stats.num_plain_steps} plain steps, K histogram {dict(sorted(stats.k_histogram.items()))}",
+            f"{stats.num_plain_steps} plain steps, K histogram {dict(sorted(stats.k_histogram.items()))}, "
+            f"{stats.num_pruned_tokens} drafted tokens pruned unverified",
             file=sys.stderr,
         )
         for name, c in stats.class_summary().items():

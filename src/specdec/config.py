@@ -106,6 +106,9 @@ class SpeculativeConfig:
     adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
     tree_nodes: int = 0  # eagle: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K)
     tree_top_k: int = 8  # eagle trees: children per expanded node, nodes expanded per depth
+    # auto K: verify only the drafted tokens (chain prefix, best tree nodes) whose own draft
+    # confidence pays for their verify cost (engine/controller.py: ConfidencePruner); EAGLE
+    prune: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in SPECULATIVE_METHODS:

@@ -158,10 +158,11 @@ def class_table(summary: dict) -> str | None:
 
 
 def config_table(summary: dict) -> str:
-    header = ["config", "runs", "prompts", "mean tokens", "K histogram (K: steps)", "c", "v", "alpha",
+    header = ["config", "runs", "prompts", "mean tokens", "K histogram (K: steps)", "pruned", "c", "v", "alpha",
               "predicted", "paper (v=1)", "measured"]
     rows = [[c["name"], str(c["num_runs"]), str(c["num_prompts"]), _f(c["mean_generated_tokens"], 1),
              ", ".join(f"{k}: {v}" for k, v in (c.get("k_histogram") or {}).items()) or "-",
+             str(c["num_pruned_tokens"]) if c.get("num_pruned_tokens") is not None else "-",
              _f(c.get("cost_ratio"), 3), _f(c.get("verify_cost_ratio")), _f(c.get("alpha")),
              _f(c.get("predicted_speedup"), 2, "x"), _f(c.get("predicted_speedup_paper"), 2, "x"),
              _f(c.get("speedup"), 2, "x")]

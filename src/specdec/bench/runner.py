@@ -101,7 +101,7 @@ class SpecdecContender:
 
 def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
                  ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost", tree_nodes: int = 0,
-                 tree_top_k: int = 8) -> Engine:
+                 tree_top_k: int = 8, prune: bool = True) -> Engine:
     """An Engine over an already loaded target (and draft): nothing is loaded here.
 
     cost: a calibrated CostModel for draft_n="auto"; each engine gets its own copy because
@@ -113,7 +113,8 @@ def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draf
     spec = SpeculativeConfig(method=method, draft_model=str(draft.path) if method == "draft" and draft else None,
                              num_speculative_tokens=draft_n if method != "none" else 4,
                              ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive,
-                             tree_nodes=tree_nodes if method == "eagle" else 0, tree_top_k=tree_top_k)
+                             tree_nodes=tree_nodes if method == "eagle" else 0, tree_top_k=tree_top_k,
+                             prune=prune)
     if method == "draft":
         if draft is None:
             raise ValueError("--speculative draft needs --draft-model PATH")
@@ -226,6 +227,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    "config, eagle-treeN; trees are batch-invariant only with the C attention kernel (CPU bfloat16/float32), "
                    "elsewhere they turn --batch-invariant auto off")
     p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
+    p.add_argument("--draft-prune", type=_list(str), default=["on"],
+                   help="comma list of on,off: auto K verifies only the EAGLE draft tokens whose own confidence "
+                   "pays for their verify cost (default on); 'off' adds eagle/hybrid auto configs named ...-noprune")
     p.add_argument("--temperature", "--temp", type=_list(float), default=[0.0, 0.7],
                    help="comma list (default 0,0.7); greedy equality is checked at 0")
     p.add_argument("-n", "--max-tokens", type=int, default=128)
@@ -268,6 +272,8 @@ def check_args(args) -> list[str]:
         import_llama_cpp()
     if any(k != "auto" and k < 1 for k in args.draft_n):
         raise ValueError(f"--draft-n values must be 'auto' or >= 1, got {args.draft_n}")
+    if not args.draft_prune or any(x not in ("on", "off") for x in args.draft_prune):
+        raise ValueError(f"--draft-prune values must be on or off, got {args.draft_prune}")
     if any(t < 0 for t in args.temperature) or not args.temperature:
         raise ValueError(f"--temperature values must be >= 0, got {args.temperature}")
     for flag, value in (("--repeats", args.repeats), ("--max-tokens", args.max_tokens)):
@@ -315,11 +321,15 @@ def run(args) -> int:
     contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
     for method in methods[1:]:
         for tree_nodes in (args.tree_nodes if method == "eagle" else [0]):
-            name = f"eagle-tree{tree_nodes}" if tree_nodes else method
             for k in args.draft_n:
-                engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min,
-                                      args.ngram_max, args.adaptive, tree_nodes, args.tree_top_k)
-                contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
+                for prune in dict.fromkeys(args.draft_prune):
+                    prunable = k == "auto" and args.adaptive == "cost" and method in ("eagle", "hybrid")
+                    if prune == "off" and not prunable:
+                        continue  # the same config as "on": nothing to prune
+                    name = (f"eagle-tree{tree_nodes}" if tree_nodes else method) + ("-noprune" if prune == "off" else "")
+                    engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
+                                          args.adaptive, tree_nodes, args.tree_top_k, prune=prune == "on")
+                    contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
     peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers
 

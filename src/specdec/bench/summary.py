@@ -50,7 +50,7 @@ from specdec.engine.stats import SpecStats
 
 SPEC_FIELDS = (
     "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_plain_steps", "num_generated_tokens",
-    "accepted_per_position", "drafted_per_position", "draft_seconds", "verify_seconds",
+    "num_pruned_tokens", "accepted_per_position", "drafted_per_position", "draft_seconds", "verify_seconds",
     "prefill_seconds", "decode_seconds",
 )
 
@@ -204,12 +204,13 @@ def summarize_contender(records: list[dict], baseline: list[dict], categories: l
             "drafted_per_position": list(stats.drafted_per_position),
             "mean_draft_n": _round(stats.num_draft_tokens / stats.num_drafts if stats.num_drafts else 0.0, 3),
             "num_drafts": stats.num_drafts, "num_draft_tokens": stats.num_draft_tokens,
+            "num_pruned_tokens": stats.num_pruned_tokens,
             "k_histogram": {str(k): v for k, v in sorted(stats.k_histogram.items())},
             "by_class": stats.class_summary(),
         })
         base_step = seconds_per_token(baseline)
         if stats.num_draft_tokens and base_step:
-            c = stats.draft_seconds / stats.num_draft_tokens / base_step
+            c = stats.draft_seconds / (stats.num_draft_tokens + stats.num_pruned_tokens) / base_step
             k = max(1, round(stats.num_draft_tokens / max(stats.num_drafts, 1)))
             v = verify_cost_ratio((meta or {}).get("verify_seconds"), k)
             predicted = predict_speedup(stats, c, v)

@@ -16,6 +16,7 @@ import torch
 from specdec.config import SpeculativeConfig
 from specdec.engine.controller import (
     BucketedController,
+    ConfidencePruner,
     CostAwareController,
     CostModel,
     FixedController,
@@ -120,3 +121,18 @@ def make_controller(spec: SpeculativeConfig, cost: CostModel | None, cost_for):
         raise ValueError("adaptive K needs a calibrated cost model (Engine(cost_model=...))")
     max_k = min(spec.max_speculative_tokens, cost.max_k)
     return BucketedController(lambda bucket: CostAwareController(cost_for(bucket), max_k=max_k))
+
+
+def prunes(spec: SpeculativeConfig) -> bool:
+    """Whether drafts are pruned by their confidence: with the cost-aware auto K (the pruner
+    plans with the same cost model), unless spec.prune is off. A fixed K verifies every drafted
+    token. With pruning, the controller plans a tree's depth as a chain's (its verify term is
+    a K-token pass, not all tree_nodes) and the pruner sizes the tree it gets."""
+    return spec.prune and spec.auto and spec.adaptive == "cost"
+
+
+def make_pruner(spec: SpeculativeConfig, cost: CostModel | None) -> ConfidencePruner | None:
+    """The per-request confidence pruner, or None (`prunes`)."""
+    if not prunes(spec) or cost is None:
+        return None
+    return ConfidencePruner(max(spec.max_speculative_tokens, spec.tree_nodes))

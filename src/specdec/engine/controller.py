@@ -417,3 +417,75 @@ class BucketedController:
     @property
     def num_probes(self) -> int:
         return sum(c.num_probes for c in self.controllers.values())
+
+
+class ConfidencePruner:
+    """How much of a drafted chain or tree to verify, from the draft's own confidence.
+
+    A draft that gives each of its nodes a cumulative log-probability s_i (a chain prefix's
+    sum of log q, or an EAGLE-2 tree node's path score) promises that node i passes with
+    probability ~exp(s_i); that is what EAGLE-2 ranks its tree by. This request's calibration
+    c_d per depth turns the promise into pi_i = min(1, c_d exp(s_i)), and the pruner verifies
+    the n best nodes (any prefix of a rank-ordered tree or a chain) maximizing this step's
+        (1 + sum_{i<=n} pi_i) / (draft_seconds + verify_cost(n)),
+    n = 0 being a plain decode step. The draft is spent by now, so it only weighs the verify
+    pass: a 16-node tree whose tail the draft doubts verifies as a 3-node one.
+
+    Calibration: decayed counts of how often depth d was accepted against the sum of exp(s_i)
+    of the depth-d nodes verified (at most one node per depth passes). As AcceptanceEstimator
+    does for positions, depth 1 starts from prior_strength pretend steps that kept their
+    promise (c_1 = 1), forgotten like real ones, and a deeper depth shrinks toward the one
+    above it: c_d = (accepted_d + s * c_{d-1}) / (promised_d + s). Pruning reads only the
+    draft, never the target, so verification stays lossless.
+    """
+
+    def __init__(self, max_depth: int, prior_strength: float = 2.0, decay: float = 0.9) -> None:
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be >= 1, got {max_depth}")
+        if not prior_strength > 0 or not 0.0 < decay <= 1.0:
+            raise ValueError(f"need prior_strength > 0 and decay in (0, 1], got {prior_strength}, {decay}")
+        self.max_depth = max_depth
+        self.prior_strength = prior_strength
+        self.decay = decay
+        self._accepted = [0.0] * (max_depth + 1)  # index d: depth d (index 0 unused)
+        self._promised = [0.0] * (max_depth + 1)
+        self._accepted[1] = self._promised[1] = prior_strength
+
+    def calibration(self) -> list[float]:
+        """[c_0 = 1, c_1 .. c_max_depth]."""
+        out = [1.0, self._accepted[1] / self._promised[1]]
+        s = self.prior_strength
+        for d in range(2, self.max_depth + 1):
+            out.append((self._accepted[d] + s * out[-1]) / (self._promised[d] + s))
+        return out
+
+    def promised(self, scores: Sequence[float], depths: Sequence[int]) -> list[float]:
+        """pi_i for each draft node (scores and depths without the root)."""
+        c = self.calibration()
+        return [min(1.0, c[min(d, self.max_depth)] * math.exp(s)) for s, d in zip(scores, depths)]
+
+    def keep(self, scores: Sequence[float], depths: Sequence[int], verify_cost: Callable[[int], float],
+             draft_seconds: float = 0.0) -> int:
+        """How many leading draft nodes to verify (0..len(scores)); ties: fewer nodes."""
+        best, best_rate, total = 0, 1.0 / (draft_seconds + verify_cost(0)), 1.0
+        for n, pi in enumerate(self.promised(scores, depths), start=1):
+            total += pi
+            rate = total / (draft_seconds + verify_cost(n))
+            if rate > best_rate:
+                best, best_rate = n, rate
+        return best
+
+    def observe(self, scores: Sequence[float], depths: Sequence[int], num_accepted: int) -> None:
+        """The verified nodes (without the root) and how deep the accepted path went."""
+        if not 0 <= num_accepted <= max(depths, default=0):
+            raise ValueError(f"accepted depth {num_accepted} outside the verified draft's 0..{max(depths, default=0)}")
+        if not scores:
+            return
+        for d in range(1, self.max_depth + 1):
+            self._accepted[d] *= self.decay
+            self._promised[d] *= self.decay
+        for s, d in zip(scores, depths):
+            if d <= self.max_depth:
+                self._promised[d] += math.exp(s)
+        for d in range(1, min(num_accepted, self.max_depth) + 1):
+            self._accepted[d] += 1.0

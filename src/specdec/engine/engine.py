@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.calibrate import make_controller
-from specdec.engine.controller import CostModel, blend_cost
+from specdec.engine.calibrate import make_controller, make_pruner, prunes
+from specdec.engine.controller import ConfidencePruner, CostModel, blend_cost
 from specdec.engine.stats import SpecStats
 from specdec.proposers.base import DraftProposal, Proposer, SequenceState
 from specdec.verify import verify
@@ -48,6 +48,7 @@ class StepOutput:
     num_accepted: int
     finish_reason: str | None = None  # "stop" (EOS) | "length"; None while running
     draft_class: str | None = None  # the proposer's name for this draft's class, if it names them
+    num_pruned: int = 0  # drafted tokens dropped unverified by the confidence pruner
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Engine:
         generator = new_generator(params.seed, self.device)
         state = SequenceState(list(prompt_ids), len(prompt_ids), params, generator)
         controller = make_controller(self.spec, self.cost_model, self._cost_for) if self.proposer else None
+        pruner = make_pruner(self.spec, self.cost_model) if self.proposer else None
         self.cache.reset()
         num_generated = 0
 
@@ -158,12 +160,20 @@ class Engine:
             else:
                 proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long, device=self.device))
             num_draft = proposal.num_tokens
-            # the controller counts a tree by its depth (K levels drafted), stats by its nodes
-            num_levels = k if proposal.tree is not None else num_draft
+            num_levels = k if proposal.tree is not None else num_draft  # draft steps taken
             t_verify = time.perf_counter()
             stats.draft_seconds += t_verify - t_step
             if num_draft and self.cost_model is not None:
                 self._observe_draft_cost(bucket, (t_verify - t_step) / num_levels)
+            if num_draft and pruner is not None:
+                proposal, confidence = prune(proposal, pruner, self._cost_for(bucket).verify_cost, t_verify - t_step)
+                num_pruned = num_draft - proposal.num_tokens
+                stats.num_pruned_tokens += num_pruned
+                num_draft = proposal.num_tokens
+            else:
+                num_pruned = 0
+            # the controller counts a tree by its depth, stats by its nodes
+            tested = int(proposal.tree.depths.max()) if proposal.tree is not None else num_draft
 
             # 3) verify: one target forward over the newest token and the drafts
             if proposal.tree is not None:  # 3+4) tree drafts: verify, then compact the accepted path
@@ -195,14 +205,16 @@ class Engine:
             draft_class = self._class_name(bucket) if num_draft and bucket is not None and self._class_name else None
             stats.observe(num_draft, num_accepted, draft_class)
             if controller:
-                controller.observe(min(num_draft, num_levels), num_accepted, bucket)
+                controller.observe(tested, num_accepted, bucket)
+            if num_draft and pruner is not None and confidence is not None:
+                pruner.observe(*confidence, num_accepted)
             if self.proposer is not None and not finish:
                 self.proposer.observe(state, result)
             stats.num_generated_tokens = num_generated - 1
             stats.decode_seconds = time.perf_counter() - t_decode
 
             # 5) emit
-            yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class)
+            yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class, num_pruned)
             if finish:
                 return
 
@@ -243,7 +255,8 @@ class Engine:
         """The cost model of one draft class, kept across requests (made at first use)."""
         cost = self._bucket_costs.get(bucket)
         if cost is None:
-            cost = CostModel.from_dict({**self.cost_model.to_dict(), "tree_nodes": self.spec.tree_nodes})
+            tree_nodes = 0 if prunes(self.spec) else self.spec.tree_nodes  # pruned trees plan as chains
+            cost = CostModel.from_dict({**self.cost_model.to_dict(), "tree_nodes": tree_nodes})
             self._bucket_costs[bucket] = cost
         return cost
 
@@ -255,6 +268,32 @@ class Engine:
         if not self.hidden_layers:
             return None
         return target_features(out, self.hidden_layers, (0, index))
+
+
+def prune(proposal: DraftProposal, pruner: ConfidencePruner, verify_cost, draft_seconds: float):
+    """The part of a draft worth verifying, by its own confidence (ConfidencePruner).
+
+    Returns (proposal, (scores, depths) of the kept draft nodes for pruner.observe), or the
+    proposal unchanged and None when it carries no scores. Kept: a chain's first n tokens,
+    a rank-ordered tree's first n nodes; n = 0 leaves an empty proposal (a plain step).
+    """
+    tree = proposal.tree
+    if tree is not None and tree.scores is not None:
+        scores, depths = tree.scores[1:].tolist(), tree.depths[1:].tolist()
+    elif tree is None and proposal.scores is not None:
+        scores, depths = proposal.scores[0].tolist(), list(range(1, proposal.num_tokens + 1))
+    else:
+        return proposal, None
+    n = pruner.keep(scores, depths, verify_cost, draft_seconds)
+    if n == len(scores):
+        return proposal, (scores, depths)
+    if n == 0:
+        return DraftProposal(proposal.token_ids[:, :0]), ([], [])
+    if tree is not None:
+        tree = tree.prefix(n + 1)
+        return DraftProposal(tree.token_ids[1:][None], None, tree), (scores[:n], depths[:n])
+    probs = proposal.probs[:, :n] if proposal.probs is not None else None
+    return DraftProposal(proposal.token_ids[:, :n], probs, scores=proposal.scores[:, :n]), (scores[:n], depths[:n])
 
 
 def target_features(out, layers: tuple[int, ...], index=...) -> torch.Tensor:

@@ -23,6 +23,7 @@ class SpecStats:
     num_accepted_tokens: int = 0
     num_plain_steps: int = 0
     num_generated_tokens: int = 0
+    num_pruned_tokens: int = 0  # drafted, then dropped unverified by the confidence pruner
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
     k_histogram: Counter = field(default_factory=Counter)  # draft length chosen -> steps
@@ -97,6 +98,7 @@ class SpecStats:
         self.num_accepted_tokens += other.num_accepted_tokens
         self.num_plain_steps += other.num_plain_steps
         self.num_generated_tokens += other.num_generated_tokens
+        self.num_pruned_tokens += other.num_pruned_tokens
         for mine, theirs in (
             (self.accepted_per_position, other.accepted_per_position),
             (self.drafted_per_position, other.drafted_per_position),
@@ -120,6 +122,7 @@ class SpecStats:
             "num_draft_tokens": self.num_draft_tokens,
             "num_accepted_tokens": self.num_accepted_tokens,
             "num_plain_steps": self.num_plain_steps,
+            "num_pruned_tokens": self.num_pruned_tokens,
             "acceptance_rate": round(self.acceptance_rate, 4),
             "mean_acceptance_length": round(self.mean_acceptance_length, 4),
             "acceptance_rate_per_position": [round(a, 4) for a in self.acceptance_rate_per_position],

@@ -17,6 +17,14 @@ Either may define `class_name(bucket) -> str` so statistics count drafts per cla
 
 `probs is None` marks a deterministic draft (n-gram): the verifier treats q as one-hot,
 which keeps sampling lossless.
+
+A proposal may carry its own confidence, `scores` (a tree's in `DraftTree.scores`): the
+cumulative draft log-probability of each prefix. With auto K the engine then verifies only
+the prefix whose promised tokens pay for their verify cost (engine/controller.py:
+ConfidencePruner). Only deterministic drafts (probs None) may carry scores: any rule that
+picks which of them to verify is lossless, since q is one-hot at whatever is verified.
+A sampled draft token pruned by its own q(x) would no longer be distributed as q (the
+distribution test of a sampled EAGLE chain pruned that way fails, p ~ 1e-6).
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ class DraftProposal:
     token_ids: torch.Tensor  # [B, K] int64
     probs: torch.Tensor | None = None  # [B, K, V] float32 draft distribution q, or None
     tree: object | None = None  # a proposers.tree.DraftTree for tree drafts
+    # [B, K] float32 cumulative draft log-probability of each chain prefix (the draft's own
+    # confidence in tokens 1..i), or None; the engine may verify a shorter prefix
+    scores: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:

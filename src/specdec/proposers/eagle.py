@@ -12,6 +12,9 @@ the newest token (which the target has not seen yet). Those features are queued;
          log-probability, top_k children each, then keep the best num_nodes of all
          candidates; depth <= K. The tree is deterministic (probs None), which the tree
          verifier checks with q one-hot: lossless for greedy and sampling alike.
+Greedy chains and trees (both deterministic) carry the draft's confidence, the cumulative
+log q of each chain prefix or tree node, as `scores`, so the engine can verify fewer tokens
+when the draft doubts its own tail. Sampled chains carry none (proposers/base.py).
 `observe` rolls the head's cache back to the pairs built from real target features.
 
 Alignment, worked example: prompt [a b c] at positions 0..2; prefill gives features f0 f1 f2
@@ -120,9 +123,13 @@ class EagleProposer:
         head, dev, params = self.head, self.head.device, state.params
         draft_ids: list[int] = []
         draft_probs: list[torch.Tensor] = []
+        log_conf: list[float] = []  # log q(token) of each drafted token
         for i in range(num_tokens):
             if params.greedy:
-                token = int(head.to_target_ids(logits.argmax()))
+                logp = torch.log_softmax(logits.float(), -1)
+                best = int(logp.argmax())
+                token = int(head.to_target_ids(torch.tensor(best)))
+                log_conf.append(float(logp[best]))
             else:
                 q = logits_to_probs(head.full_vocab_logits(logits), params.temperature, params.top_k, params.top_p)
                 token = int(sample(q[None], state.generator)[0])
@@ -135,7 +142,10 @@ class EagleProposer:
             logits = head.logits(hidden[0, 0])
         token_ids = torch.tensor([draft_ids], dtype=torch.long).reshape(1, len(draft_ids))
         probs = torch.stack(draft_probs)[None] if draft_probs else None  # [1, K, V]
-        return DraftProposal(token_ids, probs)
+        # sampled chains carry no scores: pruning by the sampled tokens' own q would verify
+        # tokens no longer distributed as q, and the test against q would be biased
+        scores = torch.tensor(log_conf, dtype=torch.float32).cumsum(0)[None] if log_conf else None  # [1, K]
+        return DraftProposal(token_ids, probs, scores=scores)
 
     def _propose_tree(self, state, hidden, logits, max_depth: int) -> DraftProposal:
         """EAGLE-2 expansion; pool index order is creation order (parents first)."""
@@ -179,10 +189,13 @@ class EagleProposer:
             new_scores = torch.tensor(pool_score[first_new:])
             best = torch.sort(new_scores, descending=True, stable=True).indices[:k]
             frontier = sorted(first_new + int(i) for i in best)
-        order = torch.sort(torch.tensor(pool_score), descending=True, stable=True).indices[: cfg.num_nodes]
-        keep = sorted(int(i) for i in order)  # creation order keeps parents before children
+        # Nodes in rank order (score, then creation): a parent scores at least as much as its
+        # child and was made first, so parents still come first and every prefix of the
+        # tree is its best-scoring subtree of that size (what the engine's pruner keeps).
+        keep = torch.sort(torch.tensor(pool_score), descending=True, stable=True).indices[: cfg.num_nodes].tolist()
         new_index = {node: i + 1 for i, node in enumerate(keep)}
         parents = [-1] + [0 if pool_parent[n] == -1 else new_index[pool_parent[n]] for n in keep]
         token_ids = [state.token_ids[-1]] + [pool_tokens[n] for n in keep]
-        tree = DraftTree(torch.tensor(token_ids), torch.tensor(parents))
+        scores = torch.tensor([0.0] + [pool_score[n] for n in keep], dtype=torch.float32)
+        tree = DraftTree(torch.tensor(token_ids), torch.tensor(parents), scores=scores)
         return DraftProposal(tree.token_ids[1:][None], None, tree)

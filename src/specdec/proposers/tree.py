@@ -81,6 +81,10 @@ class DraftTree:
     # q each node was drawn from, [N, V] (row 0 unused); None = deterministic nodes (chosen,
     # not sampled: the verifier uses q one-hot, lossless for any choice of distinct siblings).
     probs: torch.Tensor | None = None
+    # [N] float32 cumulative draft log-probability of each node's path (root 0), the draft's
+    # own confidence; None if the proposer gives none. Lets the engine prune the tree
+    # before verifying it (engine/controller.py: ConfidencePruner).
+    scores: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.parents = torch.as_tensor(self.parents, dtype=torch.long)
@@ -90,6 +94,8 @@ class DraftTree:
             raise ValueError(f"token_ids {tuple(self.token_ids.shape)} != parents {tuple(self.parents.shape)}")
         if self.probs is not None and self.probs.shape[0] != self.num_nodes:
             raise ValueError(f"probs has {self.probs.shape[0]} rows for {self.num_nodes} nodes")
+        if self.scores is not None and self.scores.shape != self.parents.shape:
+            raise ValueError(f"scores {tuple(self.scores.shape)} != parents {tuple(self.parents.shape)}")
 
     @property
     def num_nodes(self) -> int:
@@ -114,4 +120,5 @@ class DraftTree:
         if num_nodes < 1:
             raise ValueError("a tree keeps at least its root")
         probs = self.probs[:num_nodes] if self.probs is not None else None
-        return DraftTree(self.token_ids[:num_nodes], self.parents[:num_nodes], probs)
+        scores = self.scores[:num_nodes] if self.scores is not None else None
+        return DraftTree(self.token_ids[:num_nodes], self.parents[:num_nodes], probs, scores)
