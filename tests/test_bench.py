@@ -98,6 +98,8 @@ def test_bench_rejects_bad_flags(tmp_path, capsys):
     assert "--draft-model" in capsys.readouterr().err
     assert main(["bench", "--peer", "vllm", "--out", str(tmp_path)]) == 2
     assert "--peer 'vllm'" in capsys.readouterr().err
+    assert main(["bench", "--draft-prune", "on,maybe", "--out", str(tmp_path)]) == 2
+    assert "--draft-prune values must be on or off" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------
