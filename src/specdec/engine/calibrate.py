@@ -135,4 +135,4 @@ def make_pruner(spec: SpeculativeConfig, cost: CostModel | None) -> ConfidencePr
     """The per-request confidence pruner, or None (`prunes`)."""
     if not prunes(spec) or cost is None:
         return None
-    return ConfidencePruner(max(spec.max_speculative_tokens, spec.tree_nodes))
+    return ConfidencePruner(spec.max_speculative_tokens)  # a tree is at most K levels deep too

@@ -165,13 +165,12 @@ class Engine:
             stats.draft_seconds += t_verify - t_step
             if num_draft and self.cost_model is not None:
                 self._observe_draft_cost(bucket, (t_verify - t_step) / num_levels)
+            num_pruned, confidence = 0, None
             if num_draft and pruner is not None:
                 proposal, confidence = prune(proposal, pruner, self._cost_for(bucket).verify_cost, t_verify - t_step)
                 num_pruned = num_draft - proposal.num_tokens
                 stats.num_pruned_tokens += num_pruned
                 num_draft = proposal.num_tokens
-            else:
-                num_pruned = 0
             # the controller counts a tree by its depth, stats by its nodes
             tested = int(proposal.tree.depths.max()) if proposal.tree is not None else num_draft
 
@@ -206,7 +205,7 @@ class Engine:
             stats.observe(num_draft, num_accepted, draft_class)
             if controller:
                 controller.observe(tested, num_accepted, bucket)
-            if num_draft and pruner is not None and confidence is not None:
+            if num_draft and confidence is not None:
                 pruner.observe(*confidence, num_accepted)
             if self.proposer is not None and not finish:
                 self.proposer.observe(state, result)

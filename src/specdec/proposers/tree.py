@@ -20,6 +20,7 @@ Worked example, parents [-1, 0, 0, 1, 1, 2] (root r; a, b under r; c, d under a;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -101,8 +102,8 @@ class DraftTree:
     def num_nodes(self) -> int:
         return self.parents.numel()
 
-    @property
-    def depths(self) -> torch.Tensor:  # [N]
+    @cached_property
+    def depths(self) -> torch.Tensor:  # [N]; read by the pruner, the controller and the verify pass
         return tree_depths(self.parents)
 
     @property
