@@ -9,13 +9,17 @@ shapes a decode step (M = 1) and a verify pass (M = K + 1) multiply, through eac
   F.linear      torch's default: MKL for float32, a oneDNN matmul over W^T for bfloat16
   onednn        mkldnn._linear_pointwise on the dense [N, K] weight (CPULinear, float32)
   blocked       the same call on the weight reordered once by mkldnn._reorder_linear_weight
-                (BlockedLinear, bfloat16)
+                (BlockedLinear, bfloat16 without the C kernel)
+  native        the engine's C kernel on its panel-packed weight (PackedLinear, csrc/matmul.c),
+                where it is built for the dtype
 
 The matrices total 425 MB in float32 and 212 MB in bfloat16, past the caches, so each
 pass streams them from DRAM as decoding does. Rounds interleave the routes (this
 machine is shared); each cell is the median round, as ms per pass and GB/s of weights.
 It also checks that the blocked layout returns, bit for bit, the products of the route
-the engine would use otherwise (float32: onednn; bfloat16: F.linear).
+the engine would use otherwise (float32: onednn; bfloat16: F.linear). The native kernel
+computes other (invariant) reduction orders, so it is checked for closeness only; its bit
+for bit properties are tests/test_native.py's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from specdec.models.linear import _onednn_linear as onednn  # the call CPULinear/BlockedLinear make
+from specdec.models.native import native_linear, native_linear_supported, native_pack
 
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]
 LAYERS = 30
@@ -43,7 +48,7 @@ def main() -> None:
     rows = [int(r) for r in args.rows.split(",")]
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} threads; ms per pass over the 120 matrices (GB/s of weights)")
-    print(f"{'dtype':9} {'rows':>4} {'F.linear':>16} {'onednn':>16} {'blocked':>16}  blocked exact")
+    print(f"{'dtype':9} {'rows':>4} {'F.linear':>16} {'onednn':>16} {'blocked':>16} {'native':>16}  blocked exact")
     for dtype in (torch.float32, torch.bfloat16):
         weights = [torch.randn(n, k).mul_(0.05).to(dtype) for _ in range(LAYERS) for n, k in SHAPES]
         blocked = [torch.ops.mkldnn._reorder_linear_weight(w, 1) for w in weights]
@@ -53,6 +58,9 @@ def main() -> None:
             "onednn": (lambda x, w: onednn(x, w, None), weights),
             "blocked": (lambda x, w: onednn(x, w, None), blocked),
         }
+        if native_linear_supported(dtype):
+            packed = [(native_pack(w), w.shape[0], w.shape[1]) for w in weights]
+            routes["native"] = (lambda x, p: native_linear(x, *p), packed)
         for m in rows:
             xs = [torch.randn(m, w.shape[1]).to(dtype) for w in weights]
             times = {name: [] for name in routes}
@@ -69,6 +77,11 @@ def main() -> None:
             for name in routes:
                 t = statistics.median(times[name])
                 cells.append(f"{t * 1e3:6.2f} ({nbytes / t / 1e9:4.1f})")
+            if "native" in routes:
+                for x, w, p in zip(xs[:8], weights[:8], routes["native"][1][:8]):
+                    torch.testing.assert_close(native_linear(x, *p).float(), F.linear(x.float(), w.float()), atol=2e-2, rtol=2e-2)
+            else:
+                cells.append("-")
             exact = "yes" if same else "NO"
             print(f"{str(dtype).replace('torch.', ''):9} {m:4} " + " ".join(f"{c:>16}" for c in cells) + f"  {exact}", flush=True)
 

@@ -8,9 +8,10 @@ import transformers
 
 from specdec.config import ModelConfig
 from specdec.models.convert import hf_state_dict, native_state_dict
-from specdec.models.linear import BlockedLinear, CPULinear, pack_linears_for_cpu
+from specdec.models.linear import BlockedLinear, CPULinear, PackedLinear, pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
 from specdec.models.loader import build_native
+from specdec.models.native import native_linear_supported
 
 BASE = dict(
     vocab_size=97,
@@ -188,17 +189,20 @@ def test_blocked_bfloat16_linears_match_dense_bitwise_and_keep_a_dense_state_dic
         a = dense(ids, torch.arange(12)[None], dense.new_cache()).logits
         b = blocked(ids, torch.arange(12)[None], blocked.new_cache()).logits
     assert torch.equal(a, b)
-    # float32 stays dense (CPULinear)
+    # float32 takes the C kernel's packed panels where it is built, else stays dense (CPULinear)
     fp32 = pack_linears_for_cpu(LlamaModel(config, 32).eval())
-    assert isinstance(fp32.layers[0].mlp.w13, CPULinear)
+    expected = PackedLinear if native_linear_supported(torch.float32) else CPULinear
+    assert isinstance(fp32.layers[0].mlp.w13, expected)
 
 
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
 def test_float32_kernel_follows_the_cpu_vendor_and_invariance(monkeypatch, vendor):
-    """MKL (F.linear) on Intel, oneDNN on AMD; batch invariance always takes oneDNN."""
+    """Without the C kernel: MKL (F.linear) on Intel, oneDNN on AMD; batch invariance always
+    takes oneDNN."""
     from specdec.models import linear
 
     monkeypatch.setattr(linear, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(linear, "native_linear_supported", lambda *args: False)
     config = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
     model = pack_linears_for_cpu(LlamaModel(config, 32).eval().requires_grad_(False))
     w13 = model.layers[0].mlp.w13

@@ -229,3 +229,101 @@ def test_rms_norm_module_uses_the_kernel_for_inference_only():
     with torch.inference_mode():
         assert native.native_rms_norm_supported(x.detach(), norm.weight)
         torch.testing.assert_close(norm(x.detach()), F.rms_norm(x.detach(), (64,), norm.weight, 1e-6))
+
+
+# -- the float32 linear kernel (csrc/matmul.c) ---------------------------------------------
+
+needs_linear = pytest.mark.skipif(not native.native_linear_supported(torch.float32), reason="no AVX-512 build of csrc/matmul.c here")
+
+
+def portable_library(tmp_path):
+    """csrc built without -march=native: the kernel's portable loops, loaded beside the engine's."""
+    import ctypes
+
+    cc = native._compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    target = tmp_path / "portable.so"
+    native._build(cc, list(native.FLAG_SETS[-1]), target)
+    lib = ctypes.CDLL(str(target))
+    native._bind_linear(lib)
+    assert not lib.specdec_linear_vectorized()
+    return lib
+
+
+@pytest.fixture(params=["engine", "portable"])
+def linear_lib(request, tmp_path):
+    if request.param == "engine":
+        if not native.native_linear_supported(torch.float32):
+            pytest.skip("no AVX-512 build of csrc/matmul.c here")
+        return native.native_library()
+    return portable_library(tmp_path)
+
+
+@pytest.mark.parametrize("n, k", [(960, 576), (50, 17), (97, 1), (48, 1536)])
+def test_linear_kernel_matches_f_linear_and_packs_exactly(linear_lib, n, k):
+    gen = torch.Generator().manual_seed(n + k)
+    w, b, x = torch.randn(n, k, generator=gen), torch.randn(n, generator=gen), torch.randn(3, 5, k, generator=gen)
+    packed = native.native_pack(w, linear_lib)
+    assert torch.equal(native.native_unpack(packed, n, k), w)
+    panel = linear_lib.specdec_linear_panel()
+    assert packed.shape == ((n + panel - 1) // panel, k, panel)
+    assert not packed[-1, :, n - (packed.shape[0] - 1) * panel :].any()  # zero past n
+    out = native.native_linear(x, packed, n, k, b, lib=linear_lib)
+    assert out.shape == (3, 5, n)
+    torch.testing.assert_close(out.double(), F.linear(x.double(), w.double(), b.double()), atol=1e-4, rtol=1e-4)
+    assert native.native_linear(x[:, :0], packed, n, k, lib=linear_lib).shape == (3, 0, n)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_kernel_rows_do_not_depend_on_the_row_or_thread_count(linear_lib, threads):
+    """Every row of an M-row product equals, bit for bit, the same row alone (M = 1: a
+    decode step) and at any thread count: no padding needed for batch invariance."""
+    gen = torch.Generator().manual_seed(3)
+    w, b, x = torch.randn(576, 1536, generator=gen), torch.randn(576, generator=gen), torch.randn(33, 1536, generator=gen)
+    packed = native.native_pack(w, linear_lib)
+    full = native.native_linear(x, packed, 576, 1536, b, threads=1, lib=linear_lib)
+    singles = torch.cat([native.native_linear(x[j : j + 1], packed, 576, 1536, b, threads=threads, lib=linear_lib) for j in range(33)])
+    assert torch.equal(full, singles)
+    for m in (2, 3, 5, 8, 9, 16, 17):
+        assert torch.equal(native.native_linear(x[:m], packed, 576, 1536, b, threads=threads, lib=linear_lib), full[:m]), m
+
+
+def test_linear_kernel_rejects_bad_arguments(linear_lib):
+    rc = linear_lib.specdec_linear_f32(None, None, None, None, 1, 0, 4, 1)
+    assert rc != 0
+    assert linear_lib.specdec_pack_f32(None, None, 4, 0, 1) != 0
+
+
+@needs_linear
+def test_packed_linear_module_keeps_a_dense_state_dict_and_ties():
+    from specdec.config import ModelConfig
+    from specdec.models.linear import PackedLinear, pack_linears_for_cpu
+    from specdec.models.llama import LlamaModel
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+    dense = LlamaModel(config, 32).eval().requires_grad_(False)
+    packed = LlamaModel(config, 32).eval().requires_grad_(False)
+    packed.load_state_dict(dense.state_dict())
+    packed.lm_head.weight = packed.embed.weight
+    dense.lm_head.weight = dense.embed.weight
+    pack_linears_for_cpu(packed)
+    w13 = packed.layers[0].mlp.w13
+    assert isinstance(w13, PackedLinear) and w13._dense is None  # only the packed copy stays
+    assert isinstance(packed.lm_head, PackedLinear) and packed.lm_head.weight is packed.embed.weight
+    assert torch.equal(w13.weight, dense.layers[0].mlp.w13.weight)
+    assert set(packed.state_dict()) == set(dense.state_dict())
+    for name, tensor in dense.state_dict().items():
+        assert torch.equal(packed.state_dict()[name], tensor), name
+    ids = torch.randint(0, 64, (1, 12))
+    with torch.no_grad():
+        a = dense(ids, torch.arange(12)[None], dense.new_cache()).logits
+        b = packed(ids, torch.arange(12)[None], packed.new_cache()).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="float32 CPU"):
+        w13(torch.randn(2, 64).to(torch.bfloat16))
+    x = torch.randn(2, 64, requires_grad=True)  # autograd takes F.linear
+    w13(x).sum().backward()
+    assert x.grad is not None
+    assert resolve_batch_invariant("auto", "float32")  # free with this kernel

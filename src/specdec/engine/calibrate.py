@@ -30,8 +30,9 @@ CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # no stale curve is read (2: bfloat16 blocked linears and folded invariant attention;
 # 3: quantized models back on per-query attention; 4: the C attention kernel and
 # padding only the linears whose one-row kernel differs; 5: the C kernel's blocked scores and
-# OpenMP split; 6: float32 linears through MKL on Intel CPUs).
-KERNELS_VERSION = 6
+# OpenMP split; 6: float32 linears through MKL on Intel CPUs; 7: float32 linears through the
+# C kernel, csrc/matmul.c).
+KERNELS_VERSION = 7
 
 
 def cost_key(loaded, max_k: int) -> str:

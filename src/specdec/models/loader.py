@@ -20,7 +20,7 @@ from specdec.models.convert import native_state_dict
 from specdec.models.default import default_model_path
 from specdec.models.linear import pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
-from specdec.models.native import native_attention_supported
+from specdec.models.native import native_attention_supported, native_linear_supported
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BATCH_INVARIANT_CHOICES = ("auto", "on", "off")
@@ -31,8 +31,10 @@ def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none",
     speculative greedy output drifts from plain output without it (benchmarks/
     batch_invariance.py, README). Its cost is the two-row padding of the linears whose
     one-row kernel differs (models/linear.py): plain bfloat16 decoding of the default model
-    ~7%, quantized ~0%; speculative decoding gets faster. Off for dense float32 (no drift
-    seen; every float32 linear needs the padding, ~17%) and on CUDA (not measured). Tree
+    ~7%, quantized ~0%; speculative decoding gets faster. Dense float32: on where its linears
+    run through the C kernel (invariant by construction, so free); off where they run
+    through oneDNN or MKL (no drift seen there, and every such linear would need the
+    padding, ~17%). Off on CUDA (not measured). Tree
     drafts are batch-invariant where the C attention kernel runs (CPU bfloat16 and float32,
     models/native.py); elsewhere "auto" turns it off for them and "on" is an error."""
     if isinstance(choice, bool):
@@ -47,7 +49,8 @@ def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none",
                 "a working C compiler); use chain drafts (--tree-nodes 0) or --batch-invariant off"
             )
         return choice == "on"
-    return trees_ok and torch.device(device).type == "cpu" and (dtype != "float32" or quant != "none")
+    free = dtype != "float32" or quant != "none" or native_linear_supported(torch.float32, device)
+    return trees_ok and torch.device(device).type == "cpu" and free
 
 
 @dataclass

@@ -38,7 +38,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 3
+ABI_VERSION = 4
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -100,6 +100,13 @@ def _build(cc: str, flags: list[str], target: Path) -> None:
         os.replace(out, target)  # atomic: a concurrent process sees the old file or the new one
 
 
+def _bind_linear(lib: ctypes.CDLL) -> None:
+    lib.specdec_pack_f32.argtypes = [_c_void_p, _c_void_p, _i64, _i64, _int]
+    lib.specdec_pack_f32.restype = _int
+    lib.specdec_linear_f32.argtypes = [_c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64, _int]
+    lib.specdec_linear_f32.restype = _int
+
+
 @lru_cache(maxsize=1)
 def native_library() -> ctypes.CDLL | None:
     """The compiled kernels, or None (disabled, no compiler, or every build failed)."""
@@ -133,6 +140,7 @@ def native_library() -> ctypes.CDLL | None:
             fn = getattr(lib, name)
             fn.argtypes = _NORM_ARGS
             fn.restype = _int
+        _bind_linear(lib)
         return lib
     warnings.warn("building the C kernels failed; the engine runs its slower pure-PyTorch attention:\n" + "\n".join(errors), stacklevel=2)
     return None
@@ -194,4 +202,54 @@ def native_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
     fn = lib.specdec_rms_norm_bf16 if x.dtype == torch.bfloat16 else lib.specdec_rms_norm_f32
     dim = x.shape[-1]
     fn(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // dim, dim, eps)
+    return out
+
+
+def native_linear_supported(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
+    """Whether linears of this dtype run through csrc/matmul.c: CPU, and a build with its
+    vector tiles (float32: AVX-512)."""
+    if dtype not in _LINEAR_VECTORIZED or torch.device(device).type != "cpu":
+        return False
+    lib = native_library()
+    return lib is not None and bool(getattr(lib, _LINEAR_VECTORIZED[dtype])())
+
+
+_LINEAR_VECTORIZED = {torch.float32: "specdec_linear_vectorized"}
+
+
+def native_pack(weight: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor:
+    """[N, K] float32 -> the kernel's panels [ceil(N / P), K, P], zero past N (csrc/matmul.c)."""
+    lib = lib or native_library()
+    weight = weight.detach().contiguous()
+    n, k = weight.shape
+    panel = lib.specdec_linear_panel()
+    packed = torch.empty((n + panel - 1) // panel, k, panel, dtype=torch.float32)
+    if lib.specdec_pack_f32(weight.data_ptr(), packed.data_ptr(), n, k, torch.get_num_threads()) != 0:
+        raise RuntimeError(f"packing a {n}x{k} weight failed")
+    return packed
+
+
+def native_unpack(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """The inverse of native_pack (exact): panels -> [N, K]."""
+    return packed.permute(0, 2, 1).reshape(-1, in_features)[:out_features].contiguous()
+
+
+def native_linear(
+    x: torch.Tensor,  # [..., K], the packed weight's dtype
+    packed: torch.Tensor,  # native_pack of the [N, K] weight
+    out_features: int,
+    in_features: int,
+    bias: torch.Tensor | None = None,
+    threads: int | None = None,  # default torch's; the result is the same for any count
+    lib: ctypes.CDLL | None = None,
+) -> torch.Tensor:  # [..., N]
+    lib = lib or native_library()
+    rows = x.reshape(-1, in_features).contiguous()  # named: it must outlive the call
+    out = torch.empty(*x.shape[:-1], out_features, dtype=packed.dtype)
+    rc = lib.specdec_linear_f32(
+        rows.data_ptr(), packed.data_ptr(), bias.data_ptr() if bias is not None else None, out.data_ptr(),
+        rows.shape[0], out_features, in_features, threads or torch.get_num_threads(),
+    )
+    if rc != 0:
+        raise RuntimeError(f"native linear rejected its arguments (code {rc}): M={rows.shape[0]} N={out_features} K={in_features}")
     return out
