@@ -163,9 +163,13 @@ def test_cpu_linears_are_a_numerical_no_op():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_blocked_bfloat16_linears_match_dense_bitwise_and_keep_a_dense_state_dict():
-    """bfloat16 linears run on oneDNN-blocked weights: the same products bit for bit as
-    F.linear at 1 to 9 rows, the dense weight recoverable, tied weights left tied."""
+def test_blocked_bfloat16_linears_match_dense_bitwise_and_keep_a_dense_state_dict(monkeypatch):
+    """Without the C kernel, bfloat16 linears run on oneDNN-blocked weights: the same
+    products bit for bit as F.linear at 1 to 9 rows, the dense weight recoverable, tied
+    weights left tied."""
+    from specdec.models import linear
+
+    monkeypatch.setattr(linear, "native_linear_supported", lambda *args: False)
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
     dense = LlamaModel(config, 32).to(torch.bfloat16).eval().requires_grad_(False)
@@ -190,6 +194,7 @@ def test_blocked_bfloat16_linears_match_dense_bitwise_and_keep_a_dense_state_dic
         b = blocked(ids, torch.arange(12)[None], blocked.new_cache()).logits
     assert torch.equal(a, b)
     # float32 takes the C kernel's packed panels where it is built, else stays dense (CPULinear)
+    monkeypatch.undo()
     fp32 = pack_linears_for_cpu(LlamaModel(config, 32).eval())
     expected = PackedLinear if native_linear_supported(torch.float32) else CPULinear
     assert isinstance(fp32.layers[0].mlp.w13, expected)

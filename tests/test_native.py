@@ -289,6 +289,41 @@ def test_linear_kernel_rows_do_not_depend_on_the_row_or_thread_count(linear_lib,
         assert torch.equal(native.native_linear(x[:m], packed, 576, 1536, b, threads=threads, lib=linear_lib), full[:m]), m
 
 
+needs_linear_bf16 = pytest.mark.skipif(not native.native_linear_supported(torch.bfloat16), reason="no AVX512_BF16 build of csrc/matmul.c here")
+
+
+@needs_linear_bf16
+@pytest.mark.parametrize("n, k", [(960, 576), (50, 17), (97, 1), (48, 1536)])
+def test_bfloat16_linear_kernel_matches_f_linear_and_packs_exactly(n, k):
+    gen = torch.Generator().manual_seed(n + k)
+    w, b, x = (torch.randn(n, k, generator=gen).bfloat16(), torch.randn(n, generator=gen).bfloat16(),
+               torch.randn(3, 5, k, generator=gen).bfloat16())
+    packed = native.native_pack(w)
+    panel = native.native_library().specdec_linear_panel()
+    assert packed.shape == ((n + panel - 1) // panel, (k + 1) // 2, panel, 2)
+    assert torch.equal(native.native_unpack(packed, n, k), w)
+    out = native.native_linear(x, packed, n, k, b)
+    assert out.dtype == torch.bfloat16 and out.shape == (3, 5, n)
+    # float32 accumulation of exact products, one rounding to bfloat16 at the end
+    ref = F.linear(x.double(), w.double(), b.double())
+    torch.testing.assert_close(out.double(), ref, atol=1e-2 * ref.abs().max().item(), rtol=1e-2)
+    with pytest.raises(TypeError, match="packed weight"):
+        native.native_linear(x.float(), packed, n, k)
+
+
+@needs_linear_bf16
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bfloat16_linear_kernel_rows_do_not_depend_on_the_row_or_thread_count(threads):
+    gen = torch.Generator().manual_seed(4)
+    w, x = torch.randn(576, 1535, generator=gen).bfloat16(), torch.randn(33, 1535, generator=gen).bfloat16()
+    packed = native.native_pack(w)
+    full = native.native_linear(x, packed, 576, 1535, threads=1)
+    singles = torch.cat([native.native_linear(x[j : j + 1], packed, 576, 1535, threads=threads) for j in range(33)])
+    assert torch.equal(full, singles)
+    for m in (2, 3, 5, 8, 9, 16, 17):
+        assert torch.equal(native.native_linear(x[:m], packed, 576, 1535, threads=threads), full[:m]), m
+
+
 def test_linear_kernel_rejects_bad_arguments(linear_lib):
     rc = linear_lib.specdec_linear_f32(None, None, None, None, 1, 0, 4, 1)
     assert rc != 0

@@ -10,7 +10,7 @@ import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
-from specdec.models.linear import BlockedLinear, CPULinear
+from specdec.models.linear import BlockedLinear, CPULinear, PackedLinear
 from specdec.models.loader import load_model
 from specdec.models.quant import (
     GroupQuant,
@@ -162,7 +162,7 @@ def test_lm_head_format_is_chosen_separately(tiny_model_dir):
     assert isinstance(loaded.model.lm_head, Int8Linear)  # the default head
     dense = load_model(tiny_model_dir, "bfloat16", "cpu", 64)
     quantize_model(dense.model, "int4", lm_head="none")
-    assert isinstance(dense.model.lm_head, (torch.nn.Linear, CPULinear, BlockedLinear))
+    assert isinstance(dense.model.lm_head, (torch.nn.Linear, CPULinear, BlockedLinear, PackedLinear))
     with pytest.raises(ValueError, match="lm_head quant"):
         quantize_model(dense.model, "int4", lm_head="int2")
 

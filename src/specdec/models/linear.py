@@ -1,12 +1,15 @@
 """Faster CPU linear layers, in one place.
 
-float32 runs through the engine's own kernel where it is built with AVX-512
-(`PackedLinear`, csrc/matmul.c): the weight packed once into column panels, every output
-a running sum over k in order, so one row and many rows agree bit for bit with no
-padding, and both run faster than oneDNN or MKL (Zen 4, 2 threads, the default model's
-120 per-layer matrices, `benchmarks/linear_layouts.py` on 2026-12-03: 15.7 ms per pass at one
-row against oneDNN's 21.6 and MKL's 36.0, 18.0 against 32.5 at 4 rows, 30.8 against 52.1 at
-17). Where it is not built, float32 takes the library routes below.
+float32 and bfloat16 run through the engine's own kernel where it is built for them
+(`PackedLinear`, csrc/matmul.c; float32 needs AVX-512, bfloat16 AVX512_BF16): the weight
+packed once into column panels, every output a running float32 sum over k in order, so one
+row and many rows agree bit for bit with no padding, and both run faster than the library
+routes below (Zen 4, 2 threads, the default model's 120 per-layer matrices,
+`benchmarks/linear_layouts.py` on 2026-12-03: float32 15.7 ms per pass at one row against
+oneDNN's 21.6 and MKL's 36.0, 18.0 against 32.5 at 4 rows, 30.8 against 52.1 at 17;
+bfloat16 11.1 against 13.4 for oneDNN's blocked layout at one row, 17.5 against 23.5 at 17,
+a noisier run). Where the kernel is not built, the library routes below serve: they are
+what the rest of this docstring describes.
 
 PyTorch's x86 builds route float32 `F.linear` to MKL, which runs its slow generic path
 on AMD processors. oneDNN's `mkldnn::_linear_pointwise` takes the same dense weight and
@@ -100,7 +103,7 @@ class CPULinear(nn.Module):
 
 
 class PackedLinear(nn.Module):
-    """A float32 CPU linear over csrc/matmul.c's panel-packed copy of the weight.
+    """A float32 or bfloat16 CPU linear over csrc/matmul.c's panel-packed copy of the weight.
 
     Batch-invariant by construction (each output is the same in-order sum whatever the row
     count), so it never pads. keep_dense as BlockedLinear's: a shared weight (tied
@@ -126,12 +129,11 @@ class PackedLinear(nn.Module):
         destination[prefix + "weight"] = self.weight if keep_vars else self.weight.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu":
-            raise TypeError(f"PackedLinear takes float32 CPU inputs, got {x.dtype} on {x.device}")
+        if x.dtype != self.packed_weight.dtype or x.device.type != "cpu":
+            raise TypeError(f"PackedLinear takes {self.packed_weight.dtype} CPU inputs, got {x.dtype} on {x.device}")
         if torch.is_grad_enabled() and x.requires_grad:  # autograd needs F.linear
             return F.linear(x, self.weight, self.bias)
-        bias = self.bias.detach().contiguous() if self.bias is not None else None
-        return native_linear(x, self.packed_weight, self.out_features, self.in_features, bias)
+        return native_linear(x, self.packed_weight, self.out_features, self.in_features, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, dense_kept={self._dense is not None}"

@@ -105,6 +105,10 @@ def _bind_linear(lib: ctypes.CDLL) -> None:
     lib.specdec_pack_f32.restype = _int
     lib.specdec_linear_f32.argtypes = [_c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64, _int]
     lib.specdec_linear_f32.restype = _int
+    lib.specdec_pack_bf16.argtypes = [_c_void_p, _c_void_p, _i64, _i64, _int]
+    lib.specdec_pack_bf16.restype = _int
+    lib.specdec_linear_bf16.argtypes = [_c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64, _int]
+    lib.specdec_linear_bf16.restype = _int
 
 
 @lru_cache(maxsize=1)
@@ -207,30 +211,40 @@ def native_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
 
 def native_linear_supported(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
     """Whether linears of this dtype run through csrc/matmul.c: CPU, and a build with its
-    vector tiles (float32: AVX-512)."""
+    vector tiles (float32: AVX-512; bfloat16: AVX512_BF16)."""
     if dtype not in _LINEAR_VECTORIZED or torch.device(device).type != "cpu":
         return False
     lib = native_library()
     return lib is not None and bool(getattr(lib, _LINEAR_VECTORIZED[dtype])())
 
 
-_LINEAR_VECTORIZED = {torch.float32: "specdec_linear_vectorized"}
+_LINEAR_VECTORIZED = {torch.float32: "specdec_linear_vectorized", torch.bfloat16: "specdec_linear_bf16_vectorized"}
 
 
 def native_pack(weight: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor:
-    """[N, K] float32 -> the kernel's panels [ceil(N / P), K, P], zero past N (csrc/matmul.c)."""
+    """[N, K] -> the kernel's panels, zero past N (csrc/matmul.c): float32 [ceil(N / P), K, P],
+    bfloat16 [ceil(N / P), ceil(K / 2), P, 2] (pairs of k side by side)."""
     lib = lib or native_library()
     weight = weight.detach().contiguous()
     n, k = weight.shape
     panel = lib.specdec_linear_panel()
-    packed = torch.empty((n + panel - 1) // panel, k, panel, dtype=torch.float32)
-    if lib.specdec_pack_f32(weight.data_ptr(), packed.data_ptr(), n, k, torch.get_num_threads()) != 0:
+    panels = (n + panel - 1) // panel
+    if weight.dtype == torch.float32:
+        packed, fn = torch.empty(panels, k, panel, dtype=weight.dtype), lib.specdec_pack_f32
+    elif weight.dtype == torch.bfloat16:
+        packed, fn = torch.empty(panels, (k + 1) // 2, panel, 2, dtype=weight.dtype), lib.specdec_pack_bf16
+    else:
+        raise TypeError(f"native linears take float32 or bfloat16 weights, got {weight.dtype}")
+    if fn(weight.data_ptr(), packed.data_ptr(), n, k, torch.get_num_threads()) != 0:
         raise RuntimeError(f"packing a {n}x{k} weight failed")
     return packed
 
 
 def native_unpack(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
     """The inverse of native_pack (exact): panels -> [N, K]."""
+    if packed.dim() == 4:  # bfloat16: [P, K / 2, panel, 2] -> [P, panel, K / 2, 2]
+        packed = packed.permute(0, 2, 1, 3).reshape(-1, packed.shape[1] * 2)
+        return packed[:out_features, :in_features].contiguous()
     return packed.permute(0, 2, 1).reshape(-1, in_features)[:out_features].contiguous()
 
 
@@ -245,8 +259,13 @@ def native_linear(
 ) -> torch.Tensor:  # [..., N]
     lib = lib or native_library()
     rows = x.reshape(-1, in_features).contiguous()  # named: it must outlive the call
+    if rows.dtype != packed.dtype:
+        raise TypeError(f"input is {rows.dtype}, the packed weight {packed.dtype}")
+    fn = lib.specdec_linear_bf16 if packed.dtype == torch.bfloat16 else lib.specdec_linear_f32
+    if bias is not None:
+        bias = bias.detach().float().contiguous()  # bfloat16 widens exactly
     out = torch.empty(*x.shape[:-1], out_features, dtype=packed.dtype)
-    rc = lib.specdec_linear_f32(
+    rc = fn(
         rows.data_ptr(), packed.data_ptr(), bias.data_ptr() if bias is not None else None, out.data_ptr(),
         rows.shape[0], out_features, in_features, threads or torch.get_num_threads(),
     )
