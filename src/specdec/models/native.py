@@ -38,7 +38,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 4
+ABI_VERSION = 5
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -109,6 +109,19 @@ def _bind_linear(lib: ctypes.CDLL) -> None:
     lib.specdec_pack_bf16.restype = _int
     lib.specdec_linear_bf16.argtypes = [_c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64, _int]
     lib.specdec_linear_bf16.restype = _int
+    lib.specdec_linear_bf16_amx.argtypes = []
+    lib.specdec_linear_bf16_amx.restype = _int
+
+
+def _bind_elementwise(lib: ctypes.CDLL) -> None:
+    for name in ("specdec_argmax_f32", "specdec_argmax_bf16"):
+        fn = getattr(lib, name)
+        fn.argtypes = [_c_void_p, _i64, _i64, _c_void_p, _int]
+        fn.restype = _int
+    for name in ("specdec_swiglu_f32", "specdec_swiglu_bf16"):
+        fn = getattr(lib, name)
+        fn.argtypes = [_c_void_p, _c_void_p, _i64, _i64, _int]
+        fn.restype = _int
 
 
 @lru_cache(maxsize=1)
@@ -145,6 +158,7 @@ def native_library() -> ctypes.CDLL | None:
             fn.argtypes = _NORM_ARGS
             fn.restype = _int
         _bind_linear(lib)
+        _bind_elementwise(lib)
         return lib
     warnings.warn("building the C kernels failed; the engine runs its slower pure-PyTorch attention:\n" + "\n".join(errors), stacklevel=2)
     return None
@@ -271,4 +285,48 @@ def native_linear(
     )
     if rc != 0:
         raise RuntimeError(f"native linear rejected its arguments (code {rc}): M={rows.shape[0]} N={out_features} K={in_features}")
+    return out
+
+
+def _elementwise_supported(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.bfloat16, torch.float32)
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and x.numel() > 0
+        and native_library() is not None
+    )
+
+
+native_argmax_supported = _elementwise_supported
+
+
+def native_argmax(x: torch.Tensor, threads: int | None = None, lib: ctypes.CDLL | None = None) -> torch.Tensor:  # [..., V] -> [...] int64
+    """torch.argmax over the last dim, same answer (first maximum; first NaN), from two vector
+    passes per row (csrc/elementwise.c)."""
+    lib = lib or native_library()
+    rows = x.detach().contiguous()  # named: it must outlive the call
+    n = rows.shape[-1]
+    out = torch.empty(rows.shape[:-1], dtype=torch.int64)
+    fn = lib.specdec_argmax_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_argmax_f32
+    if fn(rows.data_ptr(), rows.numel() // n, n, out.data_ptr(), threads or torch.get_num_threads()) != 0:
+        raise RuntimeError(f"native argmax rejected a {tuple(x.shape)} tensor")
+    return out
+
+
+native_swiglu_supported = _elementwise_supported
+
+
+def native_swiglu(gate_up: torch.Tensor, threads: int | None = None, lib: ctypes.CDLL | None = None) -> torch.Tensor:  # [..., 2I] -> [..., I]
+    """silu(gate) * up for the fused [gate | up] projection, float32 inside, one rounding
+    (csrc/elementwise.c); every element by the same steps, so rows never change each other."""
+    lib = lib or native_library()
+    rows = gate_up.detach().contiguous()
+    two_inter = rows.shape[-1]
+    if two_inter % 2:
+        raise ValueError(f"swiglu needs an even last dim (gate | up), got {two_inter}")
+    out = torch.empty(*rows.shape[:-1], two_inter // 2, dtype=rows.dtype)
+    fn = lib.specdec_swiglu_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_swiglu_f32
+    if fn(rows.data_ptr(), out.data_ptr(), rows.numel() // two_inter, two_inter // 2, threads or torch.get_num_threads()) != 0:
+        raise RuntimeError(f"native swiglu rejected a {tuple(gate_up.shape)} tensor")
     return out

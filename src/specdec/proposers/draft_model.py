@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from specdec.proposers.base import DraftProposal, SequenceState
-from specdec.sampling import logits_to_probs, sample
+from specdec.sampling import greedy, logits_to_probs, sample
 
 # Strings whose token ids must agree between target and draft tokenizers.
 TOKENIZER_PROBES = (
@@ -97,7 +97,7 @@ class DraftModelProposer:
             logits = self.model(ids, positions, self.cache, logits_indices=slice(-1, None)).logits[:, -1]
             self.cached_ids.extend(pending)
             if params.greedy:
-                token = int(logits[0].argmax())
+                token = int(greedy(logits[0]))
             else:
                 q = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)  # [1, V]
                 token = int(sample(q, state.generator)[0])

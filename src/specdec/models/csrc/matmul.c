@@ -133,7 +133,7 @@ int specdec_linear_f32(const float *x, const float *packed, const float *bias, f
     if (m < 0 || n <= 0 || k <= 0 || threads < 1) return 1;
     int64_t panels = (n + PANEL - 1) / PANEL;
     int64_t tiles = (m + MAX_ROWS - 1) / MAX_ROWS; /* near-equal tiles: 17 rows = 6 + 6 + 5 */
-#pragma omp parallel for schedule(static) num_threads(threads) if (panels * m * k > 65536)
+#pragma omp parallel for schedule(static) num_threads(threads) if (panels * m * k > 2048)
     for (int64_t p = 0; p < panels; p++) {
         int cols = n - p * PANEL < PANEL ? (int)(n - p * PANEL) : PANEL;
         const float *panel = packed + p * k * PANEL;
@@ -237,14 +237,131 @@ typedef void (*tile16_fn)(const uint16_t *, int64_t, const uint16_t *, const flo
 static const tile16_fn TILES16[MAX_ROWS] = {tile16_1, tile16_2, tile16_3, tile16_4, tile16_5, tile16_6, tile16_7, tile16_8};
 #endif
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+/* ---- bfloat16 through AMX (Sapphire Rapids and later) ------------------------------------
+ *
+ * The same packed panels feed the tile unit: a pair row of a panel is PANEL x 2 bfloat16 =
+ * 192 bytes, so B tiles of 16 pairs x 16 columns sit at byte offsets 0, 64, 128 of 16
+ * consecutive pair rows (stride 192), and an A tile is up to 16 rows x 32 k's of x. One
+ * TDPBF16PS per 16 columns adds, for every output, the pairs' products to its float32 sum
+ * in pair order; rows are computed alone, as in the vector loops, so one row and many rows
+ * agree bit for bit. Row blocks: m <= 16 is one block; beyond, ceil(m / 16) equal blocks,
+ * the last shifted back to end at row m (its overlap with the one before is computed twice,
+ * to the same bits), so one tile shape serves the whole call. k must be a multiple of 32
+ * (whole tiles; the default model's 576 and 1536 are); other k take the vector loops, a
+ * choice made per matrix, never per row count. Linux grants the tile state on request
+ * (arch_prctl, kernel 5.16+); refused, the vector loops run. The product and sum steps are
+ * the tile unit's own, not vdpbf16ps's (both flush bfloat16 subnormals), so AMX and
+ * non-AMX machines may differ in the last bit, as any two kernels may. */
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int amx_granted = -1;
+
+static int amx_ready(void) {
+    if (amx_granted < 0) amx_granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    return amx_granted;
+}
+
+struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+static void amx_configure(int rows) { /* tiles 0-2: sums (rows x 16 floats); 3: x; 4-6: weights */
+    struct tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 7; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = t < 4 ? (uint8_t)rows : 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+static void amx_panel(const uint16_t *x, int64_t k, int rows, const uint16_t *panel, const float *bias,
+                      uint16_t *out, int64_t n_out, int cols) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    for (int64_t c = 0; c < k / 32; c++) {
+        const uint16_t *pk = panel + c * 16 * PANEL * 2;
+        _tile_loadd(3, x + c * 32, k * 2);
+        _tile_loadd(4, pk, PANEL * 4);
+        _tile_loadd(5, pk + 32, PANEL * 4);
+        _tile_loadd(6, pk + 64, PANEL * 4);
+        _tile_dpbf16ps(0, 3, 4);
+        _tile_dpbf16ps(1, 3, 5);
+        _tile_dpbf16ps(2, 3, 6);
+    }
+    float sums[16][PANEL];
+    _tile_stored(0, &sums[0][0], PANEL * 4);
+    _tile_stored(1, &sums[0][16], PANEL * 4);
+    _tile_stored(2, &sums[0][32], PANEL * 4);
+    for (int v = 0; v < 3; v++) {
+        int left = cols - 16 * v;
+        if (left <= 0) break;
+        __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + 16 * v) : _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) {
+            __m512 s = _mm512_loadu_ps(&sums[r][16 * v]);
+            if (bias) s = _mm512_add_ps(s, b);
+            _mm256_mask_storeu_epi16(out + r * n_out + 16 * v, mask, (__m256i)_mm512_cvtneps_pbh(s));
+        }
+    }
+}
+
+static void linear_bf16_amx(const uint16_t *x, const uint16_t *packed, const float *bias, uint16_t *out,
+                            int64_t m, int64_t n, int64_t k, int threads) {
+    int64_t panels = (n + PANEL - 1) / PANEL, pairs = k / 2;
+    int64_t blocks = (m + 15) / 16, rows = (m + blocks - 1) / blocks;
+#pragma omp parallel num_threads(threads) if (panels * m * k > 2048)
+    {
+        amx_configure((int)rows);
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; p++) {
+            int cols = n - p * PANEL < PANEL ? (int)(n - p * PANEL) : PANEL;
+            for (int64_t blk = 0; blk < blocks; blk++) {
+                int64_t r = blk * rows < m - rows ? blk * rows : m - rows;
+                amx_panel(x + r * k, k, (int)rows, packed + p * pairs * PANEL * 2, bias ? bias + p * PANEL : 0,
+                          out + r * n + p * PANEL, n, cols);
+            }
+        }
+        _tile_release();
+    }
+}
+#define AMX_BUILT 1
+#else
+#define AMX_BUILT 0
+#endif
+
+/* 1 where bfloat16 linears with k % 32 == 0 run on the tile unit (built, and granted). */
+int specdec_linear_bf16_amx(void) {
+#if AMX_BUILT
+    return amx_ready();
+#else
+    return 0;
+#endif
+}
+
 /* bias: float32 [n] or NULL (the bfloat16 bias, widened exactly by the caller). */
 int specdec_linear_bf16(const uint16_t *x, const uint16_t *packed, const float *bias, uint16_t *out,
                         int64_t m, int64_t n, int64_t k, int threads) {
 #if defined(__AVX512BF16__)
     if (m < 0 || n <= 0 || k <= 0 || threads < 1) return 1;
+#if AMX_BUILT
+    if (m > 0 && k % 32 == 0 && amx_ready()) {
+        linear_bf16_amx(x, packed, bias, out, m, n, k, threads);
+        return 0;
+    }
+#endif
     int64_t panels = (n + PANEL - 1) / PANEL, pairs = (k + 1) / 2;
     int64_t tiles = (m + MAX_ROWS - 1) / MAX_ROWS;
-#pragma omp parallel for schedule(static) num_threads(threads) if (panels * m * k > 65536)
+#pragma omp parallel for schedule(static) num_threads(threads) if (panels * m * k > 2048)
     for (int64_t p = 0; p < panels; p++) {
         int cols = n - p * PANEL < PANEL ? (int)(n - p * PANEL) : PANEL;
         const uint16_t *panel = packed + p * pairs * PANEL * 2;
