@@ -203,13 +203,7 @@ def native_attention(
 
 
 def native_rms_norm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype == weight.dtype
-        and x.dtype in (torch.bfloat16, torch.float32)
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and native_library() is not None
-    )
+    return x.dtype == weight.dtype and not (torch.is_grad_enabled() and weight.requires_grad) and _elementwise_supported(x)
 
 
 def native_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -43,10 +43,11 @@ DEFINE_ARGMAX_SCALAR(bf16, uint16_t, bf16_load)
 static inline __m512 load16_f32(const float *x, __mmask16 m) {
     return _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x);
 }
-static inline __m512 load16_bf16(const uint16_t *x, __mmask16 m) { /* exact widening */
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, x));
-    __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-    return _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), v);
+static inline __m512 widen16_bf16(__m256i h) { /* exact */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline __m512 load16_bf16(const uint16_t *x, __mmask16 m) {
+    return _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), widen16_bf16(_mm256_maskz_loadu_epi16(m, x)));
 }
 
 /* Pass 1: the row's maximum, or a NaN seen; pass 2: the first index equal to it. */
@@ -159,8 +160,8 @@ static void swiglu_row_bf16(const uint16_t *gu, uint16_t *out, int64_t inter) {
     int64_t i = 0;
 #if defined(__AVX512F__)
     for (; i + 16 <= inter; i += 16) {
-        __m512 g = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(gu + i))), 16));
-        __m512 u = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(gu + inter + i))), 16));
+        __m512 g = widen16_bf16(_mm256_loadu_si256((const __m256i *)(gu + i)));
+        __m512 u = widen16_bf16(_mm256_loadu_si256((const __m256i *)(gu + inter + i)));
         _mm256_storeu_si256((__m256i *)(out + i), bf16_round16(_mm512_mul_ps(silu16(g), u)));
     }
 #endif
