@@ -476,3 +476,103 @@ def test_packed_linear_module_keeps_a_dense_state_dict_and_ties():
     w13(x).sum().backward()
     assert x.grad is not None
     assert resolve_batch_invariant("auto", "float32")  # free with this kernel
+
+
+# -- the decoder stack in one call (csrc/layers.c) ---------------------------------------------
+
+
+def random_packed_model(dtype, head_dim=64, heads=4, kv_heads=2, bias=False, seed=0):
+    from specdec.config import ModelConfig
+    from specdec.models.linear import pack_linears_for_cpu
+    from specdec.models.llama import LlamaModel
+
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=300, hidden_size=96, intermediate_size=160, num_layers=3, num_heads=heads,
+                         num_kv_heads=kv_heads, head_dim=head_dim, attention_bias=bias, max_position_embeddings=512)
+    model = LlamaModel(config, 512)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if "norm" not in name else 0.2) + (1.0 if "norm" in name else 0.0))
+    return pack_linears_for_cpu(model.to(dtype).eval().requires_grad_(False))
+
+
+def stack_and_layers(model, passes):
+    """Run the same passes through the C stack and through the PyTorch layers: outputs, caches."""
+    results, calls = [], []
+    stack = model.native_stack()
+    run = stack.forward
+    stack.forward = lambda *a, **k: calls.append(1) or run(*a, **k)  # the stack really runs
+    for use in (True, False):
+        model.use_native_stack = use
+        cache = model.new_cache(1, 512)
+        outs = []
+        with torch.inference_mode():
+            for ids, positions, mask, layers in passes:
+                out = model(ids, positions, cache, attn_mask=mask, hidden_layers=layers)
+                outs += [out.logits, *(out.hidden_states[i] for i in layers)]
+        model.use_native_stack = True
+        results.append(outs + [cache.k[:, :, :, : cache.length].clone(), cache.v[:, :, :, : cache.length].clone()])
+        assert len(calls) == len(passes)
+    del stack.forward
+    return results
+
+
+def mixed_passes(vocab, prompt=40):
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, vocab, (1, prompt + 40), generator=gen)
+    parents, depth = [-1, 0, 0, 1, 1, 2, 3, 6], [0, 1, 1, 2, 2, 2, 3, 3]
+    passes = [(ids[:, :prompt], torch.arange(prompt)[None], None, (0, 2, -1))]  # prefill
+    p = prompt
+    for t in (1, 17, 3):  # a decode step and chain verify passes
+        passes.append((ids[:, p : p + t], torch.arange(p, p + t)[None], None, (1, 3)))
+        p += t
+    passes.append((ids[:, p : p + 8], torch.tensor([[p + d for d in depth]]), tree_attention_mask(parents)[None], ()))
+    return passes
+
+
+@pytest.mark.skipif(not native.native_linear_supported(torch.float32), reason="no vectorized C linears here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [dict(), dict(head_dim=24, heads=6, kv_heads=3, bias=True), dict(head_dim=32, heads=3, kv_heads=1)])
+def test_native_stack_equals_the_pytorch_layers(dtype, shape):
+    """Logits, hidden states and cache entries bit for bit, in prefill, decode, chain and tree
+    passes; head_dim 24 takes the scalar RoPE loop, and a q/k/v bias."""
+    if not native.native_linear_supported(dtype):
+        pytest.skip(f"no vectorized C linears for {dtype} here")
+    model = random_packed_model(dtype, **shape)
+    model.set_batch_invariant(True)  # the prefill runs native too
+    assert model.native_stack() is not None
+    stack, layers = stack_and_layers(model, mixed_passes(model.config.vocab_size))
+    assert len(stack) == len(layers)
+    assert all(torch.equal(a, b) for a, b in zip(stack, layers))
+
+
+@pytest.mark.skipif(not native.native_linear_supported(torch.bfloat16), reason="no vectorized bfloat16 C linears here")
+def test_native_stack_runs_the_default_model_as_its_layers(default_model):
+    from specdec.models.loader import load_model
+
+    model = load_model(None, "bfloat16", "cpu", 512, batch_invariant="on").model
+    assert model.native_stack() is not None
+    stack, layers = stack_and_layers(model, mixed_passes(model.config.vocab_size, prompt=70))
+    assert all(torch.equal(a, b) for a, b in zip(stack, layers))
+
+
+@pytest.mark.skipif(not native.native_linear_supported(torch.float32), reason="no vectorized C linears here")
+def test_native_stack_is_rebuilt_or_dropped_when_the_model_changes():
+    from specdec.models.quant import quantize_model
+
+    model = random_packed_model(torch.float32)
+    first = model.native_stack()
+    assert first is not None and model.native_stack() is first  # built once
+    model.requires_grad_(True)
+    assert model.native_stack() is None  # trainable weights: the PyTorch layers
+    model.requires_grad_(False)
+    assert model.native_stack() is not None and model.native_stack() is not first
+    quantize_model(model, "int8")
+    assert model.native_stack() is None  # quantized linears are not the stack's
+    with torch.inference_mode():  # and the model still runs, through its layers
+        model(torch.tensor([[1, 2, 3]]), torch.arange(3)[None], model.new_cache(1, 64))
+    stack = random_packed_model(torch.float32).native_stack()
+    x = torch.zeros(2, 96, dtype=torch.bfloat16)
+    cache = random_packed_model(torch.float32).new_cache(1, 64)
+    with pytest.raises(ValueError, match="contiguous"):
+        stack.forward(x, torch.zeros(2, 64), torch.zeros(2, 64), cache.k, cache.v, 0)

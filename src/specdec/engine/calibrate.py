@@ -32,8 +32,9 @@ CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # 3: quantized models back on per-query attention; 4: the C attention kernel and
 # padding only the linears whose one-row kernel differs; 5: the C kernel's blocked scores and
 # OpenMP split; 6: float32 linears through MKL on Intel CPUs; 7: float32 linears through the
-# C kernel, csrc/matmul.c).
-KERNELS_VERSION = 8
+# C kernel, csrc/matmul.c; 8: AMX bfloat16 linears, C argmax and SwiGLU; 9: the decoder
+# stack in one C call, csrc/layers.c).
+KERNELS_VERSION = 9
 
 
 def cost_key(loaded, max_k: int) -> str:

@@ -198,6 +198,8 @@ def pack_linears_for_cpu(model: nn.Module, batch_invariant: bool = False) -> nn.
             for p in m.parameters(recurse=False) if id(p) in linear_weights
         }
         _swap_linears(model, batch_invariant, shared)
+        if hasattr(model, "drop_native_stack"):
+            model.drop_native_stack()
     return model
 
 

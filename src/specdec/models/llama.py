@@ -21,6 +21,13 @@ attention runs once over the padded [B, T] layout with a per-row causal key mask
 caller owns the per-row lengths (`cache.length` is not touched) and gets packed logits
 [N, V]. Worked example: seq_lens [5, 2], num_new [3, 1], T = 3: N = 4 tokens, row 0
 writes slots 5..7 and row 1 slot 2; row 1's query sees keys 0..2, row 0's last sees 0..7.
+
+One sequence on the CPU, with every piece native (the C linears, norms, SwiGLU and an
+attention plan of the C kernel), runs the whole decoder stack as one C call
+(`LlamaModel.native_stack`, csrc/layers.c): the same kernels with RoPE, the cache writes and
+the residual adds in C, bit for bit the layers' result, without ~130 us of Python and ATen
+calls per layer. Replacing modules or parameters afterwards (quantize_model,
+pack_linears_for_cpu, `to()`) drops it, and the next forward builds it again.
 """
 
 from __future__ import annotations
@@ -35,7 +42,15 @@ from torch import nn
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
 from specdec.models.attention import KEY_BLOCK, AttentionPlan, attend, plan_attention
-from specdec.models.native import native_rms_norm, native_rms_norm_supported, native_swiglu, native_swiglu_supported
+from specdec.models.native import (
+    NativeStack,
+    native_enabled,
+    native_library,
+    native_rms_norm,
+    native_rms_norm_supported,
+    native_swiglu,
+    native_swiglu_supported,
+)
 
 
 @dataclass
@@ -213,6 +228,58 @@ class LlamaModel(nn.Module):
         self.batch_invariant = False
         self.fold_attention = True  # the folded bfloat16 invariant plan (models/attention.py)
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.use_native_stack = True  # False: always the PyTorch layers (tests compare the two)
+        self._native_stack: NativeStack | None = None
+        self._native_stack_built = False
+
+    def drop_native_stack(self) -> None:
+        """Forget the C stack's pointers into the weights; the next forward rebuilds it."""
+        self._native_stack, self._native_stack_built = None, False
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_native_stack()
+        return super()._apply(fn, *args, **kwargs)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self.drop_native_stack()
+        return super().requires_grad_(requires_grad)
+
+    def native_stack(self) -> NativeStack | None:
+        """The decoder stack as one C call where every piece of it is native, else None."""
+        if not self._native_stack_built:
+            self._native_stack, self._native_stack_built = self._build_native_stack(), True
+        return self._native_stack
+
+    def _build_native_stack(self) -> NativeStack | None:
+        from specdec.models.linear import PackedLinear
+
+        c, dtype = self.config, self.dtype
+        if (
+            not native_enabled() or self.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16)
+            or c.head_dim > 256 or c.head_dim % 2 or native_library() is None
+            or any(p.requires_grad for p in self.layers.parameters())
+        ):
+            return None
+        layers = []
+        for layer in self.layers:
+            if type(layer) is not DecoderLayer or type(layer.attn) is not Attention or type(layer.mlp) is not MLP:
+                return None
+            linears = (layer.attn.wqkv, layer.attn.wo, layer.mlp.w13, layer.mlp.w2)
+            norms = (layer.attn_norm, layer.mlp_norm)
+            if not all(type(m) is PackedLinear and m.packed_weight.dtype == dtype for m in linears):
+                return None
+            if any(m.bias is not None for m in linears[1:]) or not all(type(n) is RMSNorm and n.weight.dtype == dtype for n in norms):
+                return None
+            if any(n.eps != layer.attn_norm.eps for n in norms):
+                return None
+            bias = layer.attn.wqkv.bias
+            layers.append((
+                layer.attn_norm.weight.detach().contiguous(), layer.attn.wqkv.packed_weight,
+                None if bias is None else bias.detach().float().contiguous(), layer.attn.wo.packed_weight,
+                layer.mlp_norm.weight.detach().contiguous(), layer.mlp.w13.packed_weight, layer.mlp.w2.packed_weight,
+            ))
+        eps = self.layers[0].attn_norm.eps if len(self.layers) else c.rms_norm_eps
+        return NativeStack(layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, eps, dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -289,10 +356,19 @@ class LlamaModel(nn.Module):
         hidden: dict[int, torch.Tensor] = {}
         if 0 in hidden_layers:
             hidden[0] = x
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache.k[i], cache.v[i], start, plan)
-            if i + 1 in hidden_layers:
-                hidden[i + 1] = x
+        stack = self.native_stack() if b == 1 and plan.native and self.use_native_stack else None
+        if stack is not None and not (torch.is_grad_enabled() and x.requires_grad):
+            x = x.clone() if 0 in hidden_layers else x.contiguous()  # updated in place
+            for i in hidden_layers:
+                if 0 < i <= len(self.layers):
+                    hidden[i] = torch.empty_like(x)
+            stack.forward(x[0], cos[0, :, 0].contiguous(), sin[0, :, 0].contiguous(), cache.k, cache.v, start,
+                          plan.native_mask, {i: h[0] for i, h in hidden.items() if i > 0})
+        else:
+            for i, layer in enumerate(self.layers):
+                x = layer(x, cos, sin, cache.k[i], cache.v[i], start, plan)
+                if i + 1 in hidden_layers:
+                    hidden[i + 1] = x
         cache.length = start + t
         x = self.norm(x)
         if -1 in hidden_layers:

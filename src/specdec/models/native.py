@@ -38,7 +38,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 5
+ABI_VERSION = 6
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -159,6 +159,9 @@ def native_library() -> ctypes.CDLL | None:
             fn.restype = _int
         _bind_linear(lib)
         _bind_elementwise(lib)
+        lib.specdec_stack_forward.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,
+                                              _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _c_void_p, _int]
+        lib.specdec_stack_forward.restype = _int
         return lib
     warnings.warn("building the C kernels failed; the engine runs its slower pure-PyTorch attention:\n" + "\n".join(errors), stacklevel=2)
     return None
@@ -324,3 +327,62 @@ def native_swiglu(gate_up: torch.Tensor, threads: int | None = None, lib: ctypes
     if fn(rows.data_ptr(), out.data_ptr(), rows.numel() // two_inter, two_inter // 2, threads or torch.get_num_threads()) != 0:
         raise RuntimeError(f"native swiglu rejected a {tuple(gate_up.shape)} tensor")
     return out
+
+
+# -- the decoder stack in one call (csrc/layers.c) -------------------------------------------
+
+
+class _LayerWeights(ctypes.Structure):
+    _fields_ = [(name, _c_void_p) for name in ("attn_norm", "wqkv", "wqkv_bias", "wo", "mlp_norm", "w13", "w2")]
+
+
+class _Stack(ctypes.Structure):
+    _fields_ = [(name, _int) for name in ("num_layers", "hidden", "heads", "kv_heads", "head_dim", "inter", "is_bf16")] + [
+        ("eps", _float), ("scale", _float), ("layers", ctypes.POINTER(_LayerWeights))]
+
+
+class NativeStack:
+    """A Llama decoder stack run by one C call per forward (csrc/layers.c), bit for bit the
+    PyTorch layers' result. It holds pointers into the model's tensors, and keeps them alive:
+    build it again after the model's modules or parameters are replaced (LlamaModel does).
+
+    `layers`: per layer (attn_norm, wqkv packed, wqkv float32 bias or None, wo, mlp_norm, w13, w2),
+    every tensor contiguous on the CPU in the model dtype (the bias float32).
+    """
+
+    def __init__(self, layers: list[tuple], hidden: int, heads: int, kv_heads: int, head_dim: int, inter: int,
+                 eps: float, dtype: torch.dtype) -> None:
+        self.lib = native_library()
+        self._keep = [tensor for layer in layers for tensor in layer if tensor is not None]
+        self._weights = (_LayerWeights * len(layers))(*[
+            _LayerWeights(*[tensor.data_ptr() if tensor is not None else None for tensor in layer]) for layer in layers])
+        self._stack = _Stack(len(layers), hidden, heads, kv_heads, head_dim, inter, int(dtype == torch.bfloat16),
+                             eps, 1.0 / head_dim**0.5, self._weights)
+        self.num_layers, self.hidden, self.head_dim, self.dtype = len(layers), hidden, head_dim, dtype
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [T, hidden] contiguous, the embeddings: updated in place to the last layer's output
+        cos: torch.Tensor,  # [T, head_dim] contiguous, the RoPE rows at the tokens' positions
+        sin: torch.Tensor,
+        k_cache: torch.Tensor,  # [L, 1, H_kv, S, D] (a cache row view is fine)
+        v_cache: torch.Tensor,
+        start: int,
+        mask: torch.Tensor | None = None,  # [T, T] uint8 contiguous; None = causal
+        captures: dict[int, torch.Tensor] | None = None,  # layer i (1-based) -> [T, hidden] to fill
+        threads: int | None = None,
+    ) -> None:
+        t = x.shape[0]
+        if k_cache.stride(3) != self.head_dim or k_cache.stride(4) != 1 or v_cache.stride() != k_cache.stride():
+            raise ValueError("the native stack needs [L, B, H_kv, S, D] caches with contiguous slots")
+        if x.dtype != self.dtype or not x.is_contiguous() or x.shape[1] != self.hidden:
+            raise ValueError(f"the native stack takes contiguous [T, {self.hidden}] {self.dtype} rows")
+        slots = ctypes.c_void_p * self.num_layers
+        capture = slots(*[captures[i + 1].data_ptr() if i + 1 in captures else None for i in range(self.num_layers)]) if captures else None
+        rc = self.lib.specdec_stack_forward(
+            ctypes.byref(self._stack), x.data_ptr(), t, start, cos.data_ptr(), sin.data_ptr(),
+            mask.data_ptr() if mask is not None else None, k_cache.data_ptr(), v_cache.data_ptr(),
+            k_cache.stride(0), k_cache.stride(2), capture, threads or torch.get_num_threads(),
+        )
+        if rc != 0:
+            raise RuntimeError(f"the native decoder stack failed (code {rc}): T={t} start={start}")

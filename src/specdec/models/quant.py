@@ -349,6 +349,7 @@ def quantize_model(
     source = source or {}
     dtype, device = model.dtype, model.device
     model.fold_attention = False  # short decode steps: see models/attention.py
+    model.drop_native_stack()
     for i, layer in enumerate(model.layers):
         for part, name in (("attn", "wqkv"), ("attn", "wo"), ("mlp", "w13"), ("mlp", "w2")):
             parent = getattr(layer, part)

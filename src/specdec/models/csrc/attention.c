@@ -420,4 +420,4 @@ DEFINE_HEAD(f32, float, f32_load)
 DEFINE_ATTENTION(bf16, uint16_t, bf16_load, bf16_round, 1)
 DEFINE_ATTENTION(f32, float, f32_load, F32_STORE, 0)
 
-int specdec_abi_version(void) { return 5; }
+int specdec_abi_version(void) { return 6; }

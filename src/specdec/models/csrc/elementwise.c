@@ -43,9 +43,6 @@ DEFINE_ARGMAX_SCALAR(bf16, uint16_t, bf16_load)
 static inline __m512 load16_f32(const float *x, __mmask16 m) {
     return _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x);
 }
-static inline __m512 widen16_bf16(__m256i h) { /* exact */
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 static inline __m512 load16_bf16(const uint16_t *x, __mmask16 m) {
     return _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), widen16_bf16(_mm256_maskz_loadu_epi16(m, x)));
 }
@@ -133,17 +130,6 @@ static inline __m512 silu16(__m512 g) { /* silu_scalar's steps, 16 lanes */
     __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(j), _mm512_set1_epi32(127)), 23));
     __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(p, scale)));
     return _mm512_mask_mul_ps(silu, tiny, g, _mm512_setzero_ps());
-}
-#endif
-
-#if defined(__AVX512F__)
-static inline __m256i bf16_round16(__m512 f) { /* bf16_round, 16 lanes (NaN and subnormals too) */
-    __m512i u = _mm512_castps_si512(f);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-    __mmask16 nan = _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q);
-    __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
 }
 #endif
 
