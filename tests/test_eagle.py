@@ -429,3 +429,40 @@ def test_export_draft_cli_writes_a_head_that_imports_back(tiny_target, tmp_path,
         torch.testing.assert_close(back[name], head.state_dict()[name], msg=name)
     with pytest.raises(SystemExit, match="own directory"):
         main(["export-draft", str(tmp_path / "public"), "--model", str(tiny_target.path), "--out", str(tmp_path / "public")])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_eagle1_head_steps_through_the_c_stack_as_its_layer(tiny_target, dtype):
+    """Chain steps of a packed CPU eagle1 head run the one-layer C stack (models/eagle.py):
+    the PyTorch layer's values up to the attention kernel's rounding, written to the same cache."""
+    from specdec.models import native
+    from specdec.models.linear import pack_linears_for_cpu
+
+    if not native.native_linear_supported(dtype):
+        pytest.skip(f"no vectorized C linears for {dtype} here")
+    head = pack_linears_for_cpu(make_head(tiny_target).to(dtype))
+    assert head.native_stack() is not None
+    assert make_head(tiny_target).to(dtype).native_stack() is None  # dense nn.Linear: the PyTorch layer
+    calls = []
+    run = head.native_stack().forward
+    head.native_stack().forward = lambda *a, **k: calls.append(1) or run(*a, **k)
+    feats = torch.randn(1, 7, head.config.feature_size).to(dtype)
+    tokens = torch.randint(0, 1000, (1, 7))
+    outs, caches = [], []
+    for use in (True, False):
+        head.use_native_stack = use
+        cache = head.new_cache(16)
+        with torch.inference_mode():
+            first = head.step(feats[:, :5], tokens[:, :5], torch.arange(5)[None], cache)  # catch-up, then steps
+            second = head.step(feats[:, 5:6], tokens[:, 5:6], torch.tensor([[5]]), cache)
+            third = head.step(second, tokens[:, 6:7], torch.tensor([[6]]), cache)
+        outs.append(torch.cat((first, second, third), dim=1).float())
+        caches.append(cache.k[:, :, :, :7].float())
+    assert len(calls) == 3
+    tol = 1e-5 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(outs[0], outs[1], atol=tol, rtol=tol)
+    torch.testing.assert_close(caches[0], caches[1], atol=tol, rtol=tol)
+    with torch.inference_mode():  # tree steps (a mask) keep the PyTorch layer
+        head.step(feats[:, :2], tokens[:, :2], torch.zeros(1, 2, dtype=torch.long), head.new_cache(4),
+                  attn_mask=torch.ones(1, 2, 2, dtype=torch.bool))
+    assert len(calls) == 3

@@ -23,7 +23,11 @@ the full vocabulary, or the head's own [V_d, D] matrix over a reduced draft voca
 `full_vocab_logits` puts the V_d logits back at their target ids with -inf elsewhere, so
 q built from them is zero outside the draft vocabulary (still lossless).
 
-The layer is `specdec.models.llama.DecoderLayer` with its own one-layer KVCache.
+The layer is `specdec.models.llama.DecoderLayer` with its own one-layer KVCache. An
+eagle1 head at inference on the CPU runs its chain steps (no mask, one sequence) through
+the C stack (csrc/layers.c) as a one-layer model: fc in PyTorch, the layer in one call, with
+the C attention kernel in place of SDPA. Its drafts can differ from the PyTorch path's in
+the last bits (another attention kernel); the verifier makes either lossless.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from torch import nn
 
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
-from specdec.models.attention import AttentionPlan
-from specdec.models.llama import DecoderLayer, RMSNorm, rope_tables
+from specdec.models.attention import NATIVE_MAX_ROWS, AttentionPlan
+from specdec.models.llama import DecoderLayer, RMSNorm, native_layer_weights, native_stack_possible, rope_tables
+from specdec.models.native import NativeStack, native_attention_supported
 
 ARCHS = ("eagle1", "eagle3")
 FORMAT = "specdec-eagle-head"
@@ -153,6 +158,34 @@ class EagleHead(nn.Module):
             self.draft_to_target = None
         self._target: tuple = ()  # (embed, lm_head) callables of the target, not submodules
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.use_native_stack = True
+        self._native_stack: NativeStack | None = None
+        self._native_stack_built = False
+
+    def drop_native_stack(self) -> None:
+        self._native_stack, self._native_stack_built = None, False
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_native_stack()
+        return super()._apply(fn, *args, **kwargs)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self.drop_native_stack()
+        return super().requires_grad_(requires_grad)
+
+    def native_stack(self) -> NativeStack | None:
+        """The eagle1 layer as a one-layer C stack (module docstring), else None."""
+        if not self._native_stack_built:
+            self._native_stack, self._native_stack_built = None, True
+            c, dtype = self.config, self.dtype
+            if self.fc is not None and native_stack_possible(self, dtype, c.head_dim) and native_attention_supported(dtype, self.device, c.head_dim):
+                weights = native_layer_weights(self.layer, dtype)
+                if weights is not None:
+                    self._native_stack = NativeStack(
+                        [weights], c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
+                        self.layer.mlp_norm.eps, dtype,
+                    )
+        return self._native_stack
 
     # -- wiring -------------------------------------------------------------------------
     def attach(self, embed, lm_head=None) -> EagleHead:
@@ -203,8 +236,15 @@ class EagleHead(nn.Module):
         embeds = self._target[0](token_ids).to(hidden.dtype)
         cos_table, sin_table = self._rope_tables(int(positions.max()) + 1)
         cos, sin = cos_table[positions].unsqueeze(2), sin_table[positions].unsqueeze(2)  # [B, T, 1, D]
-        mask = self._mask(start, t, attn_mask, b)
         layer = self.layer
+        native = attn_mask is None and b == 1 and t <= NATIVE_MAX_ROWS and self.use_native_stack
+        stack = self.native_stack() if native and not torch.is_grad_enabled() else None
+        if stack is not None:
+            x = self.fc(torch.cat((embeds, hidden), dim=-1))[0].contiguous()  # [T, D], updated in place
+            stack.forward(x, cos[0, :, 0].contiguous(), sin[0, :, 0].contiguous(), cache.k, cache.v, start)
+            cache.length = start + t
+            return x[None]
+        mask = self._mask(start, t, attn_mask, b)
         if self.fc is not None:
             x = self.fc(torch.cat((embeds, hidden), dim=-1))
             residual, attn_in = x, x

@@ -212,6 +212,38 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def native_stack_possible(module: nn.Module, dtype: torch.dtype, head_dim: int) -> bool:
+    """The checks of the C stack (csrc/layers.c) that do not look at the layers' structure."""
+    return (
+        native_enabled() and dtype in (torch.float32, torch.bfloat16) and head_dim <= 256 and head_dim % 2 == 0
+        and all(p.device.type == "cpu" and not p.requires_grad for p in module.parameters())
+        and native_library() is not None
+    )
+
+
+def native_layer_weights(layer: DecoderLayer, dtype: torch.dtype) -> tuple | None:
+    """One layer's tensors for `NativeStack`, or None where a piece of it is not native. An
+    nn.Identity attn_norm (the EAGLE-1 head's layer) is passed as None."""
+    from specdec.models.linear import PackedLinear
+
+    if type(layer) is not DecoderLayer or type(layer.attn) is not Attention or type(layer.mlp) is not MLP:
+        return None
+    linears = (layer.attn.wqkv, layer.attn.wo, layer.mlp.w13, layer.mlp.w2)
+    if not all(type(m) is PackedLinear and m.packed_weight.dtype == dtype for m in linears):
+        return None
+    if any(m.bias is not None for m in linears[1:]):
+        return None
+    attn_norm = None if type(layer.attn_norm) is nn.Identity else layer.attn_norm
+    if not all(type(n) is RMSNorm and n.weight.dtype == dtype for n in (attn_norm or layer.mlp_norm, layer.mlp_norm)):
+        return None
+    bias = layer.attn.wqkv.bias
+    return (
+        None if attn_norm is None else attn_norm.weight.detach().contiguous(), layer.attn.wqkv.packed_weight,
+        None if bias is None else bias.detach().float().contiguous(), layer.attn.wo.packed_weight,
+        layer.mlp_norm.weight.detach().contiguous(), layer.mlp.w13.packed_weight, layer.mlp.w2.packed_weight,
+    )
+
+
 class LlamaModel(nn.Module):
     def __init__(self, config: ModelConfig, max_seq_len: int | None = None) -> None:
         super().__init__()
@@ -251,34 +283,13 @@ class LlamaModel(nn.Module):
         return self._native_stack
 
     def _build_native_stack(self) -> NativeStack | None:
-        from specdec.models.linear import PackedLinear
-
         c, dtype = self.config, self.dtype
-        if (
-            not native_enabled() or self.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16)
-            or c.head_dim > 256 or c.head_dim % 2 or native_library() is None
-            or any(p.requires_grad for p in self.layers.parameters())
-        ):
+        if not native_stack_possible(self.layers, dtype, c.head_dim):
             return None
-        layers = []
-        for layer in self.layers:
-            if type(layer) is not DecoderLayer or type(layer.attn) is not Attention or type(layer.mlp) is not MLP:
-                return None
-            linears = (layer.attn.wqkv, layer.attn.wo, layer.mlp.w13, layer.mlp.w2)
-            norms = (layer.attn_norm, layer.mlp_norm)
-            if not all(type(m) is PackedLinear and m.packed_weight.dtype == dtype for m in linears):
-                return None
-            if any(m.bias is not None for m in linears[1:]) or not all(type(n) is RMSNorm and n.weight.dtype == dtype for n in norms):
-                return None
-            if any(n.eps != layer.attn_norm.eps for n in norms):
-                return None
-            bias = layer.attn.wqkv.bias
-            layers.append((
-                layer.attn_norm.weight.detach().contiguous(), layer.attn.wqkv.packed_weight,
-                None if bias is None else bias.detach().float().contiguous(), layer.attn.wo.packed_weight,
-                layer.mlp_norm.weight.detach().contiguous(), layer.mlp.w13.packed_weight, layer.mlp.w2.packed_weight,
-            ))
-        eps = self.layers[0].attn_norm.eps if len(self.layers) else c.rms_norm_eps
+        layers = [native_layer_weights(layer, dtype) for layer in self.layers]
+        if any(layer is None for layer in layers) or len({n.eps for layer in self.layers for n in (layer.attn_norm, layer.mlp_norm)}) > 1:
+            return None
+        eps = self.layers[0].mlp_norm.eps if len(self.layers) else c.rms_norm_eps
         return NativeStack(layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, eps, dtype)
 
     @property

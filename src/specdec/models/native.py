@@ -347,7 +347,8 @@ class NativeStack:
     build it again after the model's modules or parameters are replaced (LlamaModel does).
 
     `layers`: per layer (attn_norm, wqkv packed, wqkv float32 bias or None, wo, mlp_norm, w13, w2),
-    every tensor contiguous on the CPU in the model dtype (the bias float32).
+    every tensor contiguous on the CPU in the model dtype (the bias float32); attn_norm None is
+    the identity (the EAGLE-1 head's layer).
     """
 
     def __init__(self, layers: list[tuple], hidden: int, heads: int, kv_heads: int, head_dim: int, inter: int,

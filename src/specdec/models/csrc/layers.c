@@ -25,7 +25,8 @@
  *   mask     [T, T] uint8 over the new tokens, or NULL (causal): attention.c
  *   capture  NULL, or num_layers pointers; capture[i] != NULL receives x after layer i
  * Weights: packed panels (matmul.c) for the linears, E vectors for the norms, and an
- * optional float32 bias of the fused q/k/v projection.
+ * optional float32 bias of the fused q/k/v projection. A NULL attn_norm is the identity
+ * (the EAGLE-1 head's layer, models/eagle.py).
  */
 
 #include <stdint.h>
@@ -191,8 +192,8 @@ int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int sta
     for (int i = 0; i < s->num_layers && rc == 0; i++) {
         const struct specdec_layer_weights *w = &s->layers[i];
         char *kc = (char *)k_base + i * layer_stride * es, *vc = (char *)v_base + i * layer_stride * es;
-        rc |= rms_norm(bf16, x, w->attn_norm, normed, t, hid, s->eps);
-        rc |= linear(bf16, normed, w->wqkv, w->wqkv_bias, qkv, t, nqkv, hid, threads);
+        if (w->attn_norm) rc |= rms_norm(bf16, x, w->attn_norm, normed, t, hid, s->eps);
+        rc |= linear(bf16, w->attn_norm ? normed : x, w->wqkv, w->wqkv_bias, qkv, t, nqkv, hid, threads);
         if (rc) break;
         char tmp[MAX_HEAD_DIM * 4]; /* one query head */
         for (int r = 0; r < t; r++) {
