@@ -43,8 +43,15 @@ from torch import nn
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
 from specdec.models.attention import NATIVE_MAX_ROWS, AttentionPlan
-from specdec.models.llama import DecoderLayer, RMSNorm, native_layer_weights, native_stack_possible, rope_tables
-from specdec.models.native import NativeStack, native_attention_supported
+from specdec.models.llama import (
+    DecoderLayer,
+    NativeStackHolder,
+    RMSNorm,
+    native_layer_weights,
+    native_stack_possible,
+    rope_tables,
+)
+from specdec.models.native import NativeStack
 
 ARCHS = ("eagle1", "eagle3")
 FORMAT = "specdec-eagle-head"
@@ -133,7 +140,7 @@ class EagleConfig:
         )
 
 
-class EagleHead(nn.Module):
+class EagleHead(NativeStackHolder, nn.Module):
     def __init__(self, config: EagleConfig) -> None:
         super().__init__()
         self.config = config
@@ -158,34 +165,17 @@ class EagleHead(nn.Module):
             self.draft_to_target = None
         self._target: tuple = ()  # (embed, lm_head) callables of the target, not submodules
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.use_native_stack = True
-        self._native_stack: NativeStack | None = None
-        self._native_stack_built = False
 
-    def drop_native_stack(self) -> None:
-        self._native_stack, self._native_stack_built = None, False
-
-    def _apply(self, fn, *args, **kwargs):
-        self.drop_native_stack()
-        return super()._apply(fn, *args, **kwargs)
-
-    def requires_grad_(self, requires_grad: bool = True):
-        self.drop_native_stack()
-        return super().requires_grad_(requires_grad)
-
-    def native_stack(self) -> NativeStack | None:
-        """The eagle1 layer as a one-layer C stack (module docstring), else None."""
-        if not self._native_stack_built:
-            self._native_stack, self._native_stack_built = None, True
-            c, dtype = self.config, self.dtype
-            if self.fc is not None and native_stack_possible(self, dtype, c.head_dim) and native_attention_supported(dtype, self.device, c.head_dim):
-                weights = native_layer_weights(self.layer, dtype)
-                if weights is not None:
-                    self._native_stack = NativeStack(
-                        [weights], c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
-                        self.layer.mlp_norm.eps, dtype,
-                    )
-        return self._native_stack
+    def _build_native_stack(self) -> NativeStack | None:
+        """The eagle1 layer as a one-layer C stack (module docstring)."""
+        c, dtype = self.config, self.dtype
+        if self.fc is None or not native_stack_possible(self, dtype, c.head_dim):
+            return None
+        weights = native_layer_weights(self.layer, dtype)
+        if weights is None:
+            return None
+        return NativeStack([weights], c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
+                           self.layer.mlp_norm.eps, dtype)
 
     # -- wiring -------------------------------------------------------------------------
     def attach(self, embed, lm_head=None) -> EagleHead:

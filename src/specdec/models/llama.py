@@ -43,6 +43,7 @@ from specdec.cache import KVCache
 from specdec.config import ModelConfig
 from specdec.models.attention import KEY_BLOCK, AttentionPlan, attend, plan_attention
 from specdec.models.native import (
+    MAX_HEAD_DIM,
     NativeStack,
     native_enabled,
     native_library,
@@ -215,7 +216,7 @@ class DecoderLayer(nn.Module):
 def native_stack_possible(module: nn.Module, dtype: torch.dtype, head_dim: int) -> bool:
     """The checks of the C stack (csrc/layers.c) that do not look at the layers' structure."""
     return (
-        native_enabled() and dtype in (torch.float32, torch.bfloat16) and head_dim <= 256 and head_dim % 2 == 0
+        native_enabled() and dtype in (torch.float32, torch.bfloat16) and head_dim <= MAX_HEAD_DIM and head_dim % 2 == 0
         and all(p.device.type == "cpu" and not p.requires_grad for p in module.parameters())
         and native_library() is not None
     )
@@ -244,7 +245,39 @@ def native_layer_weights(layer: DecoderLayer, dtype: torch.dtype) -> tuple | Non
     )
 
 
-class LlamaModel(nn.Module):
+class NativeStackHolder:
+    """A module whose layers can run as a `NativeStack`: built at first use by the subclass's
+    `_build_native_stack`, dropped when parameters move or change (`to()`, `requires_grad_`)
+    or modules are swapped (`drop_native_stack`, called by pack_linears_for_cpu and
+    quantize_model). `use_native_stack = False` keeps the PyTorch layers (tests compare them)."""
+
+    use_native_stack = True
+    _native_stack: NativeStack | None = None
+    _native_stack_built = False
+
+    def _build_native_stack(self) -> NativeStack | None:
+        raise NotImplementedError
+
+    def drop_native_stack(self) -> None:
+        """Forget the C stack's pointers into the weights; the next forward rebuilds it."""
+        self._native_stack, self._native_stack_built = None, False
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_native_stack()
+        return super()._apply(fn, *args, **kwargs)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self.drop_native_stack()
+        return super().requires_grad_(requires_grad)
+
+    def native_stack(self) -> NativeStack | None:
+        """The layers as one C call where every piece of them is native, else None."""
+        if not self._native_stack_built:
+            self._native_stack, self._native_stack_built = self._build_native_stack(), True
+        return self._native_stack
+
+
+class LlamaModel(NativeStackHolder, nn.Module):
     def __init__(self, config: ModelConfig, max_seq_len: int | None = None) -> None:
         super().__init__()
         self.config = config
@@ -260,27 +293,6 @@ class LlamaModel(nn.Module):
         self.batch_invariant = False
         self.fold_attention = True  # the folded bfloat16 invariant plan (models/attention.py)
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.use_native_stack = True  # False: always the PyTorch layers (tests compare the two)
-        self._native_stack: NativeStack | None = None
-        self._native_stack_built = False
-
-    def drop_native_stack(self) -> None:
-        """Forget the C stack's pointers into the weights; the next forward rebuilds it."""
-        self._native_stack, self._native_stack_built = None, False
-
-    def _apply(self, fn, *args, **kwargs):
-        self.drop_native_stack()
-        return super()._apply(fn, *args, **kwargs)
-
-    def requires_grad_(self, requires_grad: bool = True):
-        self.drop_native_stack()
-        return super().requires_grad_(requires_grad)
-
-    def native_stack(self) -> NativeStack | None:
-        """The decoder stack as one C call where every piece of it is native, else None."""
-        if not self._native_stack_built:
-            self._native_stack, self._native_stack_built = self._build_native_stack(), True
-        return self._native_stack
 
     def _build_native_stack(self) -> NativeStack | None:
         c, dtype = self.config, self.dtype
