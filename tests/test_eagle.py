@@ -272,15 +272,17 @@ def test_a_few_training_steps_lower_the_loss(tiny_target, tmp_path):
     assert resumed.step == trainer.step > 0
 
 
-def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target):
-    """generate_records (continuous batching, features recorded while decoding) against the
-    engine's own greedy run and a teacher-forced forward over the same tokens."""
+@pytest.mark.parametrize("max_prefill_tokens", [512, 1])  # 1: one prompt joins per step
+def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, max_prefill_tokens):
+    """generate_records (continuous batching, prompts prefilled in the same forwards as the
+    other rows' decode steps, features recorded while decoding) against the engine's own
+    greedy run and a teacher-forced forward over the same tokens."""
     from specdec.api import encode_prompt
     from specdec.train.data import generate_records
 
-    prompts = [encode_prompt(tiny_target.tokenizer, f"Tell me a fact about the number {i}.") for i in range(5)]
+    prompts = [encode_prompt(tiny_target.tokenizer, "Tell me a fact about the number " + "1" * i + ".") for i in range(5)]
     records: dict[int, dict] = {}
-    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, records.__setitem__)  # 5 prompts, 2 rows
+    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, records.__setitem__, max_prefill_tokens)  # 5 prompts, 2 rows
     assert sorted(records) == list(range(5))
     engine = Engine(tiny_target, max_seq_len=512)
     d = tiny_target.config.hidden_size

@@ -95,6 +95,37 @@ def test_rows_do_not_depend_on_threads_or_on_the_other_heads(h, h_kv):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ragged_rows_equal_their_one_sequence_calls(dtype):
+    """native_attention_rows: every row of a ragged batch (no new tokens, one, more than a
+    unit's 32, an empty cache) bit for bit its own one-sequence call, for any thread count."""
+    h, h_kv, d, slots = 9, 3, 64, 320
+    gen = torch.Generator().manual_seed(5)
+    k_cache = torch.randn(6, h_kv, slots, d, generator=gen).to(dtype)
+    v_cache = torch.randn(6, h_kv, slots, d, generator=gen).to(dtype)
+    starts = torch.tensor([0, 17, 100, 3, 200])  # five rows of a six-row cache
+    num_new = torch.tensor([4, 1, 0, 40, 17])
+    offsets = torch.cat((torch.zeros(1, dtype=torch.long), num_new.cumsum(0)))
+    qkv = torch.randn(int(offsets[-1]), h + 2 * h_kv, d, generator=gen).to(dtype)
+    q = qkv[:, :h]  # a strided view, as in the model
+    ref = native.native_attention_rows(q, k_cache, v_cache, offsets, starts, threads=1)
+    assert ref.shape == (int(offsets[-1]), h * d)
+    for r in range(5):
+        a, b = int(offsets[r]), int(offsets[r + 1])
+        if b > a:
+            alone = native.native_attention(q[None, a:b], k_cache[r : r + 1], v_cache[r : r + 1], int(starts[r]))[0]
+            assert torch.equal(ref[a:b], alone), f"row {r}"
+    for threads in (2, 3):
+        assert torch.equal(native.native_attention_rows(q, k_cache, v_cache, offsets, starts, threads=threads), ref)
+    with pytest.raises(ValueError, match="end at N"):
+        native.native_attention_rows(q, k_cache, v_cache, offsets[:-1], starts[:-1])
+    with pytest.raises(ValueError, match="cache holds"):
+        native.native_attention_rows(q, k_cache, v_cache, offsets, starts + 300)
+    with pytest.raises(ValueError, match="rows >"):
+        native.native_attention_rows(q, k_cache[:4], v_cache[:4], offsets, starts)
+
+
+@needs_native
 def test_a_tree_node_scores_as_the_decode_step_after_compaction():
     """Node i of a tree sees the prefix and its ancestors; after compact(path) the decode step
     at the same slot sees the same keys in the same order, so the bits agree."""
@@ -261,6 +292,29 @@ def test_argmax_kernel_answers_as_torch_argmax(elementwise_lib, dtype, n):
     cube = x.reshape(3, 4, n)
     assert torch.equal(native.native_argmax(cube, lib=elementwise_lib), cube.argmax(-1))
     assert torch.equal(native.native_argmax(x[:, ::1][::2], lib=elementwise_lib), x[::2].argmax(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n,k", [(49152, 8), (100, 8), (17, 3), (5, 5)])
+def test_top_labels_kernel_gives_softmax_top_k_and_torch_argmax(elementwise_lib, dtype, n, k):
+    """native_top_labels: the k largest values (descending, equal values by index), their
+    probabilities under the softmax of the whole row, and torch.argmax's answer."""
+    gen = torch.Generator().manual_seed(n + k)
+    x = (torch.randn(6, n, generator=gen) * 4).to(dtype)
+    x[1] = torch.randint(-2, 3, (n,), generator=gen).to(dtype)  # few levels: ties everywhere
+    x[2, -1] = 30.0  # the maximum in the tail past the last full vector
+    ids, probs, greedy = native.native_top_labels(x, k, lib=elementwise_lib)
+    xf = x.float()
+    assert torch.equal(greedy, xf.argmax(-1))
+    values = xf.gather(-1, ids.long())
+    assert torch.equal(values, xf.topk(k, -1).values)
+    for r in range(6):  # among equal values the lower index first, and no index twice
+        row = ids[r].tolist()
+        assert len(set(row)) == k
+        assert all(values[r, j] > values[r, j + 1] or row[j] < row[j + 1] for j in range(k - 1))
+    torch.testing.assert_close(probs, torch.softmax(xf, -1).gather(-1, ids.long()), rtol=1e-5, atol=1e-7)
+    with pytest.raises(RuntimeError, match="rejected"):
+        native.native_top_labels(x, n + 1, lib=elementwise_lib)
 
 
 def test_greedy_reads_logits_through_the_kernel_with_torch_answers():
@@ -544,6 +598,49 @@ def test_native_stack_equals_the_pytorch_layers(dtype, shape):
     stack, layers = stack_and_layers(model, mixed_passes(model.config.vocab_size))
     assert len(stack) == len(layers)
     assert all(torch.equal(a, b) for a, b in zip(stack, layers))
+
+
+@pytest.mark.skipif(not native.native_linear_supported(torch.float32), reason="no vectorized C linears here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [dict(), dict(head_dim=24, heads=6, kv_heads=3, bias=True)])
+def test_native_stack_runs_ragged_batches_as_its_layers(dtype, shape):
+    """A ragged batch (prefill beside decode tokens, an idle row, more than a unit's 32 new
+    tokens) through the stack's ragged entry: logits, hidden states and every row's cache
+    bit for bit the PyTorch layers' (which run the ragged attention entry) and, per row, a
+    one-sequence forward over the same tokens."""
+    if not native.native_linear_supported(dtype):
+        pytest.skip(f"no vectorized C linears for {dtype} here")
+    model = random_packed_model(dtype, **shape)
+    stack = model.native_stack()
+    assert stack is not None
+    gen = torch.Generator().manual_seed(4)
+    seq_lens, num_new = torch.tensor([0, 5, 30, 0]), torch.tensor([40, 1, 3, 0])
+    ids = torch.randint(0, model.config.vocab_size, (4, 40), generator=gen)
+    positions = seq_lens[:, None] + torch.arange(40)[None]
+    history = torch.randint(0, model.config.vocab_size, (4, 30), generator=gen)
+    calls, run = [], stack.forward_rows
+    stack.forward_rows = lambda *a, **k: calls.append(1) or run(*a, **k)
+    results = []
+    for use in (True, False):
+        model.use_native_stack = use
+        cache = model.new_cache(4, 128)
+        with torch.inference_mode():
+            for r in range(4):  # each row's history, alone
+                n = int(seq_lens[r])
+                if n:
+                    model(history[r : r + 1, :n], torch.arange(n)[None], cache.row_view(r, 0))
+            out = model(ids, positions, cache, seq_lens=seq_lens, num_new=num_new, hidden_layers=(0, 2, -1))
+        results.append([out.logits, *out.hidden_states.values(), cache.k.clone(), cache.v.clone()])
+    model.use_native_stack = True
+    del stack.forward_rows
+    assert len(calls) == 1 and out.logits.shape[0] == int(num_new.sum())
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    packed = results[0][0].split(num_new.tolist())
+    with torch.inference_mode():
+        for r in range(3):
+            tokens = torch.cat((history[r, : seq_lens[r]], ids[r, : num_new[r]]))[None]
+            alone = model(tokens, torch.arange(tokens.shape[1])[None], model.new_cache(1, 128)).logits[0]
+            assert torch.equal(packed[r], alone[int(seq_lens[r]) :]), f"row {r}"
 
 
 @pytest.mark.skipif(not native.native_linear_supported(torch.bfloat16), reason="no vectorized bfloat16 C linears here")

@@ -17,10 +17,14 @@ Ragged batches (the server's `BatchEngine`) pass `seq_lens` [B]: row b's cache h
 seq_lens[b] tokens and its first `num_new[b]` of the T inputs are real (the rest is
 padding). Only real tokens are computed: they are packed into N = sum(num_new) rows for
 every matmul, their K/V go to row b's slots [seq_lens[b], seq_lens[b] + num_new[b]), and
-attention runs once over the padded [B, T] layout with a per-row causal key mask. The
+elsewhere attention runs once over the padded [B, T] layout with a per-row causal key mask. The
 caller owns the per-row lengths (`cache.length` is not touched) and gets packed logits
 [N, V]. Worked example: seq_lens [5, 2], num_new [3, 1], T = 3: N = 4 tokens, row 0
 writes slots 5..7 and row 1 slot 2; row 1's query sees keys 0..2, row 0's last sees 0..7.
+On the CPU in float32 and bfloat16 attention takes the C kernel's ragged entry instead
+(`native_attention_rows`): each row's queries over its own cache, no padding, and each row
+bit for bit what the kernel computes for that sequence alone; where every piece is native
+the whole ragged batch runs through the C stack (`NativeStack.forward_rows`).
 
 One sequence on the CPU, with every piece native (the C linears, norms, SwiGLU and an
 attention plan of the C kernel), runs the whole decoder stack as one C call
@@ -45,6 +49,8 @@ from specdec.models.attention import KEY_BLOCK, AttentionPlan, attend, plan_atte
 from specdec.models.native import (
     MAX_HEAD_DIM,
     NativeStack,
+    native_attention_rows,
+    native_attention_supported,
     native_enabled,
     native_library,
     native_rms_norm,
@@ -62,7 +68,10 @@ class RowLayout:
     row_ids: torch.Tensor  # [N] int64, cache row of each real token (row-major order)
     slots: torch.Tensor  # [N] int64, cache slot of each real token
     num_keys: int  # S = max(seq_lens + num_new): the key slots attention reads
-    mask: torch.Tensor  # [B, 1, rep*T, S] bool, True = may attend
+    mask: torch.Tensor | None  # [B, 1, rep*T, S] bool, True = may attend (SDPA); None with `native`
+    native: bool = False  # attention through the C kernel's ragged entry (native_attention_rows)
+    offsets: torch.Tensor | None = None  # native: [B + 1] int64 CPU, row b's packed tokens [offsets[b], offsets[b+1])
+    starts: torch.Tensor | None = None  # native: [B] int64 CPU, seq_lens
 
 
 @dataclass
@@ -175,6 +184,8 @@ class Attention(nn.Module):
         q = qk[:, :h]
         k_cache[rows.row_ids, :, rows.slots] = qk[:, h:]  # [N, H_kv, D] into per-row slots
         v_cache[rows.row_ids, :, rows.slots] = qkv[:, h + h_kv :]
+        if rows.native:
+            return self.wo(native_attention_rows(q, k_cache, v_cache, rows.offsets, rows.starts))
         q_pad = q.new_zeros(b, t, h, d)
         q_pad[rows.valid] = q
         rep = h // h_kv
@@ -417,6 +428,10 @@ class LlamaModel(NativeStackHolder, nn.Module):
         row_ids = torch.arange(b, device=dev)[:, None].expand(b, num_tokens)[valid]  # [N]
         query_slots = seq_lens[:, None] + offsets[None]  # [B, T]
         slots = query_slots[valid]  # [N]
+        if native_attention_supported(self.dtype, dev, self.config.head_dim):
+            offsets = torch.zeros(b + 1, dtype=torch.long)
+            offsets[1:] = num_new.cpu().cumsum(0)
+            return RowLayout(valid, row_ids, slots, max(num_keys, 1), None, True, offsets, seq_lens.cpu())
         mask = torch.arange(max(num_keys, 1), device=dev)[None, None] <= query_slots[:, :, None]  # [B, T, S]
         rep = self.config.num_heads // self.config.num_kv_heads
         mask = mask.unsqueeze(1).repeat(1, 1, rep, 1)
@@ -434,10 +449,19 @@ class LlamaModel(NativeStackHolder, nn.Module):
         sin = sin_table[flat_positions].unsqueeze(1)
         x = self.embed(token_ids.to(dev)[rows.valid])  # [N, D_model]
         hidden: dict[int, torch.Tensor] = {0: x} if 0 in hidden_layers else {}
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache.k[i], cache.v[i], 0, None, rows)
-            if i + 1 in hidden_layers:
-                hidden[i + 1] = x
+        stack = self.native_stack() if rows.native and self.use_native_stack else None
+        if stack is not None and x.shape[0] > 0 and not (torch.is_grad_enabled() and x.requires_grad):
+            x = x.clone() if 0 in hidden_layers else x.contiguous()  # updated in place
+            for i in hidden_layers:
+                if 0 < i <= len(self.layers):
+                    hidden[i] = torch.empty_like(x)
+            stack.forward_rows(x, cos[:, 0].contiguous(), sin[:, 0].contiguous(), cache.k, cache.v, rows.offsets,
+                               rows.starts, {i: h for i, h in hidden.items() if i > 0})
+        else:
+            for i, layer in enumerate(self.layers):
+                x = layer(x, cos, sin, cache.k[i], cache.v[i], 0, None, rows)
+                if i + 1 in hidden_layers:
+                    hidden[i + 1] = x
         x = self.norm(x)
         if -1 in hidden_layers:
             hidden[-1] = x

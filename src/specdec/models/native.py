@@ -38,7 +38,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 6
+ABI_VERSION = 7
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -48,6 +48,8 @@ FLAG_SETS = (
 _c_void_p, _i64, _int, _float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _ATTENTION_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _c_void_p,
                    _int, _int, _int, _int, _int, _c_void_p, _float, _c_void_p, _int]
+_ATTENTION_ROWS_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _i64, _c_void_p,
+                        _int, _c_void_p, _c_void_p, _int, _int, _int, _float, _c_void_p, _int]
 _NORM_ARGS = [_c_void_p, _c_void_p, _c_void_p, _i64, _int, _float]
 
 
@@ -118,6 +120,10 @@ def _bind_elementwise(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name)
         fn.argtypes = [_c_void_p, _i64, _i64, _c_void_p, _int]
         fn.restype = _int
+    for name in ("specdec_top_labels_f32", "specdec_top_labels_bf16"):
+        fn = getattr(lib, name)
+        fn.argtypes = [_c_void_p, _i64, _i64, _int, _c_void_p, _c_void_p, _c_void_p, _int]
+        fn.restype = _int
     for name in ("specdec_swiglu_f32", "specdec_swiglu_bf16"):
         fn = getattr(lib, name)
         fn.argtypes = [_c_void_p, _c_void_p, _i64, _i64, _int]
@@ -153,6 +159,12 @@ def native_library() -> ctypes.CDLL | None:
             fn.restype = _int
         lib.specdec_attention_work_floats.argtypes = [_int] * 6
         lib.specdec_attention_work_floats.restype = _i64
+        for name in ("specdec_attention_rows_bf16", "specdec_attention_rows_f32"):
+            fn = getattr(lib, name)
+            fn.argtypes = _ATTENTION_ROWS_ARGS
+            fn.restype = _int
+        lib.specdec_attention_rows_work_floats.argtypes = [_int] * 6
+        lib.specdec_attention_rows_work_floats.restype = _i64
         for name in ("specdec_rms_norm_bf16", "specdec_rms_norm_f32"):
             fn = getattr(lib, name)
             fn.argtypes = _NORM_ARGS
@@ -162,6 +174,10 @@ def native_library() -> ctypes.CDLL | None:
         lib.specdec_stack_forward.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,
                                               _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _c_void_p, _int]
         lib.specdec_stack_forward.restype = _int
+        lib.specdec_stack_forward_rows.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,
+                                                   _c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64,
+                                                   _c_void_p, _int]
+        lib.specdec_stack_forward_rows.restype = _int
         return lib
     warnings.warn("building the C kernels failed; the engine runs its slower pure-PyTorch attention:\n" + "\n".join(errors), stacklevel=2)
     return None
@@ -202,6 +218,46 @@ def native_attention(
     )
     if rc != 0:
         raise RuntimeError(f"native attention rejected its arguments (code {rc}): T={t} H={h} H_kv={h_kv} D={d} start={start}")
+    return out
+
+
+def native_attention_rows(
+    q: torch.Tensor,  # [N, H, D] packed queries of a ragged batch (a view is fine: last dim contiguous)
+    k_cache: torch.Tensor,  # [B', H_kv, S_max, D] with B' >= B, every row's new slots written
+    v_cache: torch.Tensor,
+    offsets: torch.Tensor,  # [B + 1] int64 CPU: row r's queries are q[offsets[r]:offsets[r + 1]]
+    starts: torch.Tensor,  # [B] int64 CPU: tokens already in row r's cache (its first query's slot)
+    threads: int | None = None,  # default torch's; the result is the same for any count
+) -> torch.Tensor:  # [N, H*D]
+    """Causal attention of every row's new tokens over its own cache (csrc/attention.c): each
+    row bit for bit what `native_attention` gives it alone."""
+    lib = native_library()
+    n, h, d = q.shape
+    h_kv = k_cache.shape[1]
+    if q.stride(2) != 1 or k_cache.stride(3) != 1 or k_cache.stride(2) != d or v_cache.stride() != k_cache.stride():
+        raise ValueError("native attention needs a last-dim-contiguous query and [B, H_kv, S, D]-contiguous caches")
+    offsets, starts = offsets.contiguous(), starts.contiguous()
+    b = starts.shape[0]
+    if offsets.dtype != torch.int64 or starts.dtype != torch.int64 or offsets.shape[0] != b + 1 or int(offsets[-1]) != n:
+        raise ValueError(f"offsets [B + 1] must end at N = {n} and starts be [B], both int64")
+    if b > k_cache.shape[0]:
+        raise ValueError(f"{b} rows > the cache's {k_cache.shape[0]}")
+    fn = lib.specdec_attention_rows_bf16 if q.dtype == torch.bfloat16 else lib.specdec_attention_rows_f32
+    out = torch.empty(n, h * d, dtype=q.dtype)
+    if n == 0:
+        return out
+    threads = threads or torch.get_num_threads()
+    num_new = offsets[1:] - offsets[:-1]
+    max_keys = int((starts + num_new).max())
+    if max_keys > k_cache.shape[2]:
+        raise ValueError(f"rows reach slot {max_keys}; the cache holds {k_cache.shape[2]}")
+    work = torch.empty(lib.specdec_attention_rows_work_floats(int(num_new.max()), h, h_kv, d, max_keys, threads), dtype=torch.float32)
+    rc = fn(
+        q.data_ptr(), q.stride(0), q.stride(1), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0), k_cache.stride(1),
+        out.data_ptr(), b, offsets.data_ptr(), starts.data_ptr(), h, h_kv, d, 1.0 / d**0.5, work.data_ptr(), threads,
+    )
+    if rc != 0:
+        raise RuntimeError(f"native ragged attention rejected its arguments (code {rc}): B={b} H={h} H_kv={h_kv} D={d}")
     return out
 
 
@@ -311,6 +367,25 @@ def native_argmax(x: torch.Tensor, threads: int | None = None, lib: ctypes.CDLL 
     return out
 
 
+def native_top_labels(
+    x: torch.Tensor, k: int, threads: int | None = None, lib: ctypes.CDLL | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # [..., V] -> [..., k] int32, [..., k] float32, [...] int64
+    """The k largest values' indices (descending, ties by index), their softmax probabilities
+    over the whole row, and the argmax (torch's answer), in one pass over each row
+    (csrc/elementwise.c)."""
+    lib = lib or native_library()
+    rows = x.detach().contiguous()  # named: it must outlive the call
+    n = rows.shape[-1]
+    ids = torch.empty(*rows.shape[:-1], k, dtype=torch.int32)
+    probs = torch.empty(*rows.shape[:-1], k, dtype=torch.float32)
+    greedy = torch.empty(rows.shape[:-1], dtype=torch.int64)
+    fn = lib.specdec_top_labels_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_top_labels_f32
+    if fn(rows.data_ptr(), rows.numel() // n, n, k, ids.data_ptr(), probs.data_ptr(), greedy.data_ptr(),
+          threads or torch.get_num_threads()) != 0:
+        raise RuntimeError(f"native top labels rejected a {tuple(x.shape)} tensor with k = {k}")
+    return ids, probs, greedy
+
+
 native_swiglu_supported = _elementwise_supported
 
 
@@ -387,3 +462,38 @@ class NativeStack:
         )
         if rc != 0:
             raise RuntimeError(f"the native decoder stack failed (code {rc}): T={t} start={start}")
+
+    def forward_rows(
+        self,
+        x: torch.Tensor,  # [N, hidden] contiguous, the packed tokens' embeddings: updated in place
+        cos: torch.Tensor,  # [N, head_dim] contiguous, the RoPE rows at the tokens' positions
+        sin: torch.Tensor,
+        k_cache: torch.Tensor,  # [L, B', H_kv, S, D], B' >= B
+        v_cache: torch.Tensor,
+        offsets: torch.Tensor,  # [B + 1] int64 CPU: row r's tokens are x[offsets[r]:offsets[r + 1]]
+        starts: torch.Tensor,  # [B] int64 CPU: tokens already in row r's cache
+        captures: dict[int, torch.Tensor] | None = None,  # layer i (1-based) -> [N, hidden] to fill
+        threads: int | None = None,
+    ) -> None:
+        """A ragged batch through the stack (csrc/layers.c): each row bit for bit `forward` on
+        that sequence alone."""
+        t = x.shape[0]
+        if k_cache.stride(3) != self.head_dim or k_cache.stride(4) != 1 or v_cache.stride() != k_cache.stride():
+            raise ValueError("the native stack needs [L, B, H_kv, S, D] caches with contiguous slots")
+        if x.dtype != self.dtype or not x.is_contiguous() or x.shape[1] != self.hidden:
+            raise ValueError(f"the native stack takes contiguous [N, {self.hidden}] {self.dtype} rows")
+        offsets, starts = offsets.contiguous(), starts.contiguous()
+        b = starts.shape[0]
+        if offsets.dtype != torch.int64 or starts.dtype != torch.int64 or offsets.shape[0] != b + 1 or int(offsets[-1]) != t:
+            raise ValueError(f"offsets [B + 1] must end at N = {t} and starts be [B], both int64")
+        if b > k_cache.shape[1] or int((starts + offsets[1:] - offsets[:-1]).max()) > k_cache.shape[3]:
+            raise ValueError(f"rows outside the cache's {k_cache.shape[1]} rows of {k_cache.shape[3]} slots")
+        slots = ctypes.c_void_p * self.num_layers
+        capture = slots(*[captures[i + 1].data_ptr() if i + 1 in captures else None for i in range(self.num_layers)]) if captures else None
+        rc = self.lib.specdec_stack_forward_rows(
+            ctypes.byref(self._stack), x.data_ptr(), t, b, offsets.data_ptr(), starts.data_ptr(), cos.data_ptr(),
+            sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0), k_cache.stride(1),
+            k_cache.stride(2), capture, threads or torch.get_num_threads(),
+        )
+        if rc != 0:
+            raise RuntimeError(f"the native decoder stack failed on a ragged batch (code {rc}): N={t} B={b}")

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
+
+from specdec.models.native import native_argmax_supported, native_top_labels
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -102,25 +104,29 @@ class _Row:
     """A sequence being generated in one cache row of `generate_records`."""
 
     index: int  # into the prompt list
-    token_ids: list[int]  # prompt + response so far (the newest not yet fed)
-    features: list[torch.Tensor]  # [T_i, F] per forward, for the fed tokens
-    label_ids: list[torch.Tensor]  # [T_i, k]
-    label_probs: list[torch.Tensor]
+    token_ids: list[int]  # prompt + response so far; those past seq_len are fed next
     num_prompt: int
-
-    @property
-    def seq_len(self) -> int:  # tokens already in the cache
-        return sum(f.shape[0] for f in self.features)
+    features: list[torch.Tensor] = field(default_factory=list)  # [T_i, F] per forward, for the fed tokens
+    label_ids: list[torch.Tensor] = field(default_factory=list)  # [T_i, k]
+    label_probs: list[torch.Tensor] = field(default_factory=list)
+    greedy: list[torch.Tensor] = field(default_factory=list)  # [T_i] the target's argmax
+    seq_len: int = 0  # tokens already in the cache
 
 
 def _features(out, feature_layers) -> torch.Tensor:
     return torch.cat([out.hidden_states[i] for i in feature_layers], dim=-1).float()
 
 
-def _labels(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The target's k most likely next tokens and their probabilities: [T, k] int32, float16."""
-    probs, ids = torch.softmax(logits.float(), -1).topk(k, dim=-1)
-    return ids.to(torch.int32), probs.to(torch.float16)
+def _labels(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The target's k most likely next tokens, their probabilities and its greedy choice:
+    [T, k] int32, [T, k] float16, [T] int32 (torch.argmax's answer, the engine's greedy token)."""
+    if native_argmax_supported(logits):  # one C pass per row (csrc/elementwise.c)
+        ids, probs, greedy = native_top_labels(logits, k)
+        return ids, probs.to(torch.float16), greedy.to(torch.int32)
+    logits = logits.float()
+    top, ids = logits.topk(k, dim=-1)
+    probs = torch.exp(top - torch.logsumexp(logits, -1, keepdim=True))  # softmax at the top k only
+    return ids.to(torch.int32), probs.to(torch.float16), logits.argmax(-1).to(torch.int32)
 
 
 @torch.inference_mode()
@@ -132,15 +138,19 @@ def generate_records(
     feature_layers: tuple[int, ...],
     num_labels: int = 8,
     on_record=None,  # called with (index, record) as each sequence finishes
+    max_prefill_tokens: int = 512,
 ) -> None:
     """Greedy responses with the target's features and top-k next-token labels, recorded
     while generating (no second pass).
 
     Continuous batching over the native model's ragged forward: up to `batch_size`
-    sequences decode together, one cache row each; a finished row takes the next prompt,
-    prefilled alone in its row. A response ends at EOS (kept) or after max_new_tokens; its
-    last token is fed once more so that every token of prompt + response has a feature.
-    Records are dicts as `record_features` returns, plus label_ids / label_probs.
+    sequences run together, one cache row each. Every step is one forward in which each
+    running row feeds its newest token and a row that just took a prompt feeds the whole
+    prompt (prefill packed with the others' decode tokens: the weights stream once for both;
+    up to `max_prefill_tokens` prompt tokens join per step, at least one prompt). A response
+    ends at EOS (kept) or after max_new_tokens; its last token is fed once more so that every
+    token of prompt + response has a feature. Records are dicts as `record_features` returns
+    (target_ids: the greedy token), plus label_ids / label_probs.
     """
     model = target.model
     eos = set(target.config.eos_token_ids) | {target.tokenizer.eos_token_id} - {None}
@@ -153,26 +163,18 @@ def generate_records(
     dev = model.device
     bar = tqdm(total=len(queue), desc="generate", unit="seq")
 
-    def add(out_feats, logits, row: _Row) -> int:
-        row.features.append(out_feats.cpu())
-        ids, probs = _labels(logits, num_labels)
-        row.label_ids.append(ids.cpu())
-        row.label_probs.append(probs.cpu())
-        return int(logits[-1].argmax())
-
     def finish(r: int) -> None:
         row = rows[r]
         rows[r] = None
         t = len(row.token_ids)
         loss_mask = torch.zeros(t, dtype=torch.uint8)
         loss_mask[row.num_prompt :] = 1
-        label_ids = torch.cat(row.label_ids)
         record = {
             "token_ids": torch.tensor(row.token_ids, dtype=torch.int32),
-            "target_ids": label_ids[:, 0].clone(),
+            "target_ids": torch.cat(row.greedy),
             "loss_mask": loss_mask,
             "features": torch.cat(row.features).to(torch.float16),
-            "label_ids": label_ids,
+            "label_ids": torch.cat(row.label_ids),
             "label_probs": torch.cat(row.label_probs),
         }
         bar.update(1)
@@ -180,38 +182,45 @@ def generate_records(
             on_record(row.index, record)
 
     while queue or any(rows):
-        # 1) fill free rows: prefill a new prompt alone in its row
+        # 1) free rows take prompts, within the step's prefill budget
+        budget = max_prefill_tokens
         for r in range(batch_size):
-            if rows[r] is None and queue:
+            if rows[r] is None and queue and (budget == max_prefill_tokens or len(prompts[queue[0]]) <= budget):
                 i = queue.pop(0)
-                ids = prompts[i]
-                out = model(torch.tensor([ids], device=dev), torch.arange(len(ids), device=dev)[None],
-                            cache.row_view(r, 0), hidden_layers=feature_layers)
-                rows[r] = _Row(i, list(ids), [], [], [], len(ids))
-                rows[r].token_ids.append(add(_features(out, feature_layers)[0], out.logits[0], rows[r]))
-        # 2) one ragged step: every running row feeds its newest token
+                rows[r] = _Row(i, list(prompts[i]), len(prompts[i]))
+                budget -= len(prompts[i])
+        # 2) one ragged forward: each row feeds its tokens past seq_len
         active = [r for r in range(batch_size) if rows[r] is not None]
-        if not active:
-            continue
         b = active[-1] + 1
-        tokens = torch.zeros(b, 1, dtype=torch.long)
-        seq_lens = torch.zeros(b, dtype=torch.long)
         num_new = torch.zeros(b, dtype=torch.long)
+        seq_lens = torch.zeros(b, dtype=torch.long)
         for r in active:
-            tokens[r, 0] = rows[r].token_ids[-1]
+            num_new[r] = len(rows[r].token_ids) - rows[r].seq_len
             seq_lens[r] = rows[r].seq_len
-            num_new[r] = 1
-        out = model(tokens.to(dev), seq_lens[:, None].to(dev), cache, seq_lens=seq_lens, num_new=num_new,
-                    hidden_layers=feature_layers)
-        feats = _features(out, feature_layers)  # [N, F], rows in order
-        for j, r in enumerate(active):
-            row = rows[r]
-            ended = row.token_ids[-1] in eos or len(row.token_ids) - row.num_prompt >= max_new_tokens
-            next_id = add(feats[j : j + 1], out.logits[j : j + 1], row)
+        width = int(num_new.max())
+        tokens = torch.zeros(b, width, dtype=torch.long)
+        for r in active:
+            tokens[r, : num_new[r]] = torch.tensor(rows[r].token_ids[rows[r].seq_len :])
+        positions = seq_lens[:, None] + torch.arange(width)[None]
+        out = model(tokens.to(dev), positions.to(dev), cache, seq_lens=seq_lens, num_new=num_new, hidden_layers=feature_layers)
+        feats = _features(out, feature_layers).cpu()  # [N, F], rows in order
+        label_ids, label_probs, greedy = (x.cpu() for x in _labels(out.logits, num_labels))  # all rows at once
+        first = 0
+        for r in active:
+            row, n = rows[r], int(num_new[r])
+            span = slice(first, first + n)
+            first += n
+            ended = row.seq_len >= row.num_prompt and (
+                row.token_ids[-1] in eos or len(row.token_ids) - row.num_prompt >= max_new_tokens)
+            row.features.append(feats[span])
+            row.label_ids.append(label_ids[span])
+            row.label_probs.append(label_probs[span])
+            row.greedy.append(greedy[span])
+            row.seq_len += n
             if ended:  # the last token has its feature now
                 finish(r)
             else:
-                row.token_ids.append(next_id)
+                row.token_ids.append(int(greedy[first - 1]))
     bar.close()
 
 

@@ -98,6 +98,18 @@ static inline __m512 exp16_nonpositive(__m512 x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
+/* max(p[0 .. n)) by the gather loop's rule, m = x > m ? x : m from -3.4e38 (NaN never wins),
+ * in 16 lanes: the maximum of the same values, so the same float. */
+static float max_scores(const float *p, int n) {
+    __m512 acc = _mm512_set1_ps(-3.4e38f);
+    for (int i = 0; i < n; i += 16) /* vmaxps(x, m): x > m ? x : m */
+        acc = _mm512_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-3.4e38f), tail_mask(n - i), p + i), acc);
+    float lanes[16], m = -3.4e38f;
+    _mm512_storeu_ps(lanes, acc);
+    for (int l = 0; l < 16; l++) m = lanes[l] > m ? lanes[l] : m;
+    return m;
+}
+
 /* exp(p[i] - m) in place for i < n; returns their sum, 16 lanes by index then a fixed tree */
 static float exp_and_sum(float *p, int n, float m) {
     __m512 acc = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);
@@ -192,15 +204,9 @@ static int thread_index(void) { return 0; }
 static inline __attribute__((always_inline)) __m512 key_chunk(const void *keys, int is_bf16, int64_t offset, __mmask16 m) {
     return is_bf16 ? bf16x16_load((const uint16_t *)keys + offset, m) : f32x16_load((const float *)keys + offset, m);
 }
-static inline __attribute__((always_inline)) __m512 score16(const __m512 *qv, const void *keys, int is_bf16, int64_t stride, int nb, int d) {
-    const int nch = (d + 15) / 16;
-    __m512 a[16], b[8], c[4], e[2];
-    for (int j = 0; j < 16; j++) {
-        __m512 s = _mm512_setzero_ps();
-        for (int ch = 0; ch < nch; ch++)
-            s = _mm512_fmadd_ps(qv[ch], key_chunk(keys, is_bf16, j * stride + 16 * ch, j < nb ? tail_mask(d - 16 * ch) : 0), s);
-        a[j] = s;
-    }
+/* The fixed tree over each key's 16 lane partials a[j], for 16 keys at once, back in key order. */
+static inline __attribute__((always_inline)) __m512 reduce16(const __m512 *a) {
+    __m512 b[8], c[4], e[2];
     for (int i = 0; i < 8; i++) /* lanes l + 8: [key 2i | key 2i+1], 8 partials each */
         b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
     for (int i = 0; i < 4; i++) /* l + 4: keys 4i..4i+3, one per 128-bit lane, 4 partials each */
@@ -212,6 +218,37 @@ static inline __attribute__((always_inline)) __m512 score16(const __m512 *qv, co
     __m512 f = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_ps(order, f);
+}
+
+static inline __attribute__((always_inline)) __m512 score16(const __m512 *qv, const void *keys, int is_bf16, int64_t stride, int nb, int d) {
+    const int nch = (d + 15) / 16;
+    __m512 a[16];
+    for (int j = 0; j < 16; j++) {
+        __m512 s = _mm512_setzero_ps();
+        for (int ch = 0; ch < nch; ch++)
+            s = _mm512_fmadd_ps(qv[ch], key_chunk(keys, is_bf16, j * stride + 16 * ch, j < nb ? tail_mask(d - 16 * ch) : 0), s);
+        a[j] = s;
+    }
+    return reduce16(a);
+}
+
+/* score16 for up to 4 rows at once: each key chunk is loaded (and widened) once for all of
+ * them; every row's sums are the same operations in the same order, so the same bits.
+ * qv: rows x MAX_HEAD_DIM / 16 vectors; out: rows. */
+static inline __attribute__((always_inline)) void score16_rows(const __m512 (*qv)[MAX_HEAD_DIM / 16], int rows, const void *keys,
+                                                               int is_bf16, int64_t stride, int nb, int d, __m512 *out) {
+    const int nch = (d + 15) / 16;
+    __m512 a[4][16];
+    for (int j = 0; j < 16; j++) {
+        __m512 kc[MAX_HEAD_DIM / 16];
+        for (int ch = 0; ch < nch; ch++) kc[ch] = key_chunk(keys, is_bf16, j * stride + 16 * ch, j < nb ? tail_mask(d - 16 * ch) : 0);
+        for (int r = 0; r < rows; r++) {
+            __m512 s = _mm512_setzero_ps();
+            for (int ch = 0; ch < nch; ch++) s = _mm512_fmadd_ps(qv[r][ch], kc[ch], s);
+            a[r][j] = s;
+        }
+    }
+    for (int r = 0; r < rows; r++) out[r] = reduce16(a[r]);
 }
 
 /* Up to 4 query rows that see the same keys (the heads of one KV group at one position):
@@ -258,18 +295,26 @@ static inline __attribute__((always_inline)) void group_scores_d(const float *qf
     const int64_t n16 = round16(n_all);
     const __m512 sv = _mm512_set1_ps(scale);
     const int staged = rows > 4;
+    __m512 qv[4][MAX_HEAD_DIM / 16];
+    if (!staged)
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < nch; c++) qv[r][c] = _mm512_loadu_ps(qf + (int64_t)r * dp + 16 * c);
     for (int b = 0; b < n_all; b += 16) {
         int nb = n_all - b < 16 ? n_all - b : 16;
         const void *keys = is_bf16 ? (const void *)((const uint16_t *)kg + (int64_t)b * d) : (const void *)((const float *)kg + (int64_t)b * d);
-        if (staged)
-            for (int j = 0; j < 16; j++)
-                for (int c = 0; c < nch; c++)
-                    _mm512_storeu_ps(kf + j * dp + 16 * c, key_chunk(keys, is_bf16, (int64_t)j * d + 16 * c, j < nb ? tail_mask(d - 16 * c) : 0));
+        if (!staged) { /* a few rows (a decode step's heads of one KV group): keys loaded once for all */
+            __m512 sc[4];
+            score16_rows(qv, rows, keys, is_bf16, d, nb, d, sc);
+            for (int r = 0; r < rows; r++) _mm512_storeu_ps(s + r * n16 + b, _mm512_mul_ps(sc[r], sv));
+            continue;
+        }
+        for (int j = 0; j < 16; j++)
+            for (int c = 0; c < nch; c++)
+                _mm512_storeu_ps(kf + j * dp + 16 * c, key_chunk(keys, is_bf16, (int64_t)j * d + 16 * c, j < nb ? tail_mask(d - 16 * c) : 0));
         for (int r = 0; r < rows; r++) {
-            __m512 qv[MAX_HEAD_DIM / 16];
-            for (int c = 0; c < nch; c++) qv[c] = _mm512_loadu_ps(qf + (int64_t)r * dp + 16 * c);
-            __m512 sc = staged ? score16(qv, kf, 0, dp, 16, dp) : score16(qv, keys, is_bf16, d, nb, d);
-            _mm512_storeu_ps(s + r * n16 + b, _mm512_mul_ps(sc, sv));
+            __m512 q1[MAX_HEAD_DIM / 16];
+            for (int c = 0; c < nch; c++) q1[c] = _mm512_loadu_ps(qf + (int64_t)r * dp + 16 * c);
+            _mm512_storeu_ps(s + r * n16 + b, _mm512_mul_ps(score16(q1, kf, 0, dp, 16, dp), sv));
         }
     }
 }
@@ -309,11 +354,14 @@ static void group_scores(const float *qf, int rows, int n_all, float scale, floa
                     int row = (t - t0) * rep + i0 + r;                                          \
                     p[r] = s + row * n16;                                                       \
                     float m = -3.4e38f;                                                         \
-                    for (int i = 0; i < n; i++) { /* in place: visible[i] >= i */               \
-                        float x = p[r][visible[i]];                                             \
-                        p[r][i] = x;                                                            \
-                        m = x > m ? x : m;                                                      \
-                    }                                                                           \
+                    if (!a->mask) /* causal: slots 0 .. n - 1 in place, nothing to gather */    \
+                        m = max_scores(p[r], n);                                                \
+                    else                                                                        \
+                        for (int i = 0; i < n; i++) { /* in place: visible[i] >= i */           \
+                            float x = p[r][visible[i]];                                         \
+                            p[r][i] = x;                                                        \
+                            m = x > m ? x : m;                                                  \
+                        }                                                                       \
                     denom[r] = exp_and_sum(p[r], n, m);                                         \
                     of[r] = qf + (int64_t)row * dp; /* its query is done with */                \
                 }                                                                               \
@@ -416,8 +464,77 @@ DEFINE_HEAD(f32, float, f32_load)
         return 0;                                                                               \
     }
 
+/* A ragged batch: row r of the KV cache holds starts[r] tokens and takes the packed queries
+ * [offsets[r], offsets[r + 1]) at slots starts[r], starts[r] + 1, ... (causal among
+ * themselves). Every row is computed by the units a one-sequence call would run on it, so a
+ * row's result is, bit for bit, what specdec_attention_* gives that row alone.
+ *   q    [N, H, D]          packed query t at q + t * q_tok + h * q_head
+ *   k, v [B, H_kv, S, D]    row r's KV head g at k + r * kv_row + g * kv_head
+ *   out  [N, H, D]          contiguous
+ * Units are (row, KV group, a run of up to MAX_UNIT_POSITIONS queries), spread over the
+ * threads; work: specdec_attention_rows_work_floats(...) floats. */
+int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads) {
+    if (h_kv <= 0 || max_new <= 0) return 0;
+    int chunk = max_new < MAX_UNIT_POSITIONS ? max_new : MAX_UNIT_POSITIONS;
+    struct call a = {0, 0, 0, max_new, h, h_kv, d, max_keys - max_new, 0, 0.0f};
+#ifdef _OPENMP
+    int nt = threads > 1 ? threads : 1;
+#else
+    (void)threads;
+    int nt = 1;
+#endif
+    return nt * unit_work_floats(&a, chunk);
+}
+
+#define DEFINE_ATTENTION_ROWS(SUFFIX, ELEM)                                                     \
+    int specdec_attention_rows_##SUFFIX(const ELEM *q, int64_t q_tok, int64_t q_head, const ELEM *k, \
+                                        const ELEM *v, int64_t kv_row, int64_t kv_head, ELEM *out, \
+                                        int b, const int64_t *offsets, const int64_t *starts, int h, \
+                                        int h_kv, int d, float scale, float *work, int threads) { \
+        if (b <= 0) return 0;                                                                   \
+        if (h_kv <= 0 || h % h_kv != 0 || d <= 0 || d > MAX_HEAD_DIM) return 1;                 \
+        int max_new = 0, max_keys = 0, units = 0;                                               \
+        for (int r = 0; r < b; r++) {                                                           \
+            int64_t n = offsets[r + 1] - offsets[r];                                            \
+            if (n < 0 || starts[r] < 0) return 1;                                               \
+            if (n > max_new) max_new = (int)n;                                                  \
+            if (starts[r] + n > max_keys) max_keys = (int)(starts[r] + n);                      \
+        }                                                                                       \
+        if (max_new == 0) return 0;                                                             \
+        int *first_unit = (int *)__builtin_alloca(sizeof(int) * (b + 1));                       \
+        for (int r = 0; r < b; r++) {                                                           \
+            int n = (int)(offsets[r + 1] - offsets[r]);                                         \
+            first_unit[r] = units;                                                              \
+            units += h_kv * ((n + MAX_UNIT_POSITIONS - 1) / MAX_UNIT_POSITIONS);                \
+        }                                                                                       \
+        first_unit[b] = units;                                                                  \
+        const int64_t per_thread = specdec_attention_rows_work_floats(max_new, h, h_kv, d, max_keys, 1); \
+        int nt = threads > 1 ? threads : 1;                                                     \
+        if (nt > units) nt = units;                                                             \
+        (void)nt;                                                                               \
+        _Pragma("omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)")            \
+        for (int u = 0; u < units; u++) {                                                       \
+            int lo = 0, hi = b - 1; /* the row whose units hold u */                            \
+            while (lo < hi) {                                                                   \
+                int mid = (lo + hi + 1) / 2;                                                    \
+                if (first_unit[mid] <= u) lo = mid; else hi = mid - 1;                          \
+            }                                                                                   \
+            int r = lo, j = u - first_unit[r];                                                  \
+            int n = (int)(offsets[r + 1] - offsets[r]);                                         \
+            struct call a = {q_tok, q_head, kv_head, n, h, h_kv, d, (int)starts[r], 0, scale};  \
+            int g = j % h_kv, t0 = (j / h_kv) * MAX_UNIT_POSITIONS;                             \
+            int t1 = t0 + MAX_UNIT_POSITIONS < n ? t0 + MAX_UNIT_POSITIONS : n;                 \
+            attend_unit_##SUFFIX(&a, q + offsets[r] * q_tok, k + r * kv_row, v + r * kv_row,    \
+                                 out + offsets[r] * (int64_t)h * d, g, t0, t1,                  \
+                                 work + thread_index() * per_thread);                           \
+        }                                                                                       \
+        return 0;                                                                               \
+    }
+
 #define F32_STORE(x) (x)
 DEFINE_ATTENTION(bf16, uint16_t, bf16_load, bf16_round, 1)
 DEFINE_ATTENTION(f32, float, f32_load, F32_STORE, 0)
+DEFINE_ATTENTION_ROWS(bf16, uint16_t)
+DEFINE_ATTENTION_ROWS(f32, float)
 
-int specdec_abi_version(void) { return 6; }
+int specdec_abi_version(void) { return 7; }

@@ -50,6 +50,13 @@ int specdec_attention_f32(const float *q, int64_t q_tok, int64_t q_head, const f
 int specdec_attention_bf16(const uint16_t *q, int64_t q_tok, int64_t q_head, const uint16_t *k, const uint16_t *v,
                            int64_t kv_head, uint16_t *out, int t_new, int h, int h_kv, int d, int start,
                            const uint8_t *mask, float scale, float *work, int threads);
+int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads);
+int specdec_attention_rows_f32(const float *q, int64_t q_tok, int64_t q_head, const float *k, const float *v,
+                               int64_t kv_row, int64_t kv_head, float *out, int b, const int64_t *offsets,
+                               const int64_t *starts, int h, int h_kv, int d, float scale, float *work, int threads);
+int specdec_attention_rows_bf16(const uint16_t *q, int64_t q_tok, int64_t q_head, const uint16_t *k, const uint16_t *v,
+                                int64_t kv_row, int64_t kv_head, uint16_t *out, int b, const int64_t *offsets,
+                                const int64_t *starts, int h, int h_kv, int d, float scale, float *work, int threads);
 
 struct specdec_layer_weights {
     const void *attn_norm;
@@ -167,20 +174,38 @@ static void add(int bf16, void *x, const void *y, int64_t n) {
 #define MAX_HEAD_DIM 256 /* attention.c's */
 #define AT(p, i) ((void *)((char *)(p) + (int64_t)(i) * es)) /* element i of an E array */
 
-/* 0 on success; 1 bad arguments, 2 out of memory, 3 a kernel rejected its arguments. */
-int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int start, const void *cos, const void *sin,
-                          const uint8_t *mask, void *k_base, void *v_base, int64_t layer_stride, int64_t kv_head_stride,
-                          void *const *capture, int threads) {
+/* The stack over T tokens: one sequence (rows == NULL: slots start .. start + T - 1, the
+ * mask or causal), or a ragged batch (rows: the tokens of cache row r are x's rows
+ * [offsets[r], offsets[r + 1]) at slots starts[r], starts[r] + 1, ..., causal; row r's
+ * cache at + r * row_stride). Attention is attention.c's one-sequence or ragged entry;
+ * everything else is per token, so a ragged row is, bit for bit, the same sequence alone.
+ * 0 on success; 1 bad arguments, 2 out of memory, 3 a kernel rejected its arguments. */
+struct ragged { int b; const int64_t *offsets, *starts; int64_t row_stride; };
+
+static int stack_forward(const struct specdec_stack *s, void *x, int t, int start, const void *cos, const void *sin,
+                         const uint8_t *mask, const struct ragged *rows, void *k_base, void *v_base, int64_t layer_stride,
+                         int64_t kv_head_stride, void *const *capture, int threads) {
     if (!s || !x || t <= 0 || start < 0 || threads < 1 || s->head_dim <= 0 || s->head_dim > MAX_HEAD_DIM ||
         s->head_dim % 2 || s->heads <= 0 || s->kv_heads <= 0 || s->heads % s->kv_heads)
         return 1;
     const int bf16 = s->is_bf16, hid = s->hidden, h = s->heads, h_kv = s->kv_heads, d = s->head_dim;
     const int64_t es = bf16 ? 2 : 4, nqkv = (int64_t)(h + 2 * h_kv) * d, inter = s->inter;
+    int max_new = 0, max_keys = 0;
+    if (rows) {
+        if (rows->b <= 0 || rows->offsets[0] != 0 || rows->offsets[rows->b] != t) return 1;
+        for (int r = 0; r < rows->b; r++) {
+            int64_t n = rows->offsets[r + 1] - rows->offsets[r];
+            if (n < 0 || rows->starts[r] < 0) return 1;
+            if (n > max_new) max_new = (int)n;
+            if (rows->starts[r] + n > max_keys) max_keys = (int)(rows->starts[r] + n);
+        }
+    }
     /* scratch: normed x, qkv, attention out, projection out, gate/up, activation */
     const int64_t sizes[6] = {t * (int64_t)hid, t * nqkv, t * (int64_t)h * d, t * (int64_t)hid, t * 2 * inter, t * inter};
     int64_t total = 0;
     for (int i = 0; i < 6; i++) total += (sizes[i] * es + 63) / 64 * 64;
-    const int64_t work_floats = specdec_attention_work_floats(t, h, h_kv, d, start, threads);
+    const int64_t work_floats = rows ? specdec_attention_rows_work_floats(max_new, h, h_kv, d, max_keys, threads)
+                                     : specdec_attention_work_floats(t, h, h_kv, d, start, threads);
     char *scratch = aligned_alloc(64, (size_t)(total + (work_floats * 4 + 63) / 64 * 64 + 64));
     if (!scratch) return 2;
     void *buf[6];
@@ -196,23 +221,38 @@ int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int sta
         rc |= linear(bf16, w->attn_norm ? normed : x, w->wqkv, w->wqkv_bias, qkv, t, nqkv, hid, threads);
         if (rc) break;
         char tmp[MAX_HEAD_DIM * 4]; /* one query head */
+        int row = 0;
         for (int r = 0; r < t; r++) {
-            const void *c = AT(cos, (int64_t)r * d), *sn = AT(sin, (int64_t)r * d);
-            char *row = AT(qkv, r * nqkv);
-            for (int hh = 0; hh < h; hh++) { /* queries: rotated in place */
-                memcpy(tmp, row + (int64_t)hh * d * es, d * es);
-                rope_head(bf16, tmp, c, sn, row + (int64_t)hh * d * es, d);
+            int64_t slot = start + r, row_base = 0; /* the token's cache slot and row */
+            if (rows) {
+                while (rows->offsets[row + 1] <= r) row++;
+                slot = rows->starts[row] + (r - rows->offsets[row]);
+                row_base = row * rows->row_stride;
             }
-            int64_t slot = (int64_t)(start + r) * d;
+            const void *c = AT(cos, (int64_t)r * d), *sn = AT(sin, (int64_t)r * d);
+            char *q = AT(qkv, r * nqkv);
+            for (int hh = 0; hh < h; hh++) { /* queries: rotated in place */
+                memcpy(tmp, q + (int64_t)hh * d * es, d * es);
+                rope_head(bf16, tmp, c, sn, q + (int64_t)hh * d * es, d);
+            }
             for (int g = 0; g < h_kv; g++) { /* keys rotated into the cache, values copied */
-                rope_head(bf16, row + (int64_t)(h + g) * d * es, c, sn, kc + (g * kv_head_stride + slot) * es, d);
-                memcpy(vc + (g * kv_head_stride + slot) * es, row + (int64_t)(h + h_kv + g) * d * es, d * es);
+                int64_t at = row_base + g * kv_head_stride + slot * d;
+                rope_head(bf16, q + (int64_t)(h + g) * d * es, c, sn, kc + at * es, d);
+                memcpy(vc + at * es, q + (int64_t)(h + h_kv + g) * d * es, d * es);
             }
         }
-        rc |= bf16 ? specdec_attention_bf16(qkv, nqkv, d, (const uint16_t *)kc, (const uint16_t *)vc, kv_head_stride, attn,
-                                            t, h, h_kv, d, start, mask, s->scale, work, threads)
-                   : specdec_attention_f32(qkv, nqkv, d, (const float *)kc, (const float *)vc, kv_head_stride, attn, t, h,
-                                           h_kv, d, start, mask, s->scale, work, threads);
+        if (rows)
+            rc |= bf16 ? specdec_attention_rows_bf16(qkv, nqkv, d, (const uint16_t *)kc, (const uint16_t *)vc, rows->row_stride,
+                                                     kv_head_stride, attn, rows->b, rows->offsets, rows->starts, h, h_kv, d,
+                                                     s->scale, work, threads)
+                       : specdec_attention_rows_f32(qkv, nqkv, d, (const float *)kc, (const float *)vc, rows->row_stride,
+                                                    kv_head_stride, attn, rows->b, rows->offsets, rows->starts, h, h_kv, d,
+                                                    s->scale, work, threads);
+        else
+            rc |= bf16 ? specdec_attention_bf16(qkv, nqkv, d, (const uint16_t *)kc, (const uint16_t *)vc, kv_head_stride, attn,
+                                                t, h, h_kv, d, start, mask, s->scale, work, threads)
+                       : specdec_attention_f32(qkv, nqkv, d, (const float *)kc, (const float *)vc, kv_head_stride, attn, t, h,
+                                               h_kv, d, start, mask, s->scale, work, threads);
         rc |= linear(bf16, attn, w->wo, 0, proj, t, hid, (int64_t)h * d, threads);
         if (rc) break;
         add(bf16, x, proj, t * (int64_t)hid);
@@ -226,4 +266,20 @@ int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int sta
     }
     free(scratch);
     return rc ? 3 : 0;
+}
+
+int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int start, const void *cos, const void *sin,
+                          const uint8_t *mask, void *k_base, void *v_base, int64_t layer_stride, int64_t kv_head_stride,
+                          void *const *capture, int threads) {
+    return stack_forward(s, x, t, start, cos, sin, mask, 0, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
+}
+
+/* The ragged batch: b rows, tokens packed by row (offsets [b + 1], starts [b]). */
+int specdec_stack_forward_rows(const struct specdec_stack *s, void *x, int t, int b, const int64_t *offsets,
+                               const int64_t *starts, const void *cos, const void *sin, void *k_base, void *v_base,
+                               int64_t layer_stride, int64_t row_stride, int64_t kv_head_stride, void *const *capture,
+                               int threads) {
+    if (!offsets || !starts) return 1;
+    struct ragged rows = {b, offsets, starts, row_stride};
+    return stack_forward(s, x, t, 0, cos, sin, 0, &rows, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
 }
