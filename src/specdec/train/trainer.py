@@ -187,37 +187,41 @@ class Trainer:
             inside = t + 2 + j < batch.lengths[:, None]  # [B, L]
             response = shift(batch.loss_mask, 2 + j) & inside
             weight = inside if c.prompt_weight > 0 else response
-            logits = head_logits_dense(head, hidden, self.lm_head_weight)  # [B, L, V_d]
-            logp = torch.log_softmax(logits.float(), -1)
-            next_feats = shift(feats, 1 + j)
             if batch.label_ids is not None:  # the target's recorded top-k, within the draft vocabulary
-                with torch.no_grad():
-                    ids = self.t2d[shift(batch.label_ids, 1 + j)]  # [B, L, k], -1 outside
-                    probs = shift(batch.label_probs, 1 + j) * (ids >= 0)
-                    probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-9)
-                ce = -(probs * logp.gather(-1, ids.clamp(min=0))).sum(-1)
+                ids = self.t2d[shift(batch.label_ids, 1 + j)]  # [B, L, k], -1 outside
                 weight = weight & (ids >= 0).any(-1)
+            elif not self.soft_labels:
+                label_ids = self.t2d[shift(batch.target_ids, 1 + j)]  # -1 outside the draft vocab
+                weight = weight & (label_ids >= 0)
+            # the LM head and the losses only where a loss is taken: [M] of the [B, L] positions
+            response = (response & weight)[weight]  # [M]
+            out = hidden[weight]  # [M, D]
+            logits = head_logits_dense(head, out, self.lm_head_weight)  # [M, V_d]
+            logp = torch.log_softmax(logits.float(), -1)
+            next_feats = shift(feats, 1 + j)[weight]  # [M, F]
+            if batch.label_ids is not None:
+                with torch.no_grad():
+                    probs = shift(batch.label_probs, 1 + j)[weight] * (ids[weight] >= 0)
+                    probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-9)
+                ce = -(probs * logp.gather(-1, ids[weight].clamp(min=0))).sum(-1)
             elif self.soft_labels:
                 with torch.no_grad():
                     labels = torch.softmax(F.linear(next_feats[..., self.label_slice], self.label_weight), -1)
                 ce = -(labels * logp).sum(-1)
             else:
-                label_ids = self.t2d[shift(batch.target_ids, 1 + j)]  # -1 outside the draft vocab
-                ce = F.cross_entropy(logp.transpose(1, 2), label_ids.clamp(min=0), reduction="none")
-                weight = weight & (label_ids >= 0)
-            response = response & weight
-            # per position: 1 on response tokens, prompt_weight on prompt tokens, 0 elsewhere
-            w = response.float() + c.prompt_weight * (weight & ~response).float()
+                ce = F.cross_entropy(logp, label_ids[weight], reduction="none")
+            # per position: 1 on response tokens, prompt_weight on prompt tokens
+            w = response.float() + c.prompt_weight * (~response).float()
             num = w.sum().clamp(min=1)
-            step_loss = c.cls_weight * (torch.where(weight, ce, 0.0) * w).sum() / num
+            step_loss = c.cls_weight * (ce * w).sum() / num
             if head.config.arch == "eagle1":
-                reg = (torch.where(weight, F.smooth_l1_loss(hidden, next_feats, reduction="none").mean(-1), 0.0) * w).sum() / num
+                reg = (F.smooth_l1_loss(out, next_feats, reduction="none").mean(-1) * w).sum() / num
                 step_loss = step_loss + c.reg_weight * reg
                 metrics[f"reg{j}"] = float(reg.detach())
             total = total + c.step_decay**j * step_loss
             with torch.no_grad():
                 pred = head.to_target_ids(logits.argmax(-1))
-                target = shift(batch.target_ids, 1 + j)
+                target = shift(batch.target_ids, 1 + j)[weight]
                 metrics[f"acc{j}"] = float(((pred == target) & response).sum() / response.sum().clamp(min=1))
         metrics["loss"] = float(total.detach())
         return total, metrics
