@@ -116,18 +116,16 @@ def _bind_linear(lib: ctypes.CDLL) -> None:
 
 
 def _bind_elementwise(lib: ctypes.CDLL) -> None:
-    for name in ("specdec_argmax_f32", "specdec_argmax_bf16"):
-        fn = getattr(lib, name)
-        fn.argtypes = [_c_void_p, _i64, _i64, _c_void_p, _int]
-        fn.restype = _int
-    for name in ("specdec_top_labels_f32", "specdec_top_labels_bf16"):
-        fn = getattr(lib, name)
-        fn.argtypes = [_c_void_p, _i64, _i64, _int, _c_void_p, _c_void_p, _c_void_p, _int]
-        fn.restype = _int
-    for name in ("specdec_swiglu_f32", "specdec_swiglu_bf16"):
-        fn = getattr(lib, name)
-        fn.argtypes = [_c_void_p, _c_void_p, _i64, _i64, _int]
-        fn.restype = _int
+    signatures = {
+        "argmax": [_c_void_p, _i64, _i64, _c_void_p, _int],
+        "top_labels": [_c_void_p, _i64, _i64, _int, _c_void_p, _c_void_p, _c_void_p, _int],
+        "swiglu": [_c_void_p, _c_void_p, _i64, _i64, _int],
+    }
+    for kernel, args in signatures.items():
+        for suffix in ("f32", "bf16"):
+            fn = getattr(lib, f"specdec_{kernel}_{suffix}")
+            fn.argtypes = args
+            fn.restype = _int
 
 
 @lru_cache(maxsize=1)
@@ -153,22 +151,15 @@ def native_library() -> ctypes.CDLL | None:
         except (OSError, RuntimeError) as e:
             errors.append(str(e))
             continue
-        for name in ("specdec_attention_bf16", "specdec_attention_f32"):
-            fn = getattr(lib, name)
-            fn.argtypes = _ATTENTION_ARGS
-            fn.restype = _int
-        lib.specdec_attention_work_floats.argtypes = [_int] * 6
-        lib.specdec_attention_work_floats.restype = _i64
-        for name in ("specdec_attention_rows_bf16", "specdec_attention_rows_f32"):
-            fn = getattr(lib, name)
-            fn.argtypes = _ATTENTION_ROWS_ARGS
-            fn.restype = _int
-        lib.specdec_attention_rows_work_floats.argtypes = [_int] * 6
-        lib.specdec_attention_rows_work_floats.restype = _i64
-        for name in ("specdec_rms_norm_bf16", "specdec_rms_norm_f32"):
-            fn = getattr(lib, name)
-            fn.argtypes = _NORM_ARGS
-            fn.restype = _int
+        for kernel, args in (("attention", _ATTENTION_ARGS), ("attention_rows", _ATTENTION_ROWS_ARGS), ("rms_norm", _NORM_ARGS)):
+            for suffix in ("bf16", "f32"):
+                fn = getattr(lib, f"specdec_{kernel}_{suffix}")
+                fn.argtypes = args
+                fn.restype = _int
+        for kernel in ("attention", "attention_rows"):
+            fn = getattr(lib, f"specdec_{kernel}_work_floats")
+            fn.argtypes = [_int] * 6
+            fn.restype = _i64
         _bind_linear(lib)
         _bind_elementwise(lib)
         lib.specdec_stack_forward.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,

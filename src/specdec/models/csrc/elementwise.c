@@ -107,9 +107,9 @@ DEFINE_ARGMAX(bf16, uint16_t)
 #define C3 1.6666667e-1f
 #define C2 0.5f
 
-static inline float silu_scalar(float g) {
-    if (-g > EXP_HI) return g * 0.0f;
-    float x = fminf(fmaxf(-g, EXP_LO), EXP_HI);
+/* exp(x) after clamping x to [EXP_LO, EXP_HI]: 2^j * p(r), the same steps in both loops */
+static inline float exp_clamped(float x) {
+    x = fminf(fmaxf(x, EXP_LO), EXP_HI);
     float j = rintf(x * LOG2E);
     float r = fmaf(j, -LN2_LO, fmaf(j, -LN2_HI, x));
     float p = fmaf(fmaf(fmaf(fmaf(fmaf(C6, r, C5), r, C4), r, C3), r, C2), r, 1.0f);
@@ -117,14 +117,17 @@ static inline float silu_scalar(float g) {
     uint32_t bits = (uint32_t)((int32_t)j + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return g / (1.0f + p * scale);
+    return p * scale;
+}
+
+static inline float silu_scalar(float g) {
+    if (-g > EXP_HI) return g * 0.0f;
+    return g / (1.0f + exp_clamped(-g));
 }
 
 #if defined(__AVX512F__)
-static inline __m512 silu16(__m512 g) { /* silu_scalar's steps, 16 lanes */
-    __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), g);
-    __mmask16 tiny = _mm512_cmp_ps_mask(neg, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
-    __m512 x = _mm512_min_ps(_mm512_max_ps(neg, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+static inline __m512 exp16_clamped(__m512 x) { /* exp_clamped's steps, 16 lanes */
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
     __m512 j = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fmadd_ps(j, _mm512_set1_ps(-LN2_LO), _mm512_fmadd_ps(j, _mm512_set1_ps(-LN2_HI), x));
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C6), r, _mm512_set1_ps(C5));
@@ -134,7 +137,13 @@ static inline __m512 silu16(__m512 g) { /* silu_scalar's steps, 16 lanes */
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(j), _mm512_set1_epi32(127)), 23));
-    __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(p, scale)));
+    return _mm512_mul_ps(p, scale);
+}
+
+static inline __m512 silu16(__m512 g) { /* silu_scalar's steps, 16 lanes */
+    __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), g);
+    __mmask16 tiny = _mm512_cmp_ps_mask(neg, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
+    __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16_clamped(neg)));
     return _mm512_mask_mul_ps(silu, tiny, g, _mm512_setzero_ps());
 }
 #endif
@@ -174,18 +183,6 @@ DEFINE_SWIGLU(bf16, uint16_t)
 
 #define MAX_TOP_K 64
 
-static inline float exp_scalar(float x) { /* silu_scalar's exp, for x <= 0 */
-    x = fmaxf(x, EXP_LO);
-    float j = rintf(x * LOG2E);
-    float r = fmaf(j, -LN2_LO, fmaf(j, -LN2_HI, x));
-    float p = fmaf(fmaf(fmaf(fmaf(fmaf(C6, r, C5), r, C4), r, C3), r, C2), r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    uint32_t bits = (uint32_t)((int32_t)j + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
 /* Insert (v, i) into the descending top list of k (v > its last value). */
 static inline void top_insert(float *vals, int32_t *ids, int k, float v, int64_t i) {
     int j = k - 1;
@@ -199,19 +196,6 @@ static inline void top_insert(float *vals, int32_t *ids, int k, float v, int64_t
 }
 
 #if defined(__AVX512F__)
-static inline __m512 exp16(__m512 x) { /* exp_scalar's steps, 16 lanes */
-    x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LO));
-    __m512 j = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(j, _mm512_set1_ps(-LN2_LO), _mm512_fmadd_ps(j, _mm512_set1_ps(-LN2_HI), x));
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C6), r, _mm512_set1_ps(C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(j), _mm512_set1_epi32(127)), 23));
-    return _mm512_mul_ps(p, scale);
-}
 #define TOP_LOAD_f32(x, i, m) load16_f32((x) + (i), m)
 #define TOP_LOAD_bf16(x, i, m) load16_bf16((x) + (i), m)
 #endif
@@ -226,12 +210,12 @@ static inline __m512 exp16(__m512 x) { /* exp_scalar's steps, 16 lanes */
         TOP_VECTOR_##SUFFIX                                                                        \
         for (; i < n; i++) { /* the exp sum in 16 lanes by index, as the vector loop keeps it */   \
             float v = LOAD(x, i);                                                                  \
-            lanes[i % 16] += exp_scalar(v - m);                                                    \
+            lanes[i % 16] += exp_clamped(v - m);                                                    \
             if (v > vals[k - 1]) top_insert(vals, ids, k, v, i);                                   \
         }                                                                                          \
         for (int w = 8; w > 0; w /= 2)                                                             \
             for (int l = 0; l < w; l++) lanes[l] += lanes[l + w];                                  \
-        for (int j = 0; j < k; j++) probs[j] = exp_scalar(vals[j] - m) / lanes[0];                 \
+        for (int j = 0; j < k; j++) probs[j] = exp_clamped(vals[j] - m) / lanes[0];                 \
     }
 
 #if defined(__AVX512F__)
@@ -241,7 +225,7 @@ static inline __m512 exp16(__m512 x) { /* exp_scalar's steps, 16 lanes */
         __m512 acc = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);                                  \
         for (; i + 16 <= n; i += 16) {                                                             \
             __m512 v = TOP_LOAD_##SUFFIX(x, i, (__mmask16)0xffff);                                 \
-            acc = _mm512_add_ps(acc, exp16(_mm512_sub_ps(v, mv)));                                 \
+            acc = _mm512_add_ps(acc, exp16_clamped(_mm512_sub_ps(v, mv)));                                 \
             __mmask16 above = _mm512_cmp_ps_mask(v, _mm512_set1_ps(vals[k - 1]), _CMP_GT_OQ);      \
             if (above) {                                                                           \
                 float lane[16];                                                                    \
