@@ -272,6 +272,38 @@ def test_a_few_training_steps_lower_the_loss(tiny_target, tmp_path):
     assert resumed.step == trainer.step > 0
 
 
+def test_a_time_budget_shortens_the_schedule_and_stops_the_data(tiny_target, tmp_path, monkeypatch):
+    """train-draft's budget: no prompt joins the data past its deadline, and the training
+    schedule (and so its cosine decay) is cut to the steps that fit, and stays cut on resume."""
+    import time as clock
+
+    from specdec.train.data import build_dataset, load_dataset
+    from specdec.train.trainer import TrainConfig, Trainer
+
+    convs = [[{"role": "user", "content": f"Tell me about number {i}."}] for i in range(6)]
+    info = build_dataset(tiny_target, convs, tmp_path / "late", (-1,), max_new_tokens=4, batch_size=2,
+                         deadline=clock.perf_counter() - 1)
+    assert info.num_sequences == 0 and info.shards == []
+    info = build_dataset(tiny_target, convs, tmp_path / "data", (-1,), max_new_tokens=4, batch_size=2)
+    assert info.num_sequences == 6
+    seqs = load_dataset(tmp_path / "data")[1]
+    lm = target_lm_head_weight(tiny_target.model)
+    head = EagleHead(EagleConfig.for_target(tiny_target.config, "eagle1", None))
+    config = TrainConfig(epochs=50, warmup_steps=1, max_tokens_per_batch=64, checkpoint_every=1000)
+    trainer = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, tmp_path / "run")
+    planned = trainer.total_steps
+    assert planned == 50 * trainer.steps_per_epoch > 30
+    now = clock.perf_counter()
+    assert not trainer.fit_to_deadline(now + 1e6, 0.01, 0.0)  # plenty of time: unchanged
+    assert trainer.fit_to_deadline(now + 5.0 + 0.2, 0.01, 0.0) and trainer.total_steps < 20  # ~20 steps of 10 ms fit
+    trainer.total_steps = planned
+    last = trainer.train(eval_sequences=seqs[:2], deadline=clock.perf_counter())  # already late: cut at the first check
+    assert trainer.step == last["total_steps"] == 10 < planned
+    resumed = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, tmp_path / "run")
+    resumed.load_checkpoint()
+    assert resumed.step == resumed.total_steps == 10
+
+
 @pytest.mark.parametrize("max_prefill_tokens", [512, 1])  # 1: one prompt joins per step
 def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, max_prefill_tokens):
     """generate_records (continuous batching, prompts prefilled in the same forwards as the

@@ -139,6 +139,7 @@ def generate_records(
     num_labels: int = 8,
     on_record=None,  # called with (index, record) as each sequence finishes
     max_prefill_tokens: int = 512,
+    deadline: float | None = None,  # time.perf_counter() after which no prompt joins (running rows finish)
 ) -> None:
     """Greedy responses with the target's features and top-k next-token labels, recorded
     while generating (no second pass).
@@ -150,7 +151,8 @@ def generate_records(
     up to `max_prefill_tokens` prompt tokens join per step, at least one prompt). A response
     ends at EOS (kept) or after max_new_tokens; its last token is fed once more so that every
     token of prompt + response has a feature. Records are dicts as `record_features` returns
-    (target_ids: the greedy token), plus label_ids / label_probs.
+    (target_ids: the greedy token), plus label_ids / label_probs. Past `deadline` the prompts
+    still queued are dropped (the time budget of `specdec train-draft`).
     """
     model = target.model
     eos = set(target.config.eos_token_ids) | {target.tokenizer.eos_token_id} - {None}
@@ -182,6 +184,12 @@ def generate_records(
             on_record(row.index, record)
 
     while queue or any(rows):
+        if queue and deadline is not None and time.perf_counter() >= deadline:
+            bar.total -= len(queue)
+            bar.refresh()
+            queue.clear()
+            if not any(rows):
+                break
         # 1) free rows take prompts, within the step's prefill budget
         budget = max_prefill_tokens
         for r in range(batch_size):
@@ -276,9 +284,11 @@ def build_dataset(
     batch_size: int = 32,
     shard_size: int = 256,
     num_labels: int = 8,
+    deadline: float | None = None,
 ) -> DatasetInfo:
     """Generate and record (`generate_records`), writing a shard every `shard_size` finished
-    sequences; a rerun with the same prompts and settings keeps the shards already written."""
+    sequences; a rerun with the same prompts and settings keeps the shards already written.
+    With a deadline (time.perf_counter()) the prompts not started by then are left out."""
     from safetensors import safe_open
 
     out_dir = Path(out_dir)
@@ -310,17 +320,18 @@ def build_dataset(
     todo = [i for i in range(len(prompts)) if i not in done]
     t0 = time.perf_counter()
     generate_records(target, [prompts[i] for i in todo], max_new_tokens, batch_size, feature_layers, num_labels,
-                     lambda j, record: on_record(todo[j], record))
+                     lambda j, record: on_record(todo[j], record), deadline=deadline)
     if pending:
         flush()
     seconds = time.perf_counter() - t0
-    num_tokens = num_response = 0
+    num_tokens = num_response = num_sequences = 0
     for name in shards:
         with safe_open(str(out_dir / name), "pt") as f:
             mask = f.get_tensor("loss_mask")
+            num_sequences += len(json.loads(f.metadata()["indices"]))
         num_tokens += mask.numel()
         num_response += int(mask.sum())
-    info = DatasetInfo(list(feature_layers), target.config.hidden_size, len(prompts), num_tokens, num_response,
+    info = DatasetInfo(list(feature_layers), target.config.hidden_size, num_sequences, num_tokens, num_response,
                        shards, round(seconds, 1), 0.0)
     (out_dir / "dataset.json").write_text(json.dumps(asdict(info), indent=2))
     return info

@@ -233,6 +233,7 @@ class Trainer:
             "step": self.step,
             "epoch": epoch,
             "batch_index": batch_index,
+            "total_steps": self.total_steps,
             "config": asdict(self.config),
         }
         tmp = self.out_dir / "checkpoint.pt.tmp"
@@ -247,22 +248,47 @@ class Trainer:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
+        self.total_steps = state.get("total_steps", self.total_steps)  # a schedule cut to a time budget stays cut
         return state["epoch"], state["batch_index"]
 
-    def train(self, resume: bool = False, eval_sequences: list[dict] | None = None) -> dict:
+    def fit_to_deadline(self, deadline: float, seconds_per_step: float, eval_seconds: float) -> bool:
+        """Shorten the schedule (the cosine decay follows) so that the remaining steps and the
+        held-out evaluations at the epoch ends still to come finish by `deadline`
+        (time.perf_counter()). Returns whether it shortened."""
+        remaining = self.total_steps - self.step
+        evals = -(-remaining // max(1, self.steps_per_epoch)) + 1
+        fit = int((deadline - time.perf_counter() - evals * eval_seconds - 5.0) / max(seconds_per_step, 1e-6))
+        if fit >= remaining:
+            return False
+        self.total_steps = self.step + max(fit, 0)
+        return True
+
+    def train(self, resume: bool = False, eval_sequences: list[dict] | None = None, deadline: float | None = None) -> dict:
         """With eval_sequences, evaluate after every epoch and end on the best epoch's weights
-        (by mean next-token agreement over the unrolled steps): early stopping on small data."""
+        (by mean next-token agreement over the unrolled steps): early stopping on small data.
+        With a deadline (time.perf_counter()) the schedule is shortened, from the measured
+        step time, so that training and its evaluations end by then (`fit_to_deadline`)."""
         c = self.config
         best_score, best_state = -1.0, None
         epoch0, batch0 = self.load_checkpoint() if resume else (0, 0)
         self.head.train()
         log = (self.out_dir / "metrics.jsonl").open("a")
         t0 = time.perf_counter()
+        first_step = self.step
+        num_train = sum(s["token_ids"].numel() for s in self.sequences)
+        num_eval = sum(s["token_ids"].numel() for s in eval_sequences) if eval_sequences else 0
+        eval_seconds: float | None = None  # measured at the first evaluation
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
         last: dict = {}
         for epoch in range(epoch0, c.epochs):
+            if self.step >= self.total_steps:
+                break
             order = make_batches(self.sequences, c.max_tokens_per_batch, torch.Generator().manual_seed(c.seed * 1000 + epoch))
-            for bi in range(batch0 if epoch == epoch0 else 0, len(order)):
+            next_batch = batch0 if epoch == epoch0 else 0
+            for bi in range(next_batch, len(order)):
+                if self.step >= self.total_steps:
+                    break
+                next_batch = bi + 1
                 batch = collate(self.sequences, order[bi])
                 noise_gen = torch.Generator().manual_seed(c.seed * 1_000_003 + self.step)
                 for group in self.optimizer.param_groups:
@@ -279,11 +305,22 @@ class Trainer:
                 log.flush()
                 bar.update(1)
                 bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k.startswith(("loss", "acc"))})
+                done = self.step - first_step
+                if deadline is not None and (done == 10 or done % 50 == 0):
+                    per_step = (time.perf_counter() - t0 - (eval_seconds or 0.0) * (epoch - epoch0)) / done
+                    evals = eval_seconds if eval_seconds is not None else 0.5 * per_step * self.steps_per_epoch * num_eval / max(1, num_train)
+                    if self.fit_to_deadline(deadline, per_step, evals if eval_sequences else 0.0):
+                        bar.total = self.total_steps
+                        bar.refresh()
+                        log.write(json.dumps({"step": self.step, "total_steps": self.total_steps, "reason": "time budget"}) + "\n")
                 if self.step % c.checkpoint_every == 0:
                     self.save_checkpoint(epoch, bi + 1)
-            self.save_checkpoint(epoch + 1, 0)
+            cut = next_batch < len(order)  # the schedule ended inside this epoch
+            self.save_checkpoint(epoch if cut else epoch + 1, next_batch if cut else 0)
             if eval_sequences:
+                t_eval = time.perf_counter()
                 held = self.evaluate(eval_sequences)
+                eval_seconds = time.perf_counter() - t_eval
                 score = sum(held[f"acc{j}"] for j in range(c.unroll)) / c.unroll
                 log.write(json.dumps({"epoch": epoch + 1, "step": self.step, "held_out": held}) + "\n")
                 if score > best_score:
@@ -295,7 +332,7 @@ class Trainer:
         if best_state is not None:
             self.head.load_state_dict(best_state)
         self.head.eval()
-        return {**last, "train_seconds": round(time.perf_counter() - t0, 1)}
+        return {**last, "total_steps": self.total_steps, "train_seconds": round(time.perf_counter() - t0, 1)}
 
     @torch.no_grad()
     def evaluate(self, sequences: list[dict]) -> dict:
