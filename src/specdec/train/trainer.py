@@ -252,16 +252,18 @@ class Trainer:
         return state["epoch"], state["batch_index"]
 
     def fit_to_deadline(self, deadline: float, seconds_per_step: float, eval_seconds: float) -> bool:
-        """Shorten the schedule (the cosine decay follows) so that the remaining steps and the
-        held-out evaluations at the epoch ends still to come finish by `deadline`
-        (time.perf_counter()). Returns whether it shortened."""
-        remaining = self.total_steps - self.step
+        """Set the schedule's length (the cosine decay follows) to the planned steps or, where
+        they do not fit, to the steps that, with the held-out evaluations at the epoch ends
+        still to come, finish by `deadline` (time.perf_counter()). A later call with a better
+        step time may lengthen it again, never past the plan. Returns whether it changed."""
+        planned = self.steps_per_epoch * self.config.epochs
+        remaining = planned - self.step
         evals = -(-remaining // max(1, self.steps_per_epoch)) + 1
         fit = int((deadline - time.perf_counter() - evals * eval_seconds - 5.0) / max(seconds_per_step, 1e-6))
-        if fit >= remaining:
-            return False
-        self.total_steps = self.step + max(fit, 0)
-        return True
+        total = self.step + max(0, min(fit, remaining))
+        changed = total != self.total_steps
+        self.total_steps = total
+        return changed
 
     def train(self, resume: bool = False, eval_sequences: list[dict] | None = None, deadline: float | None = None) -> dict:
         """With eval_sequences, evaluate after every epoch and end on the best epoch's weights
@@ -274,7 +276,7 @@ class Trainer:
         self.head.train()
         log = (self.out_dir / "metrics.jsonl").open("a")
         t0 = time.perf_counter()
-        first_step = self.step
+        step_seconds: list[float] = []  # wall time of each step this run
         num_train = sum(s["token_ids"].numel() for s in self.sequences)
         num_eval = sum(s["token_ids"].numel() for s in eval_sequences) if eval_sequences else 0
         eval_seconds: float | None = None  # measured at the first evaluation
@@ -289,6 +291,7 @@ class Trainer:
                 if self.step >= self.total_steps:
                     break
                 next_batch = bi + 1
+                t_step = time.perf_counter()
                 batch = collate(self.sequences, order[bi])
                 noise_gen = torch.Generator().manual_seed(c.seed * 1_000_003 + self.step)
                 for group in self.optimizer.param_groups:
@@ -305,14 +308,15 @@ class Trainer:
                 log.flush()
                 bar.update(1)
                 bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k.startswith(("loss", "acc"))})
-                done = self.step - first_step
-                if deadline is not None and (done == 10 or done % 50 == 0):
-                    per_step = (time.perf_counter() - t0 - (eval_seconds or 0.0) * (epoch - epoch0)) / done
+                step_seconds.append(time.perf_counter() - t_step)
+                if deadline is not None and len(step_seconds) % 50 == 0:  # the median of recent steps
+                    per_step = sorted(step_seconds[-200:])[len(step_seconds[-200:]) // 2]
                     evals = eval_seconds if eval_seconds is not None else 0.5 * per_step * self.steps_per_epoch * num_eval / max(1, num_train)
                     if self.fit_to_deadline(deadline, per_step, evals if eval_sequences else 0.0):
                         bar.total = self.total_steps
                         bar.refresh()
-                        log.write(json.dumps({"step": self.step, "total_steps": self.total_steps, "reason": "time budget"}) + "\n")
+                        log.write(json.dumps({"step": self.step, "total_steps": self.total_steps, "seconds_per_step": round(per_step, 3),
+                                              "reason": "time budget"}) + "\n")
                 if self.step % c.checkpoint_every == 0:
                     self.save_checkpoint(epoch, bi + 1)
             cut = next_batch < len(order)  # the schedule ended inside this epoch
