@@ -1,0 +1,75 @@
+"""How well do draft heads predict the target? Next-token agreement on held-out self-distilled data.
+
+    python benchmarks/head_eval.py runs/head/data src/specdec/data/eagle/smollm2-135m runs/head \
+        --min-prompt-index 4000 --steps 5
+
+Reads a `specdec train-draft` dataset (OUT/data) and scores each head on its held-out split,
+the sequences train-draft leaves out of training (every 20th in the dataset's order), with the
+trainer's own loss pass (no feature noise): `acc{j}` is the share of response positions
+where the head's top draft token at unrolled step j equals the target's greedy token, the
+head fed its own features for the steps before j and the real tokens (so roughly the
+acceptance of chain position j + 1 given that the earlier positions passed).
+`--min-prompt-index N` keeps only sequences of prompts N and later: heads trained on other
+prompt prefixes (the earlier default of 4000 prompts) have then seen none of them either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from specdec.models.eagle import load_native_head
+from specdec.models.loader import load_model
+from specdec.train.data import load_dataset
+from specdec.train.export import target_lm_head_weight
+from specdec.train.trainer import TrainConfig, Trainer
+
+
+def prompt_indices(data_dir: Path, shards: list[str]) -> list[int]:
+    """The prompt index of every sequence, in load_dataset's order (shard metadata)."""
+    indices: list[int] = []
+    for name in shards:
+        with safe_open(str(data_dir / name), "pt") as f:
+            indices += json.loads(f.metadata()["indices"])
+    return indices
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", help="a train-draft dataset directory (OUT/data)")
+    ap.add_argument("heads", nargs="+", help="head directories (native layout)")
+    ap.add_argument("-m", "--model", default=None, help="the target (default: embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--min-prompt-index", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=5, help="unrolled draft steps scored")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_dir = Path(args.data)
+    target = load_model(args.model, "bfloat16", "cpu", 4096, batch_invariant=False)
+    lm = target_lm_head_weight(target.model)
+    header = " | ".join(f"acc{j}" for j in range(args.steps))
+    rows, held_by_layers = [], {}
+    for path in args.heads:
+        head = load_native_head(path, lm.float(), torch.float32).requires_grad_(True)  # the trainer's loss pass
+        layers = tuple(head.config.feature_layers)
+        if layers not in held_by_layers:
+            info, sequences = load_dataset(data_dir, layers)
+            indices = prompt_indices(data_dir, info.shards)
+            held_by_layers[layers] = [s for i, s in enumerate(sequences) if i % 20 == 19 and indices[i] >= args.min_prompt_index]
+        held = held_by_layers[layers]
+        if not held:
+            raise SystemExit(f"no held-out sequences of prompts >= {args.min_prompt_index} in {data_dir}")
+        config = TrainConfig(unroll=args.steps, max_tokens_per_batch=2048)
+        metrics = Trainer(head, target.model.embed.weight, lm, held, config, Path("results") / "head_eval").evaluate(held)
+        rows.append(f"| {path} | {len(held)} | " + " | ".join(f"{metrics[f'acc{j}']:.3f}" for j in range(args.steps)) + " |")
+    print(f"| head | held-out sequences | {header} |\n|---|---|{'---|' * args.steps}")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
