@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -76,6 +77,19 @@ def test_bad_input_gives_a_clear_error(args, message, capsys):
     rc = main(["generate", *args])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_subcommand_prints_its_help(capsys):
+    from specdec.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"generate", "bench", "train-draft", "serve"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0, name
+        assert "usage: specdec " + name in capsys.readouterr().out
 
 
 def test_corrupt_and_non_gguf_files(tmp_path, capsys):
