@@ -304,6 +304,56 @@ def test_a_time_budget_shortens_the_schedule_and_stops_the_data(tiny_target, tmp
     assert resumed.step == resumed.total_steps == 50
 
 
+def test_a_run_stopped_and_resumed_ends_on_the_same_weights(tiny_target, tmp_path, monkeypatch):
+    """train-draft --resume: a run killed mid-epoch, after an epoch's evaluation, continues
+    from its checkpoint and best.pt to the same head, bit for bit, as a run never stopped."""
+    from specdec.train.data import build_dataset, load_dataset
+    from specdec.train.trainer import TrainConfig, Trainer
+
+    convs = [[{"role": "user", "content": f"Say something about {i} apples."}] for i in range(6)]
+    build_dataset(tiny_target, convs, tmp_path / "data", (-1,), max_new_tokens=6, batch_size=3)
+    seqs = load_dataset(tmp_path / "data")[1]
+    lm = target_lm_head_weight(tiny_target.model)
+    config = TrainConfig(epochs=3, warmup_steps=1, max_tokens_per_batch=48, unroll=2, checkpoint_every=2)
+    # held-out scores that fall with every epoch: the first epoch's weights are the result,
+    # so the resumed run must remember a score from before it stopped
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, _seqs: {"acc0": 1.0 / self.step, "acc1": 1.0 / self.step})
+
+    def run(out, stop_after=None):
+        torch.manual_seed(0)
+        head = EagleHead(EagleConfig.for_target(tiny_target.config, "eagle1", None))
+        head.init_from_target(lm, tiny_target.model.norm.weight)
+        trainer = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, out)
+        if stop_after is not None:
+            loss, calls = Trainer.loss, []
+
+            def dying_loss(self, *args):
+                calls.append(1)
+                if len(calls) > stop_after:
+                    raise KeyboardInterrupt
+                return loss(self, *args)
+
+            monkeypatch.setattr(Trainer, "loss", dying_loss)
+            with pytest.raises(KeyboardInterrupt):
+                trainer.train(eval_sequences=seqs[:2])
+            monkeypatch.setattr(Trainer, "loss", loss)
+            torch.manual_seed(0)
+            head = EagleHead(EagleConfig.for_target(tiny_target.config, "eagle1", None))
+            trainer = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, out)
+            return trainer, trainer.train(resume=True, eval_sequences=seqs[:2])
+        return trainer, trainer.train(eval_sequences=seqs[:2])
+
+    whole, whole_last = run(tmp_path / "whole")
+    per_epoch = whole.steps_per_epoch
+    assert per_epoch >= 3
+    resumed, resumed_last = run(tmp_path / "resumed", stop_after=per_epoch + 1)  # one step into epoch 2, off the checkpoint grid
+    assert resumed.step == whole.step == 3 * per_epoch
+    assert resumed_last["best_epoch"] == whole_last["best_epoch"] == 1
+    for (name, a), b in zip(whole.head.state_dict().items(), resumed.head.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed_last["train_seconds"] > 0
+
+
 @pytest.mark.parametrize("max_prefill_tokens", [512, 1])  # 1: one prompt joins per step
 def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, max_prefill_tokens):
     """generate_records (continuous batching, prompts prefilled in the same forwards as the

@@ -152,6 +152,7 @@ class Trainer:
         g = torch.Generator().manual_seed(config.seed)
         self.steps_per_epoch = len(make_batches(sequences, config.max_tokens_per_batch, g))
         self.total_steps = self.steps_per_epoch * config.epochs
+        self.train_seconds = 0.0  # across resumed runs
         self.step = 0
 
     def lr_at(self, step: int) -> float:
@@ -234,6 +235,7 @@ class Trainer:
             "epoch": epoch,
             "batch_index": batch_index,
             "total_steps": self.total_steps,
+            "train_seconds": self.train_seconds,
             "config": asdict(self.config),
         }
         tmp = self.out_dir / "checkpoint.pt.tmp"
@@ -249,7 +251,24 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.total_steps = state.get("total_steps", self.total_steps)  # a schedule cut to a time budget stays cut
+        self.train_seconds = state.get("train_seconds", 0.0)
         return state["epoch"], state["batch_index"]
+
+    def save_best(self, score: float, epoch: int) -> dict[str, torch.Tensor]:
+        """Keep the best epoch's weights in memory and in OUT/best.pt, so that a resumed run
+        still compares against the epochs evaluated before it stopped."""
+        weights = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+        tmp = self.out_dir / "best.pt.tmp"
+        torch.save({"score": score, "epoch": epoch, "head": weights}, tmp)
+        tmp.replace(self.out_dir / "best.pt")
+        return weights
+
+    def load_best(self) -> tuple[float, int, dict[str, torch.Tensor] | None]:
+        path = self.out_dir / "best.pt"
+        if not path.is_file():
+            return -1.0, 0, None
+        state = torch.load(path, weights_only=True)
+        return state["score"], state["epoch"], state["head"]
 
     def fit_to_deadline(self, deadline: float, seconds_per_step: float, eval_seconds: float) -> bool:
         """Set the schedule's length (the cosine decay follows) to the planned steps or, where
@@ -271,8 +290,8 @@ class Trainer:
         With a deadline (time.perf_counter()) the schedule is shortened, from the measured
         step time, so that training and its evaluations end by then (`fit_to_deadline`)."""
         c = self.config
-        best_score, best_state = -1.0, None
         epoch0, batch0 = self.load_checkpoint() if resume else (0, 0)
+        best_score, best_epoch, best_state = self.load_best() if resume else (-1.0, 0, None)
         self.head.train()
         log = (self.out_dir / "metrics.jsonl").open("a")
         t0 = time.perf_counter()
@@ -281,7 +300,7 @@ class Trainer:
         num_eval = sum(s["token_ids"].numel() for s in eval_sequences) if eval_sequences else 0
         eval_seconds: float | None = None  # measured at the first evaluation
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
-        last: dict = {}
+        last: dict = {"best_epoch": best_epoch} if best_state is not None else {}
         for epoch in range(epoch0, c.epochs):
             if self.step >= self.total_steps:
                 break
@@ -303,7 +322,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_([p for p in self.head.parameters() if p.requires_grad], c.grad_clip)
                 self.optimizer.step()
                 self.step += 1
-                last = {"step": self.step, "epoch": epoch, "lr": self.lr_at(self.step - 1), **metrics}
+                last = {"step": self.step, "epoch": epoch, "lr": self.lr_at(self.step - 1), **metrics,
+                        **({"best_epoch": last["best_epoch"]} if "best_epoch" in last else {})}
                 log.write(json.dumps(last) + "\n")
                 log.flush()
                 bar.update(1)
@@ -318,25 +338,30 @@ class Trainer:
                         log.write(json.dumps({"step": self.step, "total_steps": self.total_steps, "seconds_per_step": round(per_step, 3),
                                               "reason": "time budget"}) + "\n")
                 if self.step % c.checkpoint_every == 0:
+                    self.train_seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
                     self.save_checkpoint(epoch, bi + 1)
-            cut = next_batch < len(order)  # the schedule ended inside this epoch
-            self.save_checkpoint(epoch if cut else epoch + 1, next_batch if cut else 0)
-            if eval_sequences:
+            if eval_sequences:  # before the epoch's checkpoint: a run resumed after it has its score in best.pt
                 t_eval = time.perf_counter()
                 held = self.evaluate(eval_sequences)
                 eval_seconds = time.perf_counter() - t_eval
                 score = sum(held[f"acc{j}"] for j in range(c.unroll)) / c.unroll
                 log.write(json.dumps({"epoch": epoch + 1, "step": self.step, "held_out": held}) + "\n")
                 if score > best_score:
-                    best_score, best_state = score, {k: v.clone() for k, v in self.head.state_dict().items()}
+                    best_score, best_state = score, self.save_best(score, epoch + 1)
                     last["best_epoch"] = epoch + 1
                 self.head.train()
+            cut = next_batch < len(order)  # the schedule ended inside this epoch
+            self.train_seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.save_checkpoint(epoch if cut else epoch + 1, next_batch if cut else 0)
         bar.close()
         log.close()
         if best_state is not None:
             self.head.load_state_dict(best_state)
         self.head.eval()
-        return {**last, "total_steps": self.total_steps, "train_seconds": round(time.perf_counter() - t0, 1)}
+        self.train_seconds += time.perf_counter() - t0
+        return {**last, "total_steps": self.total_steps, "train_seconds": round(self.train_seconds, 1)}
 
     @torch.no_grad()
     def evaluate(self, sequences: list[dict]) -> dict:
