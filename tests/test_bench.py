@@ -93,6 +93,31 @@ def test_bench_end_to_end(tiny_model_dir, tiny_draft_dir, prompt_file, tmp_path,
     assert any(r["cost_ratio"] == draft["cost_ratio"] for r in rows)
 
 
+def test_bench_drafts_with_the_named_eagle_head(tiny_model_dir, prompt_file, tmp_path, capsys, monkeypatch, one_thread):
+    """--draft-model DIR is the head of eagle and hybrid (the tiny target has no shipped head,
+    so a bench that ignored it would stop with "needs an EAGLE head")."""
+    from specdec.models.eagle import EagleConfig, EagleHead, save_head
+    from specdec.models.loader import load_model
+
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path / "cache"))
+    target = load_model(tiny_model_dir, "float32", "cpu", 256)
+    torch.manual_seed(0)
+    save_head(EagleHead(EagleConfig.for_target(target.config, "eagle1", None)), tmp_path / "head", torch.float32)
+    out = tmp_path / "results"
+    rc = main(["bench", "--threads", one_thread, "--model", str(tiny_model_dir), "--draft-model", str(tmp_path / "head"),
+               "--prompts", str(prompt_file), "--max-tokens", "8", "--repeats", "1", "--speculative", "none,eagle,hybrid",
+               "--draft-n", "2", "--temperature", "0", "--out", str(out), "--json"])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    configs = {c["name"]: c for c in result["configs"]}
+    assert set(configs) == {"none@T0", "eagle:2@T0", "hybrid:2@T0"}
+    assert configs["eagle:2@T0"]["num_draft_tokens"] > 0
+    assert all(c["greedy_mismatches"] == 0 for c in configs.values())
+    assert f"draft: `{tmp_path / 'head'}`" in (out / "report.md").read_text()
+    assert main(["bench", "--speculative", "draft,eagle", "--draft-model", str(tmp_path / "head"), "--out", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 def test_bench_rejects_bad_flags(tmp_path, capsys):
     assert main(["bench", "--speculative", "draft", "--out", str(tmp_path)]) == 2
     assert "--draft-model" in capsys.readouterr().err

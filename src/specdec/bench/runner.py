@@ -67,6 +67,7 @@ from specdec.engine.stats import SpecStats
 from specdec.models.native import cpu_model
 
 METHODS = ("none", "ngram", "draft", "eagle", "hybrid")
+HEAD_METHODS = ("eagle", "hybrid")  # proposers that draft with an EAGLE head (--draft-model DIR)
 PEERS = ("hf", "llamacpp")
 
 
@@ -101,8 +102,10 @@ class SpecdecContender:
 
 def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
                  ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost", tree_nodes: int = 0,
-                 tree_top_k: int = 8, prune: bool = True) -> Engine:
-    """An Engine over an already loaded target (and draft): nothing is loaded here.
+                 tree_top_k: int = 8, prune: bool = True, head_dir: str | None = None) -> Engine:
+    """An Engine over an already loaded target (and draft model): nothing else is loaded
+    here but an EAGLE head, for eagle and hybrid: `head_dir`'s, or the one shipped for the
+    default model.
 
     cost: a calibrated CostModel for draft_n="auto"; each engine gets its own copy because
     the engine updates its draft cost as it runs."""
@@ -110,7 +113,8 @@ def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draf
     from specdec.proposers.draft_model import DraftModelProposer
     from specdec.proposers.factory import build_proposer
 
-    spec = SpeculativeConfig(method=method, draft_model=str(draft.path) if method == "draft" and draft else None,
+    draft_path = (str(draft.path) if draft else None) if method == "draft" else head_dir if method in HEAD_METHODS else None
+    spec = SpeculativeConfig(method=method, draft_model=draft_path,
                              num_speculative_tokens=draft_n if method != "none" else 4,
                              ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive,
                              tree_nodes=tree_nodes if method == "eagle" else 0, tree_top_k=tree_top_k,
@@ -216,7 +220,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--speculative", type=_list(str), default=None,
                    help="comma list of none,ngram,draft,eagle (default none,ngram, plus draft with --draft-model); "
                    "plain 'none' always runs as the baseline")
-    p.add_argument("--draft-model", default=None, help="draft model path, or self:DTYPE")
+    p.add_argument("--draft-model", default=None,
+                   help="draft model path, or self:DTYPE, for draft; an EAGLE head directory for eagle and hybrid "
+                   "(default: the head shipped for the default model)")
     p.add_argument("--draft-n", type=_list(_draft_n), default=["auto", 2, 4, 8],
                    help="comma list of K's and 'auto' (default auto,2,4,8)")
     p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
@@ -260,6 +266,9 @@ def check_args(args) -> list[str]:
         raise ValueError(f"--speculative {bad[0]!r} is not one of {', '.join(METHODS)}")
     if "draft" in methods and not args.draft_model:
         raise ValueError("--speculative draft needs --draft-model PATH (or self:bfloat16)")
+    if "draft" in methods and args.draft_model and any(m in HEAD_METHODS for m in methods):
+        raise ValueError("--draft-model names the draft model of --speculative draft or the EAGLE head of eagle/hybrid, "
+                         "not both: bench them in two runs")
     bad_peer = [x for x in args.peer if x not in PEERS]
     if bad_peer:
         raise ValueError(f"--peer {bad_peer[0]!r} is not one of {', '.join(PEERS)} (use --endpoint URL for a server)")
@@ -328,13 +337,15 @@ def run(args) -> int:
                         continue  # the same config as "on": nothing to prune
                     name = (f"eagle-tree{tree_nodes}" if tree_nodes else method) + ("-noprune" if prune == "off" else "")
                     engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
-                                          args.adaptive, tree_nodes, args.tree_top_k, prune=prune == "on")
+                                          args.adaptive, tree_nodes, args.tree_top_k, prune=prune == "on",
+                                          head_dir=args.draft_model)
                     contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
     peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers
 
     meta = dict(machine_info(args), command=shlex.join(["specdec"] + sys.argv[1:]),
-                model=str(target.path), draft_model=str(draft.path) if draft else None,
+                model=str(target.path), draft_model=str(draft.path) if draft else (
+                    args.draft_model if any(m in HEAD_METHODS for m in methods) else None),
                 max_tokens=args.max_tokens, repeats=args.repeats, num_prompts=len(prompts),
                 ignore_eos=args.ignore_eos, seed=args.seed, out=str(out),
                 verify_seconds=verify_seconds,
