@@ -212,6 +212,23 @@ def native_attention(
     return out
 
 
+def _ragged_layout(offsets: torch.Tensor, starts: torch.Tensor, n: int, cache_rows: int, cache_slots: int):
+    """Checked contiguous (offsets, starts) of a ragged batch of n packed tokens, its row
+    count, its largest row (new tokens) and the furthest slot it reaches, against a cache
+    of cache_rows x cache_slots."""
+    offsets, starts = offsets.contiguous(), starts.contiguous()
+    b = starts.shape[0]
+    if offsets.dtype != torch.int64 or starts.dtype != torch.int64 or offsets.shape[0] != b + 1 or int(offsets[-1]) != n:
+        raise ValueError(f"offsets [B + 1] must end at N = {n} and starts be [B], both int64")
+    if b > cache_rows:
+        raise ValueError(f"{b} rows > the cache's {cache_rows}")
+    num_new = offsets[1:] - offsets[:-1]
+    max_keys = int((starts + num_new).max()) if b else 0
+    if max_keys > cache_slots:
+        raise ValueError(f"rows reach slot {max_keys}; the cache holds {cache_slots}")
+    return offsets, starts, b, int(num_new.max()) if b else 0, max_keys
+
+
 def native_attention_rows(
     q: torch.Tensor,  # [N, H, D] packed queries of a ragged batch (a view is fine: last dim contiguous)
     k_cache: torch.Tensor,  # [B', H_kv, S_max, D] with B' >= B, every row's new slots written
@@ -227,22 +244,13 @@ def native_attention_rows(
     h_kv = k_cache.shape[1]
     if q.stride(2) != 1 or k_cache.stride(3) != 1 or k_cache.stride(2) != d or v_cache.stride() != k_cache.stride():
         raise ValueError("native attention needs a last-dim-contiguous query and [B, H_kv, S, D]-contiguous caches")
-    offsets, starts = offsets.contiguous(), starts.contiguous()
-    b = starts.shape[0]
-    if offsets.dtype != torch.int64 or starts.dtype != torch.int64 or offsets.shape[0] != b + 1 or int(offsets[-1]) != n:
-        raise ValueError(f"offsets [B + 1] must end at N = {n} and starts be [B], both int64")
-    if b > k_cache.shape[0]:
-        raise ValueError(f"{b} rows > the cache's {k_cache.shape[0]}")
+    offsets, starts, b, max_new, max_keys = _ragged_layout(offsets, starts, n, k_cache.shape[0], k_cache.shape[2])
     fn = lib.specdec_attention_rows_bf16 if q.dtype == torch.bfloat16 else lib.specdec_attention_rows_f32
     out = torch.empty(n, h * d, dtype=q.dtype)
     if n == 0:
         return out
     threads = threads or torch.get_num_threads()
-    num_new = offsets[1:] - offsets[:-1]
-    max_keys = int((starts + num_new).max())
-    if max_keys > k_cache.shape[2]:
-        raise ValueError(f"rows reach slot {max_keys}; the cache holds {k_cache.shape[2]}")
-    work = torch.empty(lib.specdec_attention_rows_work_floats(int(num_new.max()), h, h_kv, d, max_keys, threads), dtype=torch.float32)
+    work = torch.empty(lib.specdec_attention_rows_work_floats(max_new, h, h_kv, d, max_keys, threads), dtype=torch.float32)
     rc = fn(
         q.data_ptr(), q.stride(0), q.stride(1), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0), k_cache.stride(1),
         out.data_ptr(), b, offsets.data_ptr(), starts.data_ptr(), h, h_kv, d, 1.0 / d**0.5, work.data_ptr(), threads,
@@ -473,12 +481,7 @@ class NativeStack:
             raise ValueError("the native stack needs [L, B, H_kv, S, D] caches with contiguous slots")
         if x.dtype != self.dtype or not x.is_contiguous() or x.shape[1] != self.hidden:
             raise ValueError(f"the native stack takes contiguous [N, {self.hidden}] {self.dtype} rows")
-        offsets, starts = offsets.contiguous(), starts.contiguous()
-        b = starts.shape[0]
-        if offsets.dtype != torch.int64 or starts.dtype != torch.int64 or offsets.shape[0] != b + 1 or int(offsets[-1]) != t:
-            raise ValueError(f"offsets [B + 1] must end at N = {t} and starts be [B], both int64")
-        if b > k_cache.shape[1] or int((starts + offsets[1:] - offsets[:-1]).max()) > k_cache.shape[3]:
-            raise ValueError(f"rows outside the cache's {k_cache.shape[1]} rows of {k_cache.shape[3]} slots")
+        offsets, starts, b, _, _ = _ragged_layout(offsets, starts, t, k_cache.shape[1], k_cache.shape[3])
         slots = ctypes.c_void_p * self.num_layers
         capture = slots(*[captures[i + 1].data_ptr() if i + 1 in captures else None for i in range(self.num_layers)]) if captures else None
         rc = self.lib.specdec_stack_forward_rows(

@@ -152,7 +152,8 @@ class Trainer:
         g = torch.Generator().manual_seed(config.seed)
         self.steps_per_epoch = len(make_batches(sequences, config.max_tokens_per_batch, g))
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.train_seconds = 0.0  # across resumed runs
+        self.train_seconds = 0.0  # of the runs before this one (resumed from their checkpoint)
+        self._run_start: float | None = None  # time.perf_counter() when this run's train() began
         self.step = 0
 
     def lr_at(self, step: int) -> float:
@@ -235,7 +236,7 @@ class Trainer:
             "epoch": epoch,
             "batch_index": batch_index,
             "total_steps": self.total_steps,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.seconds_trained(),
             "config": asdict(self.config),
         }
         tmp = self.out_dir / "checkpoint.pt.tmp"
@@ -253,6 +254,10 @@ class Trainer:
         self.total_steps = state.get("total_steps", self.total_steps)  # a schedule cut to a time budget stays cut
         self.train_seconds = state.get("train_seconds", 0.0)
         return state["epoch"], state["batch_index"]
+
+    def seconds_trained(self) -> float:
+        """Training wall time across resumed runs, this one's so far included."""
+        return self.train_seconds + (time.perf_counter() - self._run_start if self._run_start is not None else 0.0)
 
     def save_best(self, score: float, epoch: int) -> dict[str, torch.Tensor]:
         """Keep the best epoch's weights in memory and in OUT/best.pt, so that a resumed run
@@ -294,13 +299,13 @@ class Trainer:
         best_score, best_epoch, best_state = self.load_best() if resume else (-1.0, 0, None)
         self.head.train()
         log = (self.out_dir / "metrics.jsonl").open("a")
-        t0 = time.perf_counter()
+        self._run_start = time.perf_counter()
         step_seconds: list[float] = []  # wall time of each step this run
         num_train = sum(s["token_ids"].numel() for s in self.sequences)
         num_eval = sum(s["token_ids"].numel() for s in eval_sequences) if eval_sequences else 0
         eval_seconds: float | None = None  # measured at the first evaluation
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
-        last: dict = {"best_epoch": best_epoch} if best_state is not None else {}
+        last: dict = {}
         for epoch in range(epoch0, c.epochs):
             if self.step >= self.total_steps:
                 break
@@ -322,8 +327,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_([p for p in self.head.parameters() if p.requires_grad], c.grad_clip)
                 self.optimizer.step()
                 self.step += 1
-                last = {"step": self.step, "epoch": epoch, "lr": self.lr_at(self.step - 1), **metrics,
-                        **({"best_epoch": last["best_epoch"]} if "best_epoch" in last else {})}
+                last = {"step": self.step, "epoch": epoch, "lr": self.lr_at(self.step - 1), **metrics}
                 log.write(json.dumps(last) + "\n")
                 log.flush()
                 bar.update(1)
@@ -338,8 +342,6 @@ class Trainer:
                         log.write(json.dumps({"step": self.step, "total_steps": self.total_steps, "seconds_per_step": round(per_step, 3),
                                               "reason": "time budget"}) + "\n")
                 if self.step % c.checkpoint_every == 0:
-                    self.train_seconds += time.perf_counter() - t0
-                    t0 = time.perf_counter()
                     self.save_checkpoint(epoch, bi + 1)
             if eval_sequences:  # before the epoch's checkpoint: a run resumed after it has its score in best.pt
                 t_eval = time.perf_counter()
@@ -348,20 +350,18 @@ class Trainer:
                 score = sum(held[f"acc{j}"] for j in range(c.unroll)) / c.unroll
                 log.write(json.dumps({"epoch": epoch + 1, "step": self.step, "held_out": held}) + "\n")
                 if score > best_score:
-                    best_score, best_state = score, self.save_best(score, epoch + 1)
-                    last["best_epoch"] = epoch + 1
+                    best_score, best_epoch, best_state = score, epoch + 1, self.save_best(score, epoch + 1)
                 self.head.train()
             cut = next_batch < len(order)  # the schedule ended inside this epoch
-            self.train_seconds += time.perf_counter() - t0
-            t0 = time.perf_counter()
             self.save_checkpoint(epoch if cut else epoch + 1, next_batch if cut else 0)
         bar.close()
         log.close()
         if best_state is not None:
             self.head.load_state_dict(best_state)
         self.head.eval()
-        self.train_seconds += time.perf_counter() - t0
-        return {**last, "total_steps": self.total_steps, "train_seconds": round(self.train_seconds, 1)}
+        self.train_seconds, self._run_start = self.seconds_trained(), None
+        return {**last, **({"best_epoch": best_epoch} if best_state is not None else {}),
+                "total_steps": self.total_steps, "train_seconds": round(self.train_seconds, 1)}
 
     @torch.no_grad()
     def evaluate(self, sequences: list[dict]) -> dict:

@@ -486,6 +486,19 @@ int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, 
     return nt * unit_work_floats(&a, chunk);
 }
 
+/* A ragged batch's largest row (new tokens) and furthest slot reached; 1 when a row has a
+ * negative count or start. Shared with layers.c's stack. */
+int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, int *max_new, int *max_keys) {
+    *max_new = *max_keys = 0;
+    for (int r = 0; r < b; r++) {
+        int64_t n = offsets[r + 1] - offsets[r];
+        if (n < 0 || starts[r] < 0) return 1;
+        if (n > *max_new) *max_new = (int)n;
+        if (starts[r] + n > *max_keys) *max_keys = (int)(starts[r] + n);
+    }
+    return 0;
+}
+
 #define DEFINE_ATTENTION_ROWS(SUFFIX, ELEM)                                                     \
     int specdec_attention_rows_##SUFFIX(const ELEM *q, int64_t q_tok, int64_t q_head, const ELEM *k, \
                                         const ELEM *v, int64_t kv_row, int64_t kv_head, ELEM *out, \
@@ -493,13 +506,8 @@ int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, 
                                         int h_kv, int d, float scale, float *work, int threads) { \
         if (b <= 0) return 0;                                                                   \
         if (h_kv <= 0 || h % h_kv != 0 || d <= 0 || d > MAX_HEAD_DIM) return 1;                 \
-        int max_new = 0, max_keys = 0, units = 0;                                               \
-        for (int r = 0; r < b; r++) {                                                           \
-            int64_t n = offsets[r + 1] - offsets[r];                                            \
-            if (n < 0 || starts[r] < 0) return 1;                                               \
-            if (n > max_new) max_new = (int)n;                                                  \
-            if (starts[r] + n > max_keys) max_keys = (int)(starts[r] + n);                      \
-        }                                                                                       \
+        int max_new, max_keys, units = 0;                                                       \
+        if (specdec_ragged_extent(b, offsets, starts, &max_new, &max_keys)) return 1;           \
         if (max_new == 0) return 0;                                                             \
         int *first_unit = (int *)__builtin_alloca(sizeof(int) * (b + 1));                       \
         for (int r = 0; r < b; r++) {                                                           \

@@ -50,6 +50,7 @@ int specdec_attention_f32(const float *q, int64_t q_tok, int64_t q_head, const f
 int specdec_attention_bf16(const uint16_t *q, int64_t q_tok, int64_t q_head, const uint16_t *k, const uint16_t *v,
                            int64_t kv_head, uint16_t *out, int t_new, int h, int h_kv, int d, int start,
                            const uint8_t *mask, float scale, float *work, int threads);
+int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, int *max_new, int *max_keys);
 int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads);
 int specdec_attention_rows_f32(const float *q, int64_t q_tok, int64_t q_head, const float *k, const float *v,
                                int64_t kv_row, int64_t kv_head, float *out, int b, const int64_t *offsets,
@@ -191,15 +192,9 @@ static int stack_forward(const struct specdec_stack *s, void *x, int t, int star
     const int bf16 = s->is_bf16, hid = s->hidden, h = s->heads, h_kv = s->kv_heads, d = s->head_dim;
     const int64_t es = bf16 ? 2 : 4, nqkv = (int64_t)(h + 2 * h_kv) * d, inter = s->inter;
     int max_new = 0, max_keys = 0;
-    if (rows) {
-        if (rows->b <= 0 || rows->offsets[0] != 0 || rows->offsets[rows->b] != t) return 1;
-        for (int r = 0; r < rows->b; r++) {
-            int64_t n = rows->offsets[r + 1] - rows->offsets[r];
-            if (n < 0 || rows->starts[r] < 0) return 1;
-            if (n > max_new) max_new = (int)n;
-            if (rows->starts[r] + n > max_keys) max_keys = (int)(rows->starts[r] + n);
-        }
-    }
+    if (rows && (rows->b <= 0 || rows->offsets[0] != 0 || rows->offsets[rows->b] != t ||
+                 specdec_ragged_extent(rows->b, rows->offsets, rows->starts, &max_new, &max_keys)))
+        return 1;
     /* scratch: normed x, qkv, attention out, projection out, gate/up, activation */
     const int64_t sizes[6] = {t * (int64_t)hid, t * nqkv, t * (int64_t)h * d, t * (int64_t)hid, t * 2 * inter, t * inter};
     int64_t total = 0;
