@@ -33,8 +33,8 @@ CALIBRATION_CONTEXT = 256  # prefix length the verify passes attend to
 # padding only the linears whose one-row kernel differs; 5: the C kernel's blocked scores and
 # OpenMP split; 6: float32 linears through MKL on Intel CPUs; 7: float32 linears through the
 # C kernel, csrc/matmul.c; 8: AMX bfloat16 linears, C argmax and SwiGLU; 9: the decoder
-# stack in one C call, csrc/layers.c).
-KERNELS_VERSION = 9
+# stack in one C call, csrc/layers.c; 10: float32 many-row linears prefetch the next panel).
+KERNELS_VERSION = 10
 
 
 def cost_key(loaded, max_k: int) -> str:

@@ -20,8 +20,14 @@
  * its rows x 3 accumulators in registers (8 x 3 = 24 of the 32 vector registers), so each
  * panel vector loaded serves every row of the tile, and each x element broadcast serves 3
  * vectors. Panels are split over the threads (OpenMP), rows into near-equal tiles.
- * Prefetching the panel PREFETCH_FLOATS ahead lets the multiply-adds of many-row tiles overlap
- * the weight stream (measured, 17 rows: 29 ms without, 24 ms with, 16.5 ms for one row).
+ * Prefetching keeps the weight stream going while many-row tiles multiply: each tile of a
+ * panel prefetches its share of the next panel into L2, spread over its k steps, and reads
+ * its own panel PREFETCH_FLOATS ahead into L1. Measured on the 120 matrices of the default
+ * model (Intel model 207, 2 threads, benchmarks/linear_layouts.py), rows 9 / 17 against
+ * one: 1.38x / 1.76x with the in-panel prefetch alone, 1.19x / 1.37x with both. One row
+ * streams as fast without (the hardware prefetcher keeps up), so it does not. The bfloat16
+ * tiles do not either: measured there, no gain (the tile unit at one row lost ~10%; the
+ * vdpbf16ps tiles are bound by their multiply-adds on that CPU).
  * Layouts: x [m, k] and out [m, n] contiguous; packed from specdec_pack_f32; bias [n] or NULL.
  * bfloat16 (end of file) uses the same panels and tiles, two k's per step (AVX512_BF16).
  */
@@ -60,6 +66,17 @@ int specdec_pack_f32(const float *w, float *packed, int64_t n, int64_t k, int th
     return 0;
 }
 
+/* Tile t of `tiles` over a panel of `bytes` at `panel` prefetches the t-th share of the panel
+ * after it (whole cache lines), where there is one: NULL and 0 where not. */
+static inline const char *next_share(const char *panel, int64_t bytes, int has_next, int64_t t, int64_t tiles,
+                                     int64_t *share) {
+    int64_t each = (bytes / 64 + tiles - 1) / tiles * 64;
+    *share = 0;
+    if (!has_next || t * each >= bytes) return 0;
+    *share = (t + 1) * each > bytes ? bytes - t * each : each;
+    return panel + bytes + t * each;
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -67,16 +84,29 @@ int specdec_pack_f32(const float *w, float *packed, int64_t n, int64_t k, int th
 #define PREFETCH_FLOATS (PANEL * 24)
 #endif
 
+/* Spread the prefetch of `bytes` at `ahead` (this tile's share of the next panel, from
+ * next_share) evenly over a tile's k steps, into L2: while the tiles multiply, the memory
+ * keeps streaming. */
+#define AHEAD_BEGIN(ahead, bytes, k)                                                           \
+    const char *ahead_at = (ahead), *ahead_end = (ahead) ? (ahead) + (bytes) : (ahead);        \
+    const int ahead_per_step = (int)(((bytes) / 64 + (k) - 1) / (k));
+#define AHEAD_STEP                                                                             \
+    for (int l = 0; l < ahead_per_step && ahead_at < ahead_end; l++, ahead_at += 64)           \
+        _mm_prefetch(ahead_at, _MM_HINT_T1);
+
 /* ROWS rows of x against one panel; ROWS a constant per instance, so the accumulators stay
  * in registers. cols: the panel's columns that exist (< PANEL only in the last panel). */
 #define DEFINE_TILE(ROWS)                                                                      \
     static void tile_##ROWS(const float *x, int64_t k, const float *panel, const float *bias, \
-                            float *out, int64_t n_out, int cols) {                            \
+                            float *out, int64_t n_out, int cols, const char *ahead,           \
+                            int64_t ahead_bytes) {                                            \
         __m512 acc[ROWS][3];                                                                   \
         for (int r = 0; r < ROWS; r++)                                                         \
             for (int v = 0; v < 3; v++) acc[r][v] = _mm512_setzero_ps();                       \
+        AHEAD_BEGIN(ahead, ahead_bytes, k)                                                     \
         for (int64_t kk = 0; kk < k; kk++) {                                                   \
             const float *pk = panel + kk * PANEL;                                              \
+            AHEAD_STEP                                                                         \
             _mm_prefetch((const char *)(pk + PREFETCH_FLOATS), _MM_HINT_T0);                   \
             _mm_prefetch((const char *)(pk + PREFETCH_FLOATS + 16), _MM_HINT_T0);              \
             _mm_prefetch((const char *)(pk + PREFETCH_FLOATS + 32), _MM_HINT_T0);              \
@@ -105,7 +135,9 @@ int specdec_pack_f32(const float *w, float *packed, int64_t n, int64_t k, int th
 
 #define DEFINE_TILE(ROWS)                                                                      \
     static void tile_##ROWS(const float *x, int64_t k, const float *panel, const float *bias, \
-                            float *out, int64_t n_out, int cols) {                            \
+                            float *out, int64_t n_out, int cols, const char *ahead,           \
+                            int64_t ahead_bytes) {                                            \
+        (void)ahead; (void)ahead_bytes;                                                        \
         for (int r = 0; r < ROWS; r++) {                                                       \
             float acc[PANEL] = {0};                                                            \
             for (int64_t kk = 0; kk < k; kk++)                                                 \
@@ -125,7 +157,8 @@ DEFINE_TILE(6)
 DEFINE_TILE(7)
 DEFINE_TILE(8)
 
-typedef void (*tile_fn)(const float *, int64_t, const float *, const float *, float *, int64_t, int);
+typedef void (*tile_fn)(const float *, int64_t, const float *, const float *, float *, int64_t, int,
+                        const char *, int64_t);
 static const tile_fn TILES[MAX_ROWS] = {tile_1, tile_2, tile_3, tile_4, tile_5, tile_6, tile_7, tile_8};
 
 int specdec_linear_f32(const float *x, const float *packed, const float *bias, float *out, int64_t m,
@@ -141,7 +174,10 @@ int specdec_linear_f32(const float *x, const float *packed, const float *bias, f
         int64_t r = 0;
         for (int64_t t = 0; t < tiles; t++) {
             int64_t rows = (m - r) / (tiles - t) + ((m - r) % (tiles - t) != 0);
-            TILES[rows - 1](x + r * k, k, panel, bp, out + r * n + p * PANEL, n, cols);
+            int64_t share;
+            const char *ahead = next_share((const char *)panel, k * PANEL * (int64_t)sizeof(float), m > 1 && p + 1 < panels,
+                                           t, tiles, &share);
+            TILES[rows - 1](x + r * k, k, panel, bp, out + r * n + p * PANEL, n, cols, ahead, share);
             r += rows;
         }
     }
