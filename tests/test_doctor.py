@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -65,3 +66,27 @@ def test_doctor_fails_on_missing_cuda(capsys):
     rc, result = _doctor(capsys, "--device", "cuda")
     assert rc == 1
     assert result["checks"][0]["status"] == "FAIL" and "CUDA is not available" in result["checks"][0]["message"]
+
+
+def test_doctor_checks_an_eagle_head(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """--speculative eagle/hybrid: the head is loaded and checked against the target, then the
+    same equality and speed probe run; a head made for another target fails clearly."""
+    from specdec.models.eagle import EagleConfig, EagleHead, save_head
+    from specdec.models.loader import load_model
+
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path / "cache"))
+    config = load_model(str(tiny_model_dir)).config
+    save_head(EagleHead(EagleConfig.for_target(config, "eagle1", None)), tmp_path / "head", torch.float32)
+    for method in ("eagle", "hybrid"):
+        rc, result = _doctor(capsys, "--model", str(tiny_model_dir), "--speculative", method,
+                             "--draft-model", str(tmp_path / "head"), "--draft-n", "3")
+        status = {c["name"]: c["status"] for c in result["checks"]}
+        assert rc == 0 and result["ok"], result
+        assert status["head"] == "ok" and status["greedy equality"] == "ok"
+        assert result["probe"]["mean_draft_n"] > 0  # it drafted (an untrained head: K fixed, auto would not)
+    wide = dataclasses.replace(config, hidden_size=2 * config.hidden_size)
+    save_head(EagleHead(EagleConfig.for_target(wide, "eagle1", None)), tmp_path / "other", torch.float32)
+    rc, result = _doctor(capsys, "--model", str(tiny_model_dir), "--speculative", "eagle",
+                         "--draft-model", str(tmp_path / "other"))
+    head = next(c for c in result["checks"] if c["name"] == "head")
+    assert rc == 1 and head["status"] == "FAIL" and "features of width" in head["message"]

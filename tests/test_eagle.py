@@ -4,6 +4,7 @@ losslessness through the engine (untrained heads), training, and import/export l
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -382,6 +383,9 @@ def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, 
 
 
 def test_dataset_resumes_and_slices_feature_layers(tiny_target, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     from specdec.train.data import build_dataset, load_dataset
 
     convs = [[{"role": "user", "content": f"Count to {i}."}] for i in range(5)]
@@ -390,8 +394,14 @@ def test_dataset_resumes_and_slices_feature_layers(tiny_target, tmp_path):
     assert len(shards) == 3
     first = load_dataset(tmp_path)[1]
     shards[-1].unlink()  # a run cut short: the last shard is missing
+    for path in shards[:-1]:  # the stopped run took 50 s per shard it wrote
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        save_file(load_file(str(path)), str(path), metadata={**meta, "seconds": "50"})
+    t0 = time.perf_counter()
     info = build_dataset(tiny_target, convs, tmp_path, (1, -1), max_new_tokens=6, batch_size=2, shard_size=2)
     assert info.num_sequences == 5 and len(info.shards) == 3
+    assert 100 <= info.generate_seconds <= 100 + time.perf_counter() - t0 + 0.1  # both runs' generation
     again = load_dataset(tmp_path)[1]
     key = lambda s: s["token_ids"].tolist()  # noqa: E731  shard order may differ after a resume
     assert sorted(map(key, again)) == sorted(map(key, first))

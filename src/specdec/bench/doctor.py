@@ -2,6 +2,7 @@
 
     specdec doctor --model T --draft-model D [--dtype bfloat16] [--device cuda]
     specdec doctor --speculative ngram
+    specdec doctor --speculative eagle [--draft-model HEAD_DIR]   (hybrid: the head and n-grams)
 
 Checks, in order: device, dtype, memory (from shapes, before loading), loading, tokenizer
 and vocabulary compatibility, greedy equality (speculative == plain token for token on a
@@ -128,7 +129,7 @@ def check_memory(d: Diagnosis, model, draft_model, dtype: str, quant: str, devic
 
 def probe(d: Diagnosis, target, draft, args) -> None:
     """Greedy equality and one interleaved speed round: plain and speculative on each prompt."""
-    from specdec.bench.runner import SpecdecContender, build_engine, encode
+    from specdec.bench.runner import HEAD_METHODS, SpecdecContender, build_engine, encode
     from specdec.bench.summary import geomean
     from specdec.bench.workloads import load_workload
     from specdec.config import SpeculativeConfig
@@ -141,8 +142,18 @@ def probe(d: Diagnosis, target, draft, args) -> None:
     if args.draft_n == "auto":
         cost = load_or_calibrate(target, SpeculativeConfig().max_speculative_tokens)
     plain = SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0)
-    spec = SpecdecContender(build_engine(target, args.speculative, args.draft_n, max_seq_len, draft, cost),
-                            args.speculative, args.draft_n)
+    try:  # an EAGLE head is loaded here, and checked against the target
+        engine = build_engine(target, args.speculative, args.draft_n, max_seq_len, draft, cost,
+                              head_dir=args.draft_model if args.speculative in HEAD_METHODS else None)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        d.add("head", FAIL, str(e))
+        return
+    if args.speculative in HEAD_METHODS:
+        head = engine.proposer.head if args.speculative == "eagle" else engine.proposer.eagle.head
+        cfg = head.config
+        d.add("head", OK, f"{cfg.arch} head over layers {list(cfg.feature_layers)}, draft vocabulary "
+              f"{cfg.draft_vocab_size} of {cfg.vocab_size} tokens ({args.draft_model or 'shipped for the default model'})")
+    spec = SpecdecContender(engine, args.speculative, args.draft_n)
     for c in (plain, spec):  # warm-up
         c.measure(prompts[0], ids[0], 0.0, args.max_tokens, 0)
     ratios, mismatches = [], []
@@ -178,7 +189,7 @@ def probe(d: Diagnosis, target, draft, args) -> None:
     status = OK if speedup and speedup >= 1.0 else WARN
     d.add("speed probe", status, f"one interleaved round: {_x(speedup)} plain, acceptance "
           f"{_f(rate)}, mean acceptance length {_f(tau)}, mean K {mean_k:.1f}"
-          + (f", draft cost {c:.2f}x a target step" if c is not None and args.speculative == "draft" else ""))
+          + (f", draft cost {c:.2f}x a target step" if c is not None and args.speculative != "ngram" else ""))
     advise(d, args, speedup, rate, tau, c, mean_k)
 
 
@@ -192,10 +203,15 @@ def advise(d: Diagnosis, args, speedup, rate, tau, c, mean_k) -> None:
                             "(edits, extraction, code, repetition), use a draft model for open-ended text")
         return
     if rate < LOW_ACCEPTANCE:
-        fix = "use --draft-n auto or the ngram proposer" if k != "auto" else \
-            "pick a draft closer to the target (same family and tuning) or the ngram proposer"
+        if k != "auto":
+            fix = "use --draft-n auto or the ngram proposer"
+        elif args.speculative in ("eagle", "hybrid"):
+            fix = ("the head was not trained for this target, or on other text: train one on prompts like "
+                   "yours (specdec train-draft --model TARGET --prompts YOURS.jsonl --out DIR)")
+        else:
+            fix = "pick a draft closer to the target (same family and tuning) or the ngram proposer"
         d.advice.append(f"acceptance {rate:.2f} at K={k}: {fix}")
-    if c is not None and args.speculative == "draft" and c > SLOW_DRAFT:
+    if c is not None and args.speculative != "ngram" and c > SLOW_DRAFT:
         d.advice.append(f"draft costs {c:.2f}x the target per token: the draft is too slow to pay off "
                         "(aim for < 0.1x: a much smaller draft)")
     if args.speculative == "draft" and c is not None and tau is not None and mean_k >= 1:
@@ -266,8 +282,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Check that a target and draft (or the n-gram proposer) work together here and "
         "whether speculation pays; exits 1 when a check fails.")
     add_model_args(p)
-    p.add_argument("--draft-model", default=None, help="draft model path, or self:DTYPE")
-    p.add_argument("--speculative", choices=["draft", "ngram"], default=None,
+    p.add_argument("--draft-model", default=None,
+                   help="draft model path, or self:DTYPE; with eagle/hybrid, the head's directory "
+                   "(default: the head shipped for the default model)")
+    p.add_argument("--speculative", choices=["draft", "ngram", "eagle", "hybrid"], default=None,
                    help="default: draft with --draft-model, else ngram")
     p.add_argument("--draft-n", type=_draft_n, default="auto", help="K or 'auto' (default)")
     p.add_argument("-n", "--max-tokens", type=int, default=32, help="tokens per probe generation (default 32)")

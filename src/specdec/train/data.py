@@ -288,7 +288,9 @@ def build_dataset(
 ) -> DatasetInfo:
     """Generate and record (`generate_records`), writing a shard every `shard_size` finished
     sequences; a rerun with the same prompts and settings keeps the shards already written.
-    With a deadline (time.perf_counter()) the prompts not started by then are left out."""
+    With a deadline (time.perf_counter()) the prompts not started by then are left out.
+    generate_seconds adds up across resumed runs: each shard carries the time that produced
+    it (a stopped run's unwritten records are generated again, and counted once, then)."""
     from safetensors import safe_open
 
     out_dir = Path(out_dir)
@@ -296,6 +298,7 @@ def build_dataset(
     prompts = encode_conversations(target.tokenizer, conversations)
     fingerprint = _fingerprint(prompts, max_new_tokens, feature_layers)
     shards, done = [], set()
+    earlier_seconds = 0.0  # generation time of the shards a stopped run left
     for path in sorted(out_dir.glob("shard-*.safetensors")):
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -303,12 +306,17 @@ def build_dataset(
             raise ValueError(f"{path} was written for other prompts or settings; use a new --out or delete it")
         shards.append(path.name)
         done.update(json.loads(meta["indices"]))
+        earlier_seconds += json.loads(meta.get("seconds", "0"))
     pending: list[tuple[int, dict]] = []
+    last_flush = time.perf_counter()
 
     def flush() -> None:
+        nonlocal last_flush
         name = f"shard-{len(shards):04d}.safetensors"
+        now = time.perf_counter()  # each shard carries the generation time since the one before
         _write_shard(out_dir / name, [r for _, r in pending], feature_layers,
-                     {"fingerprint": fingerprint, "indices": [i for i, _ in pending]})
+                     {"fingerprint": fingerprint, "indices": [i for i, _ in pending], "seconds": round(now - last_flush, 3)})
+        last_flush = now
         shards.append(name)
         pending.clear()
 
@@ -318,7 +326,7 @@ def build_dataset(
             flush()
 
     todo = [i for i in range(len(prompts)) if i not in done]
-    t0 = time.perf_counter()
+    t0 = last_flush
     generate_records(target, [prompts[i] for i in todo], max_new_tokens, batch_size, feature_layers, num_labels,
                      lambda j, record: on_record(todo[j], record), deadline=deadline)
     if pending:
@@ -332,7 +340,7 @@ def build_dataset(
         num_tokens += mask.numel()
         num_response += int(mask.sum())
     info = DatasetInfo(list(feature_layers), target.config.hidden_size, num_sequences, num_tokens, num_response,
-                       shards, round(seconds, 1), 0.0)
+                       shards, round(earlier_seconds + seconds, 1), 0.0)
     (out_dir / "dataset.json").write_text(json.dumps(asdict(info), indent=2))
     return info
 
