@@ -17,6 +17,7 @@ from specdec.engine.controller import (
     FixedController,
     HeuristicController,
     SpeculationController,
+    blend_cost,
     fit_verify_curve,
 )
 
@@ -66,6 +67,26 @@ def test_step_seconds_adds_draft_cost_only_when_drafting():
     assert cost.step_seconds(2) == pytest.approx(1.4 + 0.1 + 0.5)
     with pytest.raises(ValueError, match="draft length 3 outside"):
         cost.step_seconds(3)
+
+
+def test_one_preempted_draft_does_not_make_drafting_look_expensive():
+    """The running draft cost: a steady 20 us per token, then one call 1000x slower (its
+    thread preempted on a shared machine): the estimate moves by at most 1.6x, and is back
+    within 10% ten drafts later; a lasting change still comes through."""
+    cost = None
+    for _ in range(20):
+        cost = blend_cost(cost, 20e-6)
+    assert cost == pytest.approx(20e-6)
+    spiked = blend_cost(cost, 20e-3)
+    assert spiked == pytest.approx(0.8 * 20e-6 + 0.2 * 80e-6)  # clipped to 4x
+    for _ in range(10):
+        spiked = blend_cost(spiked, 20e-6)
+    assert spiked < 1.1 * 20e-6
+    slow = cost
+    for _ in range(40):  # the draft really became 100x slower
+        slow = blend_cost(slow, 2e-3)
+    assert slow == pytest.approx(2e-3, rel=1e-3)
+    assert blend_cost(None, 5e-3) == blend_cost(0.0, 5e-3) == 5e-3  # unset: the first measurement
 
 
 def test_cost_model_round_trips_through_json():

@@ -41,8 +41,16 @@ def _check_step(num_draft: int, num_accepted: int) -> None:
 
 
 def blend_cost(old: float | None, seconds: float) -> float:
-    """A measured per-token draft cost folded into the running one (unset: 0 or None)."""
-    return seconds if not old else 0.8 * old + 0.2 * seconds
+    """A measured per-token draft cost folded into the running one (unset: 0 or None).
+
+    Each measurement is first clipped to [old / 4, 4 old]: on a shared machine one draft
+    call whose thread was preempted can take 100x its cost, and unclipped it would make
+    drafting look expensive for many steps (the estimate only moves when drafts run, and
+    the controller drafts less when they look expensive). A real change still comes
+    through, by up to 1.6x per measurement."""
+    if not old:
+        return seconds
+    return 0.8 * old + 0.2 * min(max(seconds, old / 4), old * 4)
 
 
 def _count(histogram: dict[int, int], num_draft: int) -> None:
