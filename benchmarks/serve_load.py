@@ -159,13 +159,17 @@ def main() -> int:
     prompts = load_workload(CATEGORIES, max_per_category=4)
 
     algorithms = [a for a in args.algorithms.split(",") if a]
-    servers = {"plain": spawn("plain", args, ["--speculative-algorithm", "none"], args.out.parent)}
-    for name in algorithms:
-        servers[name] = spawn(name, args, ["--speculative-algorithm", name, "--speculative-num-draft-tokens", "auto"], args.out.parent)
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
     try:
+        # One at a time: a speculative server calibrates its batch cost curve at start-up and
+        # caches it; servers starting together would measure each other's load, and the
+        # planner would then steer by that curve on every later start.
         t0 = time.perf_counter()
-        for proc, url in servers.values():
-            wait_ready(proc, url)
+        for name in ["plain"] + algorithms:
+            spec_args = ["--speculative-algorithm", "none"] if name == "plain" else \
+                ["--speculative-algorithm", name, "--speculative-num-draft-tokens", "auto"]
+            servers[name] = spawn(name, args, spec_args, args.out.parent)
+            wait_ready(*servers[name])
         print(f"servers ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         for name, (_, url) in servers.items():  # warm-up, excluded
             asyncio.run(run_level(url, max(args.concurrency), 1, 16, prompts))

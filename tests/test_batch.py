@@ -327,9 +327,30 @@ def test_planner_follows_measured_step_times():
     row = trained(rows(1)[0], True)
     assert planner.plan([row], [8]) == [8]
     for _ in range(30):  # but a forward over more than one token turns out 20x slower
+        cost.observe_forward(1, 1.0)
         for n in range(2, 10):
             cost.observe_forward(n, 20.0)
     assert planner.plan([row], [8]) == [0]
+
+
+def test_unvisited_step_sizes_follow_the_load_measured_at_the_visited_ones():
+    """Calibrated on an idle machine: steps now take 3x longer at the sizes that ran, so
+    the sizes no step has run are taken as 3x their calibrated value, not as cheap as then;
+    a point's own measurements take over once it runs, and one outlier moves the load by
+    at most 1.6x."""
+    cost = BatchCostModel([1.0 + 0.1 * n for n in range(16)])
+    for _ in range(60):
+        for n in (1, 2, 3):
+            cost.observe_forward(n, 3.0 * (1.0 + 0.1 * (n - 1)))
+    assert cost.load == pytest.approx(3.0, rel=1e-3)
+    assert cost.forward(2) == pytest.approx(3.3, rel=1e-3)  # measured
+    assert cost.forward(10) == pytest.approx(3.0 * 1.9, rel=1e-3)  # never ran: calibrated x load
+    assert cost.forward(18) == pytest.approx(3.0 * 2.7, rel=1e-3)  # past the curve: extrapolated from both
+    cost.observe_forward(10, 9.0)  # its first step blends into the scaled value
+    assert cost.forward(10) == pytest.approx(0.8 * 5.7 + 0.2 * 9.0)
+    load = cost.load
+    cost.observe_forward(1, 1000.0)
+    assert cost.load == pytest.approx(0.8 * load + 0.2 * 4 * load)
 
 
 def test_row_keeps_one_estimate_and_draft_cost_per_class_and_picks_the_one_that_pays():

@@ -52,23 +52,37 @@ class BatchCostModel:
     def __init__(self, forward_seconds: list[float], draft_seconds_per_token: float = 0.0) -> None:
         if not forward_seconds or any(not s > 0 for s in forward_seconds):
             raise ValueError(f"forward_seconds must be a non-empty list of positive times, got {forward_seconds!r}")
-        self.forward_seconds = [float(s) for s in forward_seconds]  # [N_max]: index N - 1
+        self.forward_seconds = [float(s) for s in forward_seconds]  # [N_max]: index N - 1, as calibrated
         self.draft_seconds_per_token = draft_seconds_per_token
+        self._measured: dict[int, float] = {}  # index -> running measured seconds, where steps ran
+        self.load = 1.0  # running measured / calibrated over all steps: the machine now
+
+    def _at(self, index: int) -> float:
+        """Measured where steps ran; elsewhere the calibrated value times the present load."""
+        measured = self._measured.get(index)
+        return measured if measured is not None else self.forward_seconds[index] * self.load
 
     def forward(self, num_tokens: int) -> float:
         if num_tokens < 1:
             raise ValueError(f"a forward needs >= 1 token, got {num_tokens}")
-        f = self.forward_seconds
-        if num_tokens <= len(f):
-            return f[num_tokens - 1]
-        slope = (f[-1] - f[-2]) if len(f) > 1 else f[-1]
-        return f[-1] + slope * (num_tokens - len(f))
+        n = len(self.forward_seconds)
+        if num_tokens <= n:
+            return self._at(num_tokens - 1)
+        slope = (self._at(n - 1) - self._at(n - 2)) if n > 1 else self._at(0)
+        return self._at(n - 1) + slope * (num_tokens - n)
 
     def observe_forward(self, num_tokens: int, seconds: float, weight: float = 0.2) -> None:
-        """Blend a measured step into the curve at N: the machine now, not at start-up."""
+        """Blend a measured step into the curve at N, and its ratio to the calibrated value
+        into the load that scales the points no step has measured yet (a point's first
+        measurement blends into that scaled value). Both follow the machine now, not at
+        start-up: without the load, every point not yet visited would look as cheap as the
+        idle calibration and the planner would keep trying them."""
         if 1 <= num_tokens <= len(self.forward_seconds) and seconds > 0:
-            old = self.forward_seconds[num_tokens - 1]
-            self.forward_seconds[num_tokens - 1] = (1 - weight) * old + weight * seconds
+            i = num_tokens - 1
+            old = self._at(i)
+            ratio = min(max(seconds / self.forward_seconds[i], self.load / 4), self.load * 4)  # one outlier moves it <= 1.6x
+            self.load = (1 - weight) * self.load + weight * ratio
+            self._measured[i] = (1 - weight) * old + weight * seconds
 
     def observe_draft(self, seconds_per_token: float) -> None:
         self.draft_seconds_per_token = blend_cost(self.draft_seconds_per_token, seconds_per_token)
