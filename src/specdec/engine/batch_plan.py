@@ -19,10 +19,12 @@ cost(N) = 1, 1.1, 1.2, 1.6, 2.0 for N = 1..5 the rates for N = 2..5 are 2/1.1, 2
 3.62/1.6, 4.12/2.0: the plan drafts (2, 0).
 
 The curve is calibrated at start-up (fastest of a few runs, cached per model, machine and
-thread count) and then corrected online: every step blends its measured forward time
-into the curve at its N, so the points the server actually uses track the machine's
-present load, while unvisited points keep their optimistic calibrated value (which makes
-the planner try them, and then corrects them).
+thread count) and then corrected online: every step blends its measured time (the forward
+with the per-row verification and commits, everything but the drafting, which is costed
+per draft token) into the curve at its N, so the points the server actually uses track the
+machine's present load; the points no step has measured yet take their calibrated value
+times the running ratio of measured to calibrated times (`BatchCostModel.load`), so they
+are neither left at an idle machine's cost nor at a busy calibration's.
 
 This is what turns speculation off at larger batch: once a forward is compute-bound,
 cost(N + 1) - cost(N) ~ cost(N) / N, and a token whose reach is below value / N (~1 at
