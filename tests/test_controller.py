@@ -319,6 +319,29 @@ def test_tree_cost_verifies_every_node_whatever_the_depth():
     assert CostModel([1.0, 1.1, 1.2, 1.3]).step_seconds(2) == 1.2
 
 
+def test_a_cached_curve_calibrated_under_load_is_measured_again(tiny_model_dir, tmp_path, monkeypatch):
+    """A cached curve whose plain step is far slower than the machine now (calibrated while
+    other work loaded it) is measured again and replaced; one faster than now is kept."""
+    from specdec.engine.batch_plan import BatchCostModel, load_or_calibrate_batch
+    from specdec.engine.calibrate import load_or_calibrate
+    from specdec.models.loader import load_model
+
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
+    loaded = load_model(str(tiny_model_dir), "float32", "cpu", 512)
+    solo = load_or_calibrate(loaded, 4)
+    batch = load_or_calibrate_batch(loaded, 2, 2)
+    (solo_path,) = [p for p in (tmp_path / "costs").glob("*.json") if not p.name.startswith("batch-")]
+    (batch_path,) = (tmp_path / "costs").glob("batch-*.json")
+    solo_path.write_text(json.dumps(CostModel([1000 * s for s in solo.verify_seconds]).to_dict()))
+    batch_path.write_text(json.dumps(BatchCostModel([1000 * s for s in batch.forward_seconds]).to_dict()))
+    assert load_or_calibrate(loaded, 4).verify_seconds[0] < 100 * solo.verify_seconds[0]
+    assert json.loads(solo_path.read_text())["verify_seconds"][0] < 100 * solo.verify_seconds[0]  # replaced
+    assert load_or_calibrate_batch(loaded, 2, 2).forward_seconds[0] < 100 * batch.forward_seconds[0]
+    fast = CostModel([s / 1000 for s in solo.verify_seconds])
+    solo_path.write_text(json.dumps(fast.to_dict()))
+    assert load_or_calibrate(loaded, 4).verify_seconds == fast.verify_seconds  # kept
+
+
 def test_calibration_fits_a_context_window_shorter_than_its_prefix(tiny_model_dir):
     from specdec.engine.batch_plan import measure_forward_seconds
     from specdec.engine.calibrate import CALIBRATION_CONTEXT, calibration_context, measure_verify_seconds
