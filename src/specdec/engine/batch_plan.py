@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import time
 
 import torch
 
 from specdec.config import SpeculativeConfig
-from specdec.engine.calibrate import calibration_context, cost_key, read_cached_curve
+from specdec.engine.calibrate import cached_curve, calibration_context, cost_key
 from specdec.engine.controller import AcceptanceEstimator, HeuristicController, blend_cost, fit_verify_curve
 from specdec.models.gguf_file import cache_dir
 from specdec.sampling import greedy
@@ -134,14 +133,10 @@ def load_or_calibrate_batch(loaded, max_batch_size: int, max_k: int, refresh: bo
     """The batch cost curve, measured once per model/machine/threads and cached as JSON."""
     key = hashlib.sha256(f"{cost_key(loaded, max_k)}|batch{max_batch_size}".encode()).hexdigest()[:24]
     path = cache_dir() / "costs" / f"batch-{key}.json"
-    cached = None if refresh else read_cached_curve(
-        path, lambda data: data["forward_seconds"][0], lambda: measure_forward_seconds(loaded.model, 1, 0, repeats=2)[0])
-    if cached is not None:
-        return BatchCostModel(cached["forward_seconds"])
-    cost = BatchCostModel(measure_forward_seconds(loaded.model, max_batch_size, max_k))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cost.to_dict()))
-    return cost
+    data = cached_curve(path, refresh, lambda data: data["forward_seconds"][0],
+                        lambda: measure_forward_seconds(loaded.model, 1, 0, repeats=2)[0],
+                        lambda: BatchCostModel(measure_forward_seconds(loaded.model, max_batch_size, max_k)).to_dict())
+    return BatchCostModel(data["forward_seconds"])
 
 
 class RowSpeculation:

@@ -108,32 +108,32 @@ def calibration_size(spec: SpeculativeConfig) -> int:
 STALE_RATIO = 1.5
 
 
-def read_cached_curve(path, first_point, measure_first_point) -> dict | None:
-    """The cached JSON at path; None where there is none or where it is stale (STALE_RATIO):
-    first_point(data) is its one-token time, measure_first_point() that time now (the
-    fastest of a few forwards, ~0.1 s). A machine busier now than at calibration keeps the
-    cache: the idle curve is the one to plan with."""
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text())
-    now = measure_first_point()
-    if first_point(data) > STALE_RATIO * now:
+def cached_curve(path, refresh: bool, first_point, measure_first_point, measure) -> dict:
+    """A cost curve's JSON: the one cached at path, else measure()'s, written there.
+
+    A cached curve is measured again where it is stale (STALE_RATIO): first_point(data) is
+    its one-token time, measure_first_point() that time now (the fastest of a few forwards,
+    ~0.1 s). A machine busier now than at calibration keeps the cache: the idle curve is the
+    one to plan with."""
+    if path.exists() and not refresh:
+        data = json.loads(path.read_text())
+        now = measure_first_point()
+        if first_point(data) <= STALE_RATIO * now:
+            return data
         print(f"specdec: the cached cost curve {path.name} says {first_point(data) * 1e3:.1f} ms per plain step, "
               f"{now * 1e3:.1f} ms measured now: calibrating again", file=sys.stderr)
-        return None
+    data = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
     return data
 
 
 def load_or_calibrate(loaded, max_k: int, refresh: bool = False) -> CostModel:
     path = cache_dir() / "costs" / f"{cost_key(loaded, max_k)}.json"
-    cached = None if refresh else read_cached_curve(
-        path, lambda data: data["verify_seconds"][0], lambda: measure_verify_seconds(loaded.model, 0, repeats=2)[0])
-    if cached is not None:
-        return CostModel.from_dict(cached)
-    cost = CostModel(measure_verify_seconds(loaded.model, max_k))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cost.to_dict()))
-    return cost
+    return CostModel.from_dict(cached_curve(
+        path, refresh, lambda data: data["verify_seconds"][0],
+        lambda: measure_verify_seconds(loaded.model, 0, repeats=2)[0],
+        lambda: CostModel(measure_verify_seconds(loaded.model, max_k)).to_dict()))
 
 
 def make_controller(spec: SpeculativeConfig, cost: CostModel | None, cost_for):
