@@ -556,7 +556,37 @@ def test_packed_eagle1_head_steps_through_the_c_stack_as_its_layer(tiny_target, 
     tol = 1e-5 if dtype == torch.float32 else 0.05
     torch.testing.assert_close(outs[0], outs[1], atol=tol, rtol=tol)
     torch.testing.assert_close(caches[0], caches[1], atol=tol, rtol=tol)
-    with torch.inference_mode():  # tree steps (a mask) keep the PyTorch layer
-        head.step(feats[:, :2], tokens[:, :2], torch.zeros(1, 2, dtype=torch.long), head.new_cache(4),
-                  attn_mask=torch.ones(1, 2, 2, dtype=torch.bool))
-    assert len(calls) == 3
+
+    # tree levels: after 5 real pairs, level 1 holds 2 nodes, level 2 three nodes, each of
+    # which sees the prefix, its own level-1 parent (not the other) and itself
+    level2_mask = torch.zeros(1, 3, 10, dtype=torch.bool)
+    level2_mask[0, :, :5] = True
+    for row, parent in enumerate((5, 5, 6)):
+        level2_mask[0, row, parent] = level2_mask[0, row, 7 + row] = True
+    outs, caches = [], []
+    for use in (True, False):
+        head.use_native_stack = use
+        cache = head.new_cache(16)
+        with torch.inference_mode():
+            head.step(feats[:, :5], tokens[:, :5], torch.arange(5)[None], cache)
+            level1_mask = torch.cat((torch.ones(1, 2, 5, dtype=torch.bool), torch.eye(2, dtype=torch.bool)[None]), dim=-1)
+            level1 = head.step(feats[:, 5:7], tokens[:, 5:7], torch.full((1, 2), 5), cache, level1_mask)
+            level2 = head.step(level1[:, [0, 0, 1]], tokens[:, 4:7], torch.full((1, 3), 6), cache, level2_mask)
+        outs.append(torch.cat((level1, level2), dim=1).float())
+        caches.append(cache.k[:, :, :, :10].float())
+    assert len(calls) == 3 + 3  # the prefix and both levels through the C stack
+    torch.testing.assert_close(outs[0], outs[1], atol=tol, rtol=tol)
+    torch.testing.assert_close(caches[0], caches[1], atol=tol, rtol=tol)
+
+
+def test_native_tree_mask_covers_the_slots_after_the_common_prefix():
+    from specdec.models.eagle import native_tree_mask
+
+    mask = torch.zeros(2, 7, dtype=torch.bool)  # 5 cached slots, 2 new ones (slots 5 and 6)
+    mask[:, :4] = True  # seen by both rows
+    mask[0, 5] = True  # row 0: itself
+    mask[1, 4] = mask[1, 6] = True  # row 1: slot 4 (its parent) and itself
+    out = native_tree_mask(mask, start=5)
+    assert out.dtype == torch.uint8 and out.is_contiguous()
+    assert out.tolist() == mask[:, 4:].to(torch.uint8).tolist()  # from slot 4, the first one a row cannot see
+    assert native_tree_mask(torch.ones(2, 7, dtype=torch.bool), start=5).shape == (2, 2)  # only the new slots

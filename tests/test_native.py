@@ -21,12 +21,13 @@ needs_native = pytest.mark.skipif(native.native_library() is None, reason="the C
 
 
 def reference(q, k_cache, v_cache, start, mask=None):
-    """float64 attention of the new queries: slots [0, start) plus the new ones the mask allows."""
+    """float64 attention of the new queries: slots [0, start + T - W) plus those of the last W
+    that the [T, W] mask allows (W = T: the new ones; no mask: causal)."""
     _, t, h, d = q.shape
     rep = h // k_cache.shape[1]
     end = start + t
     new = torch.ones(t, t, dtype=torch.bool).tril() if mask is None else mask.bool()
-    allowed = torch.cat((torch.ones(t, start, dtype=torch.bool), new), dim=1)
+    allowed = torch.cat((torch.ones(t, end - new.shape[1], dtype=torch.bool), new), dim=1)
     k = k_cache[0, :, :end].double().repeat_interleave(rep, 0)
     v = v_cache[0, :, :end].double().repeat_interleave(rep, 0)
     out = F.scaled_dot_product_attention(q[0].double().transpose(0, 1), k, v, attn_mask=allowed)
@@ -59,6 +60,17 @@ def test_native_masks_with_a_tree_and_rejects_bad_arguments():
     mask = tree_attention_mask(parents).to(torch.uint8)
     out = native.native_attention(q, k_cache, v_cache, 50, mask)
     torch.testing.assert_close(out.double(), reference(q, k_cache, v_cache, 50, mask), atol=1e-5, rtol=1e-5)
+    # a mask over the 7 slots before the new ones too (an EAGLE tree level's earlier levels)
+    wide = torch.randint(0, 2, (5, 12), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    wide[:, 7:] = mask
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        qd, kd, vd = q.to(dtype), k_cache.to(dtype), v_cache.to(dtype)
+        out = native.native_attention(qd, kd, vd, 50, wide)
+        torch.testing.assert_close(out.double(), reference(qd, kd, vd, 50, wide), atol=tol, rtol=tol)
+    full_prefix = torch.cat((torch.ones(5, 7, dtype=torch.uint8), mask), dim=1)  # same slots seen: same bits
+    assert torch.equal(native.native_attention(q, k_cache, v_cache, 50, full_prefix), native.native_attention(q, k_cache, v_cache, 50, mask))
+    with pytest.raises(ValueError, match="T=5 <= W"):
+        native.native_attention(q, k_cache, v_cache, 2, wide)  # wider than the 7 slots there are
     with pytest.raises(ValueError, match="contiguous"):
         native.native_attention(q, k_cache.transpose(2, 3), v_cache, 50)
     with pytest.raises(RuntimeError, match="rejected"):

@@ -26,7 +26,9 @@ q built from them is zero outside the draft vocabulary (still lossless).
 The layer is `specdec.models.llama.DecoderLayer` with its own one-layer KVCache. An
 eagle1 head at inference on the CPU runs its chain steps (no mask, one sequence) through
 the C stack (csrc/layers.c) as a one-layer model: fc in PyTorch, the layer in one call, with
-the C attention kernel in place of SDPA. Its drafts can differ from the PyTorch path's in
+the C attention kernel in place of SDPA. Tree levels take it too: their mask covers the
+draft slots after the fully visible prefix (`native_tree_mask`), which the kernel reads as
+a [T, W] mask over the last W slots. Its drafts can differ from the PyTorch path's in
 the last bits (another attention kernel); the verifier makes either lossless.
 """
 
@@ -227,11 +229,12 @@ class EagleHead(NativeStackHolder, nn.Module):
         cos_table, sin_table = self._rope_tables(int(positions.max()) + 1)
         cos, sin = cos_table[positions].unsqueeze(2), sin_table[positions].unsqueeze(2)  # [B, T, 1, D]
         layer = self.layer
-        native = attn_mask is None and b == 1 and t <= NATIVE_MAX_ROWS and self.use_native_stack
-        stack = self.native_stack() if native and not torch.is_grad_enabled() else None
+        native = b == 1 and t <= NATIVE_MAX_ROWS and self.use_native_stack and not torch.is_grad_enabled()
+        stack = self.native_stack() if native else None
         if stack is not None:
+            native_mask = None if attn_mask is None else native_tree_mask(attn_mask[0], start)
             x = self.fc(torch.cat((embeds, hidden), dim=-1))[0].contiguous()  # [T, D], updated in place
-            stack.forward(x, cos[0, :, 0].contiguous(), sin[0, :, 0].contiguous(), cache.k, cache.v, start)
+            stack.forward(x, cos[0, :, 0].contiguous(), sin[0, :, 0].contiguous(), cache.k, cache.v, start, native_mask)
             cache.length = start + t
             return x[None]
         mask = self._mask(start, t, attn_mask, b)
@@ -281,6 +284,17 @@ class EagleHead(NativeStackHolder, nn.Module):
                 self.lm_head.weight.copy_(lm_head_weight[self.draft_to_target])
             if self.norm is not None and norm_weight is not None:
                 self.norm.weight.copy_(norm_weight)
+
+
+def native_tree_mask(attn_mask: torch.Tensor, start: int) -> torch.Tensor:
+    """[T, start + T] bool over all slots -> the C kernel's [T, W] uint8 over the last W.
+
+    W spans from the first slot some row may not see to the end (at least the T new
+    slots): the slots before it are visible to every row, which the kernel assumes.
+    """
+    hidden_from_some = ~attn_mask[:, :start].all(dim=0)  # [start]
+    first = int(hidden_from_some.nonzero()[0]) if bool(hidden_from_some.any()) else start
+    return attn_mask[:, first:].to(torch.uint8).contiguous()
 
 
 def save_head(head: EagleHead, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:

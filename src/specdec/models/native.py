@@ -38,7 +38,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 7
+ABI_VERSION = 8
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -47,7 +47,7 @@ FLAG_SETS = (
 
 _c_void_p, _i64, _int, _float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _ATTENTION_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _c_void_p,
-                   _int, _int, _int, _int, _int, _c_void_p, _float, _c_void_p, _int]
+                   _int, _int, _int, _int, _int, _c_void_p, _int, _float, _c_void_p, _int]
 _ATTENTION_ROWS_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _i64, _c_void_p,
                         _int, _c_void_p, _c_void_p, _int, _int, _int, _float, _c_void_p, _int]
 _NORM_ARGS = [_c_void_p, _c_void_p, _c_void_p, _i64, _int, _float]
@@ -163,7 +163,7 @@ def native_library() -> ctypes.CDLL | None:
         _bind_linear(lib)
         _bind_elementwise(lib)
         lib.specdec_stack_forward.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,
-                                              _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _c_void_p, _int]
+                                              _c_void_p, _int, _c_void_p, _c_void_p, _i64, _i64, _c_void_p, _int]
         lib.specdec_stack_forward.restype = _int
         lib.specdec_stack_forward_rows.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,
                                                    _c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64,
@@ -186,12 +186,23 @@ def native_attention_supported(dtype: torch.dtype, device: torch.device | str, h
     )
 
 
+def _mask_args(mask: torch.Tensor | None, t: int, start: int) -> tuple:
+    """(pointer, W) of a [T, W] uint8 mask over the last W of the start + T slots, or (None, 0)."""
+    if mask is None:
+        return None, 0
+    if mask.dtype != torch.uint8 or not mask.is_contiguous() or mask.dim() != 2 or mask.shape[0] != t:
+        raise ValueError(f"the native mask must be a contiguous [T={t}, W] uint8 tensor, got {mask.dtype} {tuple(mask.shape)}")
+    if not t <= mask.shape[1] <= start + t:
+        raise ValueError(f"the native mask covers {mask.shape[1]} slots: it needs T={t} <= W <= start + T = {start + t}")
+    return mask.data_ptr(), mask.shape[1]
+
+
 def native_attention(
     q: torch.Tensor,  # [1, T, H, D] (a view is fine: last dim contiguous)
     k_cache: torch.Tensor,  # [1, H_kv, S_max, D], slots [0, start + T) written
     v_cache: torch.Tensor,
     start: int,
-    mask: torch.Tensor | None = None,  # [T, T] uint8 contiguous over the new tokens; None: causal
+    mask: torch.Tensor | None = None,  # [T, W] uint8 contiguous over the last W slots (T <= W <= start + T); None: causal
     threads: int | None = None,  # default torch's; the result is the same for any count
 ) -> torch.Tensor:  # [1, T, H*D]
     lib = native_library()
@@ -205,7 +216,7 @@ def native_attention(
     work = torch.empty(lib.specdec_attention_work_floats(t, h, h_kv, d, start, threads), dtype=torch.float32)
     rc = fn(
         q.data_ptr(), q.stride(1), q.stride(2), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(1), out.data_ptr(),
-        t, h, h_kv, d, start, mask.data_ptr() if mask is not None else None, 1.0 / d**0.5, work.data_ptr(), threads,
+        t, h, h_kv, d, start, *_mask_args(mask, t, start), 1.0 / d**0.5, work.data_ptr(), threads,
     )
     if rc != 0:
         raise RuntimeError(f"native attention rejected its arguments (code {rc}): T={t} H={h} H_kv={h_kv} D={d} start={start}")
@@ -443,7 +454,7 @@ class NativeStack:
         k_cache: torch.Tensor,  # [L, 1, H_kv, S, D] (a cache row view is fine)
         v_cache: torch.Tensor,
         start: int,
-        mask: torch.Tensor | None = None,  # [T, T] uint8 contiguous; None = causal
+        mask: torch.Tensor | None = None,  # [T, W] uint8 contiguous over the last W slots; None = causal
         captures: dict[int, torch.Tensor] | None = None,  # layer i (1-based) -> [T, hidden] to fill
         threads: int | None = None,
     ) -> None:
@@ -456,7 +467,7 @@ class NativeStack:
         capture = slots(*[captures[i + 1].data_ptr() if i + 1 in captures else None for i in range(self.num_layers)]) if captures else None
         rc = self.lib.specdec_stack_forward(
             ctypes.byref(self._stack), x.data_ptr(), t, start, cos.data_ptr(), sin.data_ptr(),
-            mask.data_ptr() if mask is not None else None, k_cache.data_ptr(), v_cache.data_ptr(),
+            *_mask_args(mask, t, start), k_cache.data_ptr(), v_cache.data_ptr(),
             k_cache.stride(0), k_cache.stride(2), capture, threads or torch.get_num_threads(),
         )
         if rc != 0:

@@ -27,8 +27,10 @@
  *   q    [T, H, D]       row t, head h at q + t * q_tok + h * q_head
  *   k, v [H_kv, S, D]    key j of KV head g at k + g * kv_head + j * D
  *   out  [T, H, D]       contiguous
- * Query t sits at slot start + t. It sees slots [0, start) and, among the new slots
- * start + u, those with mask[t * T + u] != 0, or u <= t when mask is NULL (causal).
+ * Query t sits at slot start + t. Causal (mask NULL): it sees slots [0, start + t]. With a
+ * mask over the last W = mask_keys slots (T <= W <= start + T; W = T masks the new tokens
+ * only), first = start + T - W: it sees slots [0, first) and, among slots first + u, those
+ * with mask[t * W + u] != 0 (an EAGLE tree draft's earlier levels are such masked slots).
  * Head h reads KV head h / (H / H_kv) (grouped-query attention).
  * Scores, softmax and the value sum are float32; out is rounded once to the cache dtype.
  * work: specdec_attention_work_floats(...) floats. Head dims up to MAX_HEAD_DIM (256).
@@ -130,20 +132,31 @@ struct call {
     int64_t q_tok, q_head, kv_head;
     int t_new, h, h_kv, d, start;
     const uint8_t *mask;
+    int mask_keys; /* the mask's width W: it covers slots [start + t_new - W, start + t_new) */
     float scale;
 };
 
-/* The slots every position sees: [0, start), written once per unit. */
+/* The first slot the mask covers: every position sees the slots before it. */
+static int mask_first(const struct call *a) { return a->mask ? a->start + a->t_new - a->mask_keys : a->start; }
+
+/* The slots every position sees: [0, mask_first), written once per unit. */
 static void prefix_slots(const struct call *a, int32_t *visible) {
-    for (int j = 0; j < a->start; j++) visible[j] = j;
+    const int first = mask_first(a);
+    for (int j = 0; j < first; j++) visible[j] = j;
 }
 
-/* The slots position t sees, in order: the prefix (prefix_slots), then its new ones, written
- * after it. Returns their count. */
+/* The slots position t sees, in order: the prefix (prefix_slots), then the masked or new
+ * ones it may see, written after it. Returns their count. */
 static int visible_slots(const struct call *a, int t, int32_t *visible) {
-    int n = a->start;
-    for (int u = 0; u < a->t_new; u++)
-        if (a->mask ? a->mask[(int64_t)t * a->t_new + u] != 0 : u <= t) visible[n++] = a->start + u;
+    const int first = mask_first(a);
+    int n = first;
+    if (a->mask) {
+        const uint8_t *row = a->mask + (int64_t)t * a->mask_keys;
+        for (int u = 0; u < a->mask_keys; u++)
+            if (row[u]) visible[n++] = first + u;
+    } else {
+        for (int u = 0; u <= t; u++) visible[n++] = first + u;
+    }
     return n;
 }
 
@@ -180,7 +193,7 @@ static struct split split_work(int t_new, int h_kv, int threads) {
 
 int64_t specdec_attention_work_floats(int t_new, int h, int h_kv, int d, int start, int threads) {
     if (h_kv <= 0 || t_new <= 0) return 0;
-    struct call a = {0, 0, 0, t_new, h, h_kv, d, start, 0, 0.0f};
+    struct call a = {0, 0, 0, t_new, h, h_kv, d, start, 0, 0, 0.0f};
     struct split sp = split_work(t_new, h_kv, threads);
     return sp.threads * unit_work_floats(&a, sp.chunk);
 }
@@ -443,14 +456,15 @@ DEFINE_HEAD(f32, float, f32_load)
     DEFINE_UNIT(SUFFIX, ELEM, LOAD, STORE, IS_BF16)                                             \
     int specdec_attention_##SUFFIX(const ELEM *q, int64_t q_tok, int64_t q_head, const ELEM *k, \
                                    const ELEM *v, int64_t kv_head, ELEM *out, int t_new, int h,  \
-                                   int h_kv, int d, int start, const uint8_t *mask, float scale, \
-                                   float *work, int threads) {                                  \
-        struct call a = {q_tok, q_head, kv_head, t_new, h, h_kv, d, start, mask, scale};         \
+                                   int h_kv, int d, int start, const uint8_t *mask, int mask_keys, \
+                                   float scale, float *work, int threads) {                     \
+        struct call a = {q_tok, q_head, kv_head, t_new, h, h_kv, d, start, mask, mask_keys, scale}; \
         if (h_kv <= 0 || h % h_kv != 0 || d <= 0 || d > MAX_HEAD_DIM || t_new <= 0 || start < 0) return 1; \
-        if (start == 0 && mask)                                                                 \
+        if (mask && (mask_keys < t_new || mask_keys > start + t_new)) return 1;                 \
+        if (mask && mask_first(&a) == 0)                                                        \
             for (int t = 0; t < t_new; t++) {                                                   \
                 int seen = 0;                                                                   \
-                for (int u = 0; u < t_new; u++) seen |= mask[(int64_t)t * t_new + u];           \
+                for (int u = 0; u < mask_keys; u++) seen |= mask[(int64_t)t * mask_keys + u];   \
                 if (!seen) return 2; /* a row that sees no key */                               \
             }                                                                                   \
         struct split sp = split_work(t_new, h_kv, threads);                                     \
@@ -476,7 +490,7 @@ DEFINE_HEAD(f32, float, f32_load)
 int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads) {
     if (h_kv <= 0 || max_new <= 0) return 0;
     int chunk = max_new < MAX_UNIT_POSITIONS ? max_new : MAX_UNIT_POSITIONS;
-    struct call a = {0, 0, 0, max_new, h, h_kv, d, max_keys - max_new, 0, 0.0f};
+    struct call a = {0, 0, 0, max_new, h, h_kv, d, max_keys - max_new, 0, 0, 0.0f};
 #ifdef _OPENMP
     int nt = threads > 1 ? threads : 1;
 #else
@@ -529,7 +543,7 @@ int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, 
             }                                                                                   \
             int r = lo, j = u - first_unit[r];                                                  \
             int n = (int)(offsets[r + 1] - offsets[r]);                                         \
-            struct call a = {q_tok, q_head, kv_head, n, h, h_kv, d, (int)starts[r], 0, scale};  \
+            struct call a = {q_tok, q_head, kv_head, n, h, h_kv, d, (int)starts[r], 0, 0, scale}; \
             int g = j % h_kv, t0 = (j / h_kv) * MAX_UNIT_POSITIONS;                             \
             int t1 = t0 + MAX_UNIT_POSITIONS < n ? t0 + MAX_UNIT_POSITIONS : n;                 \
             attend_unit_##SUFFIX(&a, q + offsets[r] * q_tok, k + r * kv_row, v + r * kv_row,    \
@@ -545,4 +559,4 @@ DEFINE_ATTENTION(f32, float, f32_load, F32_STORE, 0)
 DEFINE_ATTENTION_ROWS(bf16, uint16_t)
 DEFINE_ATTENTION_ROWS(f32, float)
 
-int specdec_abi_version(void) { return 7; }
+int specdec_abi_version(void) { return 8; }

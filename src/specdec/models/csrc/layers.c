@@ -22,7 +22,8 @@
  *   cos, sin [T, head_dim] E, the rows of the RoPE tables at the tokens' positions
  *   k, v     layer i, KV head g, slot j at base + i * layer_stride + g * kv_head_stride +
  *            j * head_dim; the T new tokens go to slots start .. start + T - 1
- *   mask     [T, T] uint8 over the new tokens, or NULL (causal): attention.c
+ *   mask     [T, W] uint8 over the last W = mask_keys slots (W = T: the new tokens), or NULL
+ *            (causal): attention.c
  *   capture  NULL, or num_layers pointers; capture[i] != NULL receives x after layer i
  * Weights: packed panels (matmul.c) for the linears, E vectors for the norms, and an
  * optional float32 bias of the fused q/k/v projection. A NULL attn_norm is the identity
@@ -46,10 +47,10 @@ int specdec_swiglu_bf16(const uint16_t *gu, uint16_t *out, int64_t rows, int64_t
 int64_t specdec_attention_work_floats(int t_new, int h, int h_kv, int d, int start, int threads);
 int specdec_attention_f32(const float *q, int64_t q_tok, int64_t q_head, const float *k, const float *v,
                           int64_t kv_head, float *out, int t_new, int h, int h_kv, int d, int start,
-                          const uint8_t *mask, float scale, float *work, int threads);
+                          const uint8_t *mask, int mask_keys, float scale, float *work, int threads);
 int specdec_attention_bf16(const uint16_t *q, int64_t q_tok, int64_t q_head, const uint16_t *k, const uint16_t *v,
                            int64_t kv_head, uint16_t *out, int t_new, int h, int h_kv, int d, int start,
-                           const uint8_t *mask, float scale, float *work, int threads);
+                           const uint8_t *mask, int mask_keys, float scale, float *work, int threads);
 int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, int *max_new, int *max_keys);
 int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads);
 int specdec_attention_rows_f32(const float *q, int64_t q_tok, int64_t q_head, const float *k, const float *v,
@@ -184,7 +185,7 @@ static void add(int bf16, void *x, const void *y, int64_t n) {
 struct ragged { int b; const int64_t *offsets, *starts; int64_t row_stride; };
 
 static int stack_forward(const struct specdec_stack *s, void *x, int t, int start, const void *cos, const void *sin,
-                         const uint8_t *mask, const struct ragged *rows, void *k_base, void *v_base, int64_t layer_stride,
+                         const uint8_t *mask, int mask_keys, const struct ragged *rows, void *k_base, void *v_base, int64_t layer_stride,
                          int64_t kv_head_stride, void *const *capture, int threads) {
     if (!s || !x || t <= 0 || start < 0 || threads < 1 || s->head_dim <= 0 || s->head_dim > MAX_HEAD_DIM ||
         s->head_dim % 2 || s->heads <= 0 || s->kv_heads <= 0 || s->heads % s->kv_heads)
@@ -245,9 +246,9 @@ static int stack_forward(const struct specdec_stack *s, void *x, int t, int star
                                                     s->scale, work, threads);
         else
             rc |= bf16 ? specdec_attention_bf16(qkv, nqkv, d, (const uint16_t *)kc, (const uint16_t *)vc, kv_head_stride, attn,
-                                                t, h, h_kv, d, start, mask, s->scale, work, threads)
+                                                t, h, h_kv, d, start, mask, mask_keys, s->scale, work, threads)
                        : specdec_attention_f32(qkv, nqkv, d, (const float *)kc, (const float *)vc, kv_head_stride, attn, t, h,
-                                               h_kv, d, start, mask, s->scale, work, threads);
+                                               h_kv, d, start, mask, mask_keys, s->scale, work, threads);
         rc |= linear(bf16, attn, w->wo, 0, proj, t, hid, (int64_t)h * d, threads);
         if (rc) break;
         add(bf16, x, proj, t * (int64_t)hid);
@@ -264,9 +265,9 @@ static int stack_forward(const struct specdec_stack *s, void *x, int t, int star
 }
 
 int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int start, const void *cos, const void *sin,
-                          const uint8_t *mask, void *k_base, void *v_base, int64_t layer_stride, int64_t kv_head_stride,
-                          void *const *capture, int threads) {
-    return stack_forward(s, x, t, start, cos, sin, mask, 0, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
+                          const uint8_t *mask, int mask_keys, void *k_base, void *v_base, int64_t layer_stride,
+                          int64_t kv_head_stride, void *const *capture, int threads) {
+    return stack_forward(s, x, t, start, cos, sin, mask, mask_keys, 0, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
 }
 
 /* The ragged batch: b rows, tokens packed by row (offsets [b + 1], starts [b]). */
@@ -276,5 +277,5 @@ int specdec_stack_forward_rows(const struct specdec_stack *s, void *x, int t, in
                                int threads) {
     if (!offsets || !starts) return 1;
     struct ragged rows = {b, offsets, starts, row_stride};
-    return stack_forward(s, x, t, 0, cos, sin, 0, &rows, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
+    return stack_forward(s, x, t, 0, cos, sin, 0, 0, &rows, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
 }
