@@ -1,7 +1,7 @@
 """`specdec train-draft`: self-distill a dataset from the target and train an EAGLE head.
 
     specdec train-draft --out runs/head [--model TARGET] [--prompts FILE.jsonl]
-        [--num-prompts 0] [--max-new-tokens 192] [--epochs 4] [--unroll 3] [--draft-vocab 8192]
+        [--num-prompts 0] [--max-new-tokens 192] [--epochs 6] [--unroll 3] [--draft-vocab 8192]
         [--time-budget 55] [--resume]
 
 The defaults are the recipe of the head shipped for the default model (README: figures and
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--gen-batch", type=int, default=128, help="sequences generated together (continuous batching)")
     p.add_argument("--data-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="dtype the target generates and records the data in (bfloat16: ~4x faster on CPU)")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (0 = the target's full vocabulary)")
     p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"])
     p.add_argument("--unroll", type=int, default=3, help="training-time test steps (1 = teacher forcing only)")
