@@ -41,6 +41,7 @@ def register(sub) -> None:
     p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"])
     p.add_argument("--unroll", type=int, default=3, help="training-time test steps (1 = teacher forcing only)")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy")
     p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression (eagle1)")
     p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch")
@@ -155,6 +156,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
     train_config = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         unroll=args.unroll,
         max_tokens_per_batch=args.batch_tokens,
         seed=args.seed,
