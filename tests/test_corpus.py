@@ -124,3 +124,35 @@ def test_typos_and_lowercasing_keep_the_text_recognizable():
     changed = [(a, b) for a, b in zip(re.split(r"(\W+)", text), re.split(r"(\W+)", typoed)) if a != b]
     assert len(changed) == 5 and all(a.isalpha() and b.isalpha() for a, b in changed)
     assert corpus.strip_case_and_punctuation('Buses leave at 5:45 am, costing 1.80. "Great!" she said.') == "buses leave at 5:45 am costing 1.80 great she said"
+
+
+REPLIES = [
+    "Bees carry pollen from flower to flower. Without them many fruits would never form. A single hive can visit millions of blossoms in one summer.",
+    "To boil an egg, put it in cold water and heat the pot. Once the water boils, wait about eight minutes. Then cool the egg under the tap before you peel it.",
+    "The old lighthouse stood on the cliff for two hundred years. Its keeper climbed the stairs every evening to light the lamp. Ships far out at sea trusted that light.",
+] * 7  # 21 texts; rows may quote the same words but draw each text index once
+
+
+def test_grounded_in_quotes_each_given_text_once():
+    rows = corpus.grounded_in(REPLIES, 15, seed=3)
+    assert rows == corpus.grounded_in(REPLIES, 15, seed=3)
+    assert rows != corpus.grounded_in(REPLIES, 15, seed=4)
+    assert len(rows) == 15 and len(corpus.grounded_in(REPLIES, 100, seed=3)) == len(REPLIES)
+    names = {t.name for t in corpus.reply_templates()}
+    for row in rows:
+        assert row["template"] in names and set(row) == ROW_KEYS | {"prompt"}
+        prompt = row["prompt"]
+        assert "{" not in prompt and "[[" not in prompt and "\x00" not in prompt
+        sentences = [s for text in REPLIES for s in re.split(r"(?<=\.)\s+", text)]
+        quoted = any(text in prompt for text in REPLIES) or any(s.removesuffix(".") in prompt for s in sentences)
+        lowered = any(corpus.strip_case_and_punctuation(text) in prompt for text in REPLIES)
+        assert quoted or lowered or row["template"] == "rewrite.typos", prompt
+
+
+def test_reply_templates_take_any_prose():
+    templates = corpus.reply_templates()
+    categories = {t.category for t in templates}
+    assert {"summarize", "repeat", "rewrite", "translation", "extraction"} <= categories
+    for t in templates:  # no template that needs an email, a recipe, code or a second passage
+        assert not re.search(r"\{(passage|typo_passage|lower_passage):(email|recipe|product|dialogue|casual|review)\}", t.make)
+        assert "{snippet" not in t.make and "{buggy" not in t.make and "#2" not in t.make

@@ -382,6 +382,35 @@ def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, 
         torch.testing.assert_close(rec["features"].float(), forced, atol=2e-2, rtol=1e-2)  # float16 storage
 
 
+def test_reply_passages_keep_plain_prose_cut_at_a_sentence(tmp_path):
+    """train-draft --reply-prompts quotes the first round's replies: prose only, cut after
+    a full sentence, in the dataset's order; the prompt part is never quoted."""
+    from specdec.train.data import DatasetInfo, _write_shard, reply_passages
+
+    words = ["<eos>", "Rain", "falls", "from", "clouds.", "It", "feeds", "rivers", "and", "fields.", "def", "f():", "{x}", "Snow"]
+
+    class Words:
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(words[i] for i in ids if not (skip_special_tokens and i == 0))
+
+    prose = [1, 2, 3, 4, 5, 6, 7, 8, 9] * 3  # three times the two sentences
+    replies = [prose + [0], [10, 11, 12] + prose, prose[:12], [13] * 20 + prose + [1, 2]]
+    records = []
+    for reply in replies:
+        ids = [13, 13] + reply  # a two-token prompt: never quoted
+        mask = torch.tensor([0, 0] + [1] * len(reply), dtype=torch.uint8)
+        records.append({"token_ids": torch.tensor(ids, dtype=torch.int32), "target_ids": torch.tensor(ids, dtype=torch.int32),
+                        "loss_mask": mask, "features": torch.zeros(len(ids), 2, dtype=torch.float16)})
+    _write_shard(tmp_path / "shard-0000.safetensors", records, (-1,))
+    info = DatasetInfo([-1], 2, len(records), 0, 0, ["shard-0000.safetensors"])
+    (tmp_path / "dataset.json").write_text(json.dumps(info.__dict__))
+    two = "Rain falls from clouds. It feeds rivers and fields."
+    texts = reply_passages(tmp_path, Words(), min_chars=60, max_chars=200)
+    # 1: whole (ends at EOS); 2: code left out; 3: too short once cut; 4: cut within 200 chars
+    assert texts[0] == " ".join([two] * 3)
+    assert len(texts) == 2 and texts[1].startswith("Snow Snow") and texts[1].endswith(".") and 150 <= len(texts[1]) <= 200
+
+
 def test_dataset_resumes_and_slices_feature_layers(tiny_target, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file

@@ -7,6 +7,10 @@
 The defaults are the recipe of the head shipped for the default model (README: figures and
 the time it takes on 2 CPU cores).
 
+With `--reply-prompts N`, a second round follows the first: N prompts that quote the
+target's own first-round replies (copy, summarize, rewrite, translate them; corpus.grounded_in),
+generated and recorded the same way into OUT/replies, and trained on together with OUT/data.
+
 OUT/data holds the dataset (shards written as sequences finish; a rerun resumes), OUT holds
 checkpoint.pt, metrics.jsonl, summary.json and the head (config.json + model.safetensors),
 which `--speculative eagle --draft-model OUT` loads.
@@ -48,6 +52,9 @@ def register(sub) -> None:
     p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--reply-prompts", type=int, default=0,
+                   help="after the first round, generate N more prompts that quote the target's own replies "
+                   "(summarize, copy, rewrite, translate them: text the head has not seen; OUT/replies)")
     p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs (teacher-forced)")
     p.add_argument("--time-budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",
                    help=f"wall-clock budget of the whole run (default {DEFAULT_BUDGET_MINUTES:g}; 0 = none): prompts stop "
@@ -102,7 +109,9 @@ def run_train_draft(args: argparse.Namespace) -> int:
         load_conversations,
         load_dataset,
         python_docs_texts,
+        reply_passages,
     )
+    from specdec.train.corpus import grounded_in
     from specdec.train.export import target_lm_head_weight
     from specdec.train.trainer import TrainConfig, Trainer
 
@@ -127,6 +136,19 @@ def run_train_draft(args: argparse.Namespace) -> int:
         build_dataset(target, conversations, data_dir, record, args.max_new_tokens, args.gen_batch,
                       deadline=t_start + DATA_SHARE * budget if budget else None)
     info, sequences = load_dataset(data_dir, head_config.feature_layers)
+    if args.reply_prompts:  # 1b) a second round quoting the first round's replies (resumes too)
+        replies_dir = out / "replies"
+        if not (replies_dir / "dataset.json").is_file():
+            texts = reply_passages(data_dir, target.tokenizer)
+            rows = grounded_in(texts, args.reply_prompts, args.seed)
+            conversations = [[{"role": "user", "content": row["prompt"]}] for row in rows]
+            print(f"train-draft: {len(conversations)} prompts quoting the target's replies ({len(texts)} usable replies)")
+            build_dataset(target, conversations, replies_dir, tuple(info.feature_layers), args.max_new_tokens, args.gen_batch,
+                          deadline=t_start + DATA_SHARE * budget if budget else None)
+        replies_info, replies = load_dataset(replies_dir, head_config.feature_layers)
+        sequences += replies
+        for key in ("num_sequences", "num_tokens", "num_response_tokens", "generate_seconds", "record_seconds"):
+            setattr(info, key, getattr(info, key) + getattr(replies_info, key))
     extra: list[dict] = []
     if args.python_docs:
         docs_dir = out / "docs"

@@ -4222,6 +4222,65 @@ def build_corpus(num_prompts: int = 6000, seed: int = 0) -> list[dict]:
     return rows
 
 
+# Passage kinds a reply of the target can stand in for (explanations, how-tos, stories).
+REPLY_KINDS = {"news", "instructions", "history", "science", "story", "bio"}
+_SOURCE_SLOT = re.compile(r"\{(passage|typo_passage|lower_passage|en_sentence|en_quote)(?::([\w,]+))?\}")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def reply_templates() -> list[Template]:
+    """The string templates with one source slot that any prose can fill: a passage of no
+    kind outside REPLY_KINDS (with or without typos), or one English sentence."""
+    picked = []
+    for t in TEMPLATES:
+        if not isinstance(t.make, str):
+            continue
+        slots = _SOURCE_SLOT.findall(t.make)
+        if len(slots) != 1 or re.search(r"\{(snippet|buggy|\w+#)", t.make):
+            continue
+        kinds = slots[0][1]
+        if kinds and not set(kinds.split(",")) & REPLY_KINDS:
+            continue
+        picked.append(t)
+    return picked
+
+
+def _sentences(text: str) -> list[str]:
+    return [x for x in _SENTENCE_END.split(text) if 30 <= len(x) <= 160 and x[0].isupper() and x[-1] == "."]
+
+
+def grounded_in(texts: list[str], num_prompts: int, seed: int = 0) -> list[dict]:
+    """Rows whose source text comes from `texts`, each text used at most once.
+
+    `specdec train-draft` feeds the target's own earlier replies here: every prompt then
+    quotes prose the head has not seen before, so it has to learn to copy, summarize,
+    rewrite and translate from its context rather than recall the few hundred PASSAGES and
+    sentences above. The templates are `reply_templates()`, filled as `build_corpus` fills
+    them; a sentence slot takes one sentence of the text. Deterministic in (texts, seed)."""
+    r = random.Random(seed)
+    templates = reply_templates()
+    passage_templates = [t for t in templates if "passage" in _SOURCE_SLOT.search(t.make).group(1)]
+    order = list(range(len(texts)))
+    r.shuffle(order)
+    rows = []
+    for i in order[:num_prompts]:
+        text = texts[i]
+        t = r.choice(templates)
+        sentences = _sentences(text)
+        if "passage" not in _SOURCE_SLOT.search(t.make).group(1) and not sentences:
+            t = r.choice(passage_templates)
+        sentence = r.choice(sentences) if sentences else ""
+        source = {"passage": text,
+                  "typo_passage": add_typos(text, r, r.randint(4, 7)),
+                  "lower_passage": strip_case_and_punctuation(text),
+                  "en_sentence": sentence,
+                  "en_quote": sentence.removesuffix(".")}
+        marked = _SOURCE_SLOT.sub(lambda m: "\x00" + m.group(1) + "\x00", t.make)
+        prompt = re.sub("\x00(\\w+)\x00", lambda m: source[m.group(1)], _fill(marked, r))
+        rows.append({"id": f"reply-{len(rows):05d}", "category": t.category, "template": t.name, "prompt": prompt})
+    return rows
+
+
 def write_corpus(path: str | Path = DEFAULT_CORPUS, num_prompts: int = 6000, seed: int = 0) -> list[dict]:
     """Build the corpus, check it against the benchmark prompts, write it as JSONL; the rows."""
     rows = build_corpus(num_prompts, seed)
