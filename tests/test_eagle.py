@@ -385,7 +385,7 @@ def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, 
 def test_reply_passages_keep_plain_prose_cut_at_a_sentence(tmp_path):
     """train-draft --reply-prompts quotes the first round's replies: prose only, cut after
     a full sentence, in the dataset's order; the prompt part is never quoted."""
-    from specdec.train.data import DatasetInfo, _write_shard, reply_passages
+    from specdec.train.data import DatasetInfo, _write_shard, load_dataset, reply_passages
 
     words = ["<eos>", "Rain", "falls", "from", "clouds.", "It", "feeds", "rivers", "and", "fields.", "def", "f():", "{x}", "Snow"]
 
@@ -405,7 +405,7 @@ def test_reply_passages_keep_plain_prose_cut_at_a_sentence(tmp_path):
     info = DatasetInfo([-1], 2, len(records), 0, 0, ["shard-0000.safetensors"])
     (tmp_path / "dataset.json").write_text(json.dumps(info.__dict__))
     two = "Rain falls from clouds. It feeds rivers and fields."
-    texts = reply_passages(tmp_path, Words(), min_chars=60, max_chars=200)
+    texts = reply_passages(load_dataset(tmp_path)[1], Words(), min_chars=60, max_chars=200)
     # 1: whole (ends at EOS); 2: code left out; 3: too short once cut; 4: cut within 200 chars
     assert texts[0] == " ".join([two] * 3)
     assert len(texts) == 2 and texts[1].startswith("Snow Snow") and texts[1].endswith(".") and 150 <= len(texts[1]) <= 200

@@ -26,6 +26,7 @@ from pathlib import Path
 
 DEFAULT_BUDGET_MINUTES = 55.0  # the 60 minutes on 2 CPU cores, less loading and saving
 DATA_SHARE = 0.5  # of the budget, for generating the self-distillation data
+DATASET_COUNTS = ("num_sequences", "num_tokens", "num_response_tokens", "generate_seconds", "record_seconds")
 
 
 def register(sub) -> None:
@@ -119,6 +120,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     budget = args.time_budget * 60 if args.time_budget and args.time_budget > 0 else None
+    data_deadline = t_start + DATA_SHARE * budget if budget else None
     out = Path(args.out)
     target = load_model(args.model, args.data_dtype, "cpu", 4096, batch_invariant=False)
     config = target.config
@@ -134,20 +136,20 @@ def run_train_draft(args: argparse.Namespace) -> int:
         conversations = load_conversations(prompts, args.num_prompts or None)
         record = tuple(int(x) for x in args.record_layers.split(",")) if args.record_layers else head_config.feature_layers
         build_dataset(target, conversations, data_dir, record, args.max_new_tokens, args.gen_batch,
-                      deadline=t_start + DATA_SHARE * budget if budget else None)
+                      deadline=data_deadline)
     info, sequences = load_dataset(data_dir, head_config.feature_layers)
     if args.reply_prompts:  # 1b) a second round quoting the first round's replies (resumes too)
         replies_dir = out / "replies"
         if not (replies_dir / "dataset.json").is_file():
-            texts = reply_passages(data_dir, target.tokenizer)
+            texts = reply_passages(sequences, target.tokenizer)
             rows = grounded_in(texts, args.reply_prompts, args.seed)
             conversations = [[{"role": "user", "content": row["prompt"]}] for row in rows]
             print(f"train-draft: {len(conversations)} prompts quoting the target's replies ({len(texts)} usable replies)")
             build_dataset(target, conversations, replies_dir, tuple(info.feature_layers), args.max_new_tokens, args.gen_batch,
-                          deadline=t_start + DATA_SHARE * budget if budget else None)
+                          deadline=data_deadline)
         replies_info, replies = load_dataset(replies_dir, head_config.feature_layers)
         sequences += replies
-        for key in ("num_sequences", "num_tokens", "num_response_tokens", "generate_seconds", "record_seconds"):
+        for key in DATASET_COUNTS:
             setattr(info, key, getattr(info, key) + getattr(replies_info, key))
     extra: list[dict] = []
     if args.python_docs:
@@ -201,7 +203,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
     }
     save_head(head, out)
     summary = {
-        "dataset": {k: getattr(info, k) for k in ("num_sequences", "num_tokens", "num_response_tokens", "generate_seconds", "record_seconds")},
+        "dataset": {k: getattr(info, k) for k in DATASET_COUNTS},
         "train": last,
         "held_out": metrics,
         "time_budget_minutes": args.time_budget,

@@ -345,26 +345,20 @@ def build_dataset(
     return info
 
 
-def reply_passages(data_dir: str | Path, tokenizer, min_chars: int = 200, max_chars: int = 700) -> list[str]:
-    """The dataset's replies as plain prose passages, in the dataset's order: each reply cut
-    after its last full sentence within `max_chars`; replies with code or markup, or shorter
-    than `min_chars` once cut, are left out. `train-draft --reply-prompts` quotes them."""
-    from safetensors import safe_open
-
-    info = DatasetInfo(**json.loads((Path(data_dir) / "dataset.json").read_text()))
+def reply_passages(sequences: list[dict[str, torch.Tensor]], tokenizer, min_chars: int = 200, max_chars: int = 700) -> list[str]:
+    """The replies of `load_dataset`'s sequences as plain prose passages, in order: each
+    reply cut after its last full sentence within `max_chars`; replies with code or markup,
+    or shorter than `min_chars` once cut, are left out. `train-draft --reply-prompts` quotes them."""
     texts = []
-    for name in info.shards:
-        with safe_open(str(Path(data_dir) / name), "pt") as f:
-            token_ids, mask, offsets = (f.get_tensor(k) for k in ("token_ids", "loss_mask", "seq_offsets"))
-        for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-            reply = token_ids[a:b][mask[a:b].bool()].tolist()
-            text = tokenizer.decode(reply, skip_special_tokens=True).strip()
-            if any(c in text for c in "`{}<>|#*\\_") or "\n\n\n" in text:
-                continue
-            cut = max(text.rfind(end, 0, max_chars) for end in (". ", ".\n", "! ", "? "))
-            text = text if len(text) <= max_chars and text[-1:] in ".!?" else text[: cut + 1]
-            if len(text) >= min_chars:
-                texts.append(text)
+    for s in sequences:
+        reply = s["token_ids"][s["loss_mask"].bool()].tolist()
+        text = tokenizer.decode(reply, skip_special_tokens=True).strip()
+        if any(c in text for c in "`{}<>|#*\\_") or "\n\n\n" in text:
+            continue
+        cut = max(text.rfind(end, 0, max_chars) for end in (". ", ".\n", "! ", "? "))
+        text = text if len(text) <= max_chars and text[-1:] in ".!?" else text[: cut + 1]
+        if len(text) >= min_chars:
+            texts.append(text)
     return texts
 
 
