@@ -106,11 +106,14 @@ def test_bench_drafts_with_the_named_eagle_head(tiny_model_dir, prompt_file, tmp
     out = tmp_path / "results"
     rc = main(["bench", "--threads", one_thread, "--model", str(tiny_model_dir), "--draft-model", str(tmp_path / "head"),
                "--prompts", str(prompt_file), "--max-tokens", "8", "--repeats", "1", "--speculative", "none,eagle,hybrid",
-               "--draft-n", "2", "--temperature", "0", "--out", str(out), "--json"])
+               "--draft-n", "2", "--tree-nodes", "0,4", "--graft", "on,off", "--temperature", "0", "--out", str(out),
+               "--json"])
     assert rc == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     configs = {c["name"]: c for c in result["configs"]}
-    assert set(configs) == {"none@T0", "eagle:2@T0", "hybrid:2@T0"}
+    # --graft off adds a config only where there is a graft to leave out: hybrid trees
+    assert set(configs) == {"none@T0", "eagle:2@T0", "eagle-tree4:2@T0", "hybrid:2@T0", "hybrid-tree4:2@T0",
+                            "hybrid-tree4-nograft:2@T0"}
     assert configs["eagle:2@T0"]["num_draft_tokens"] > 0
     assert all(c["greedy_mismatches"] == 0 for c in configs.values())
     assert f"draft: `{tmp_path / 'head'}`" in (out / "report.md").read_text()
@@ -119,6 +122,8 @@ def test_bench_drafts_with_the_named_eagle_head(tiny_model_dir, prompt_file, tmp
 
 
 def test_bench_rejects_bad_flags(tmp_path, capsys):
+    assert main(["bench", "--graft", "yes", "--out", str(tmp_path)]) == 2
+    assert "--graft values must be on or off" in capsys.readouterr().err
     assert main(["bench", "--speculative", "draft", "--out", str(tmp_path)]) == 2
     assert "--draft-model" in capsys.readouterr().err
     assert main(["bench", "--peer", "vllm", "--out", str(tmp_path)]) == 2

@@ -31,6 +31,24 @@ def test_generate_json_line_on_tiny_model(tiny_model_dir, capsys):
     assert data["speculative"] == "ngram"  # --speculative auto, nothing else named
 
 
+def test_hybrid_samples_with_trees_by_default():
+    """generate's --tree-nodes default: 16-node hybrid trees when sampling on a CPU whose C
+    attention kernel keeps trees batch-invariant; chains when greedy, for other methods, and
+    where trees would turn batch invariance off."""
+    import torch
+
+    from specdec.cli import HYBRID_SAMPLING_TREE_NODES, default_tree_nodes
+    from specdec.models.native import native_attention_supported
+
+    trees = HYBRID_SAMPLING_TREE_NODES if native_attention_supported(torch.float32, "cpu") else 0
+    assert default_tree_nodes("hybrid", 0.8, "float32", "cpu") == trees
+    assert default_tree_nodes("hybrid", 0.0, "float32", "cpu") == 0
+    assert default_tree_nodes("eagle", 0.8, "float32", "cpu") == 0
+    assert default_tree_nodes("ngram", 0.8, "bfloat16", "cpu") == 0
+    assert default_tree_nodes("hybrid", 0.8, "float16", "cpu") == 0
+    assert default_tree_nodes("hybrid", 0.8, "float32", "cuda") == 0
+
+
 def test_speculative_auto_resolution():
     from specdec.cli import resolve_speculative
 
@@ -40,7 +58,8 @@ def test_speculative_auto_resolution():
     assert resolve_speculative("auto", None, model=str(default_model_path())) == "hybrid"
     assert resolve_speculative("auto", None, model="some/other/model.gguf") == "ngram"
     assert resolve_speculative("auto", "draft/dir") == "draft"
-    assert resolve_speculative("auto", None, tree_nodes=16) == "eagle"
+    assert resolve_speculative("auto", None, tree_nodes=16) == "hybrid"  # hybrid trees, the graft on
+    assert resolve_speculative("auto", None, tree_nodes=16, model="some/other/model.gguf") == "eagle"
     assert resolve_speculative("none", "draft/dir") == "none"
     with pytest.raises(ValueError, match="name the method"):
         resolve_speculative("auto", "draft/dir", tree_nodes=16)

@@ -100,13 +100,15 @@ def test_shipped_eagle_head_greedy_equals_plain(default_model, tree_nodes):
     assert accepted > 0  # the head drafts something the target accepts
 
 
-def test_hybrid_greedy_equals_plain(default_model):
+@pytest.mark.parametrize("tree_nodes", [0, 16])
+def test_hybrid_greedy_equals_plain(default_model, tree_nodes):
     """n-gram or the shipped head, picked per step by the cost-aware controller (a fixed
-    stand-in cost curve, so no calibration runs here): both draft, output is plain's."""
+    stand-in cost curve, so no calibration runs here): both draft, output is plain's. With
+    16-node trees the head's steps carry the n-gram continuation grafted on."""
     from specdec.engine.controller import CostModel
     from specdec.proposers.factory import build_proposer
 
-    spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto")
+    spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto", tree_nodes=tree_nodes)
     cost = CostModel([0.010 + 0.0008 * k for k in range(17)])
     hybrid = Engine(default_model, build_proposer(spec, default_model, "float32", "cpu", 1024), spec, 1024, cost)
     plain = Engine(default_model, max_seq_len=1024)

@@ -4,6 +4,8 @@ one cost model per draft class."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -13,10 +15,11 @@ from specdec.engine.controller import CostModel
 from specdec.engine.engine import Engine
 from specdec.models.loader import load_model
 from specdec.proposers.base import SequenceState
-from specdec.proposers.eagle import EagleProposer
-from specdec.proposers.hybrid import EAGLE_BUCKET, HybridProposer
+from specdec.proposers import hybrid as hybrid_module
+from specdec.proposers.eagle import EagleProposer, TreeConfig
+from specdec.proposers.hybrid import EAGLE_BUCKET, CopyConfidence, HybridProposer
 from specdec.proposers.ngram import NgramProposer
-from test_eagle import features_for, make_head
+from test_eagle import STEEP, features_for, make_head
 from test_lossless import check_joint, tiny_native
 
 REPEATING = "The cat sat on the mat. The dog sat on the log. The cat sat on the"
@@ -42,14 +45,14 @@ class Counting:
         return self.inner.propose(state, num_tokens)
 
 
-def hybrid(target, arch="eagle1", draft_vocab=None, min_match=None):
+def hybrid(target, arch="eagle1", draft_vocab=None, min_match=None, tree=None, graft=True):
     head = make_head(target, arch, draft_vocab)
-    ngram, eagle = Counting(NgramProposer(1, 4)), Counting(EagleProposer(head, target.model, 512))
-    return HybridProposer(ngram, eagle, min_match), ngram, eagle
+    ngram, eagle = Counting(NgramProposer(1, 4)), Counting(EagleProposer(head, target.model, 512, tree))
+    return HybridProposer(ngram, eagle, min_match, graft), ngram, eagle
 
 
-def run(target, proposer, params, k=4, prompt=REPEATING):
-    spec = SpeculativeConfig(method="hybrid" if proposer else "none", num_speculative_tokens=k)
+def run(target, proposer, params, k=4, prompt=REPEATING, tree_nodes=0):
+    spec = SpeculativeConfig(method="hybrid" if proposer else "none", num_speculative_tokens=k, tree_nodes=tree_nodes)
     return Engine(target, proposer, spec, 512).generate(target.tokenizer.encode(prompt), params)
 
 
@@ -195,3 +198,79 @@ def test_engine_keeps_draft_costs_per_class(tiny_target):
     assert cost.draft_seconds_per_token == 0  # the calibrated model itself is left as it was
     plain = run(tiny_target, None, params)
     assert engine.generate(tiny_target.tokenizer.encode(REPEATING), params).token_ids == plain.token_ids
+
+
+# ---------------------------------------------------------------- EAGLE trees with the n-gram graft
+
+
+@pytest.fixture
+def count_grafts(monkeypatch):
+    """Counts graft_chain calls that added nodes to the head's tree."""
+    grafts = []
+
+    def counting(tree, chain, scores):
+        out = hybrid_module.graft_chain.__wrapped__(tree, chain, scores)
+        grafts.append(out.num_nodes - tree.num_nodes)
+        return out
+
+    counting.__wrapped__ = hybrid_module.graft_chain
+    monkeypatch.setattr(hybrid_module, "graft_chain", counting)
+    return grafts
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_hybrid_tree_greedy_equals_plain_and_grafts(tiny_target, count_grafts, k):
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    plain = run(tiny_target, None, params)
+    # min_match 3: 1- and 2-token matches leave EAGLE the first option, so EAGLE steps graft
+    proposer, ngram, eagle = hybrid(tiny_target, min_match=3, tree=TreeConfig(top_k=3, num_nodes=6))
+    result = run(tiny_target, proposer, params, k=k, tree_nodes=6)
+    assert result.token_ids == plain.token_ids
+    assert eagle.num_proposals > 0 and any(n > 0 for n in count_grafts)
+    off, _, _ = hybrid(tiny_target, min_match=3, tree=TreeConfig(top_k=3, num_nodes=6), graft=False)
+    count_grafts.clear()
+    assert run(tiny_target, off, params, k=k, tree_nodes=6).token_ids == plain.token_ids
+    assert count_grafts == []
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_hybrid_tree_sampled_joint_matches_target(count_grafts, auto):
+    """The first speculative step follows a 1-token match ([.., 4, 2]: 2 occurred before),
+    so EAGLE drafts a tree and the n-gram continuation [3, 1, ..] is grafted onto it; the
+    joint of the first tokens is the target's, pruned (auto) or not."""
+    target = tiny_native(0)
+    tree = TreeConfig(top_k=2, num_nodes=4)
+    proposer = HybridProposer(NgramProposer(1, 2), EagleProposer(make_head(target), target.model, 64, tree), 3)
+    spec = SpeculativeConfig("hybrid", None, "auto" if auto else 2, tree_nodes=4)
+    engine = Engine(target, proposer, spec, 64, cost_model=CostModel(list(STEEP)) if auto else None)
+    stats = check_joint(engine, target, [1, 2, 3, 1, 2, 3, 4, 2], top_k=0)
+    # fixed K takes EAGLE (the first option) at every 1-token match; auto K picks the free
+    # n-gram drafts for most of them
+    assert "eagle" in stats.by_class and sum(n > 0 for n in count_grafts) > (20 if auto else 1000)
+
+
+def test_copy_confidence_learns_per_match_length():
+    conf = CopyConfidence(prior_strength=2.0, decay=1.0)
+    assert conf.rate(1) == pytest.approx(CopyConfidence.PRIORS[1])
+    assert conf.rate(3) == pytest.approx(CopyConfidence.PRIOR_LONG)
+    conf.observe(1, [5, 6, 7], [5, 6, 9])  # 2 right, the third wrong: 2 of 3
+    assert conf.rate(1) == pytest.approx((0.3 * 2 + 2) / (2 + 3))
+    conf.observe(1, [5, 6], [5])  # the step committed one token: 1 right, nothing more seen
+    assert conf.rate(1) == pytest.approx((0.3 * 2 + 3) / (2 + 4))
+    conf.observe(1, [], [5])  # no draft: no evidence
+    assert conf.rate(1) == pytest.approx((0.3 * 2 + 3) / (2 + 4))
+    assert conf.rate(2) == pytest.approx(CopyConfidence.PRIOR_LONG)  # other lengths untouched
+    scores = conf.scores(1, 3)
+    assert scores == pytest.approx([math.log(conf.rate(1)) * i for i in (1, 2, 3)])
+    sure = CopyConfidence(decay=0.5)
+    for _ in range(50):
+        sure.observe(2, [1, 2], [1, 2, 3])
+    assert sure.rate(2) == pytest.approx(1 - 1e-3)  # clipped below 1: scores stay finite
+    with pytest.raises(ValueError):
+        CopyConfidence(decay=0.0)
+
+
+def test_config_takes_trees_for_eagle_and_hybrid_only():
+    assert SpeculativeConfig("hybrid", tree_nodes=16).tree_nodes == 16
+    with pytest.raises(ValueError, match="eagle or hybrid"):
+        SpeculativeConfig("ngram", tree_nodes=16)

@@ -11,7 +11,7 @@ from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
 from specdec.models.loader import load_model
 from specdec.proposers.base import DraftProposal
-from specdec.proposers.tree import DraftTree, tree_attention_mask, tree_depths, tree_paths
+from specdec.proposers.tree import DraftTree, graft_chain, tree_attention_mask, tree_depths, tree_paths
 from specdec.verify import verify_greedy
 from specdec.verify_tree import verify_tree, verify_tree_greedy, verify_tree_stochastic
 
@@ -117,6 +117,61 @@ def test_bad_logits_shape_raises():
     tree = DraftTree(TOKENS, torch.tensor(PARENTS))
     with pytest.raises(ValueError):
         verify_tree_greedy(tree, torch.zeros(5, 10))
+
+
+def test_graft_chain_merges_shared_prefixes_and_reranks():
+    """The docstring's example: r -> a, r -> b, a -> c; the chain [a, d] follows a (raising
+    its score), hangs d under it, and the nodes come back in score order."""
+    a, b, c, d, r = 11, 12, 13, 14, 10
+    tree = DraftTree(torch.tensor([r, a, c, b]), torch.tensor([-1, 0, 1, 0]),  # rank order, as EAGLE's
+                     scores=torch.tensor([0.0, -1.0, -1.5, -2.0]))
+    out = graft_chain(tree, [a, d], [-0.5, -1.2])
+    assert out.token_ids.tolist() == [r, a, d, c, b]
+    assert out.parents.tolist() == [-1, 0, 1, 1, 0]
+    assert out.scores.tolist() == pytest.approx([0.0, -0.5, -1.2, -1.5, -2.0])
+    assert out.probs is None
+    # a chain the tree already holds adds nothing; one that leaves at the root adds a branch
+    same = graft_chain(tree, [a, c], [-3.0, -4.0])
+    assert same.token_ids.tolist() == tree.token_ids.tolist() and same.scores.tolist() == tree.scores.tolist()
+    fresh = graft_chain(tree, [d, d, d], [-0.1, -0.2, -0.3])
+    assert fresh.token_ids.tolist() == [r, d, d, d, a, c, b] and fresh.parents.tolist() == [-1, 0, 1, 2, 0, 4, 0]
+    assert graft_chain(tree, [], []).token_ids.tolist() == tree.token_ids.tolist()
+
+
+def test_graft_chain_keeps_every_prefix_a_tree_with_distinct_siblings():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        n = int(torch.randint(2, 12, (), generator=g))
+        parents = [-1] + [int(torch.randint(0, i, (), generator=g)) for i in range(1, n)]
+        children = [[] for _ in parents]
+        tokens, scores = [0], [0.0]
+        for i, p in enumerate(parents[1:], 1):  # distinct siblings, a child below its parent
+            token = 1 + int(torch.randint(0, 4, (), generator=g))
+            while token in [tokens[c] for c in children[p]]:
+                token += 4
+            children[p].append(i)
+            tokens.append(token)
+            scores.append(scores[p] - float(torch.rand((), generator=g)))
+        tree = DraftTree(torch.tensor(tokens), torch.tensor(parents), scores=torch.tensor(scores))
+        length = int(torch.randint(0, 6, (), generator=g))
+        chain = (1 + torch.randint(0, 4, (length,), generator=g)).tolist()
+        chain_scores = (-torch.rand(length, generator=g)).cumsum(0).tolist()
+        out = graft_chain(tree, chain, chain_scores)
+        assert out.scores[1:].tolist() == sorted(out.scores[1:].tolist(), reverse=True)
+        for node, kids in enumerate(out.children()):
+            assert len({int(out.token_ids[k]) for k in kids}) == len(kids)  # distinct siblings
+        paths = {tuple(out.token_ids[p].tolist()) for p in out.paths()}
+        assert any(path[1 : 1 + length] == tuple(chain) for path in paths)  # the chain is a path
+
+
+def test_graft_chain_rejects_what_it_cannot_rank():
+    tree = DraftTree(torch.tensor([1, 2]), torch.tensor([-1, 0]), scores=torch.tensor([0.0, -1.0]))
+    with pytest.raises(ValueError, match="must not increase"):
+        graft_chain(tree, [3, 4], [-2.0, -1.0])
+    with pytest.raises(ValueError, match="scores"):
+        graft_chain(DraftTree(torch.tensor([1, 2]), torch.tensor([-1, 0])), [3], [-1.0])
+    with pytest.raises(ValueError, match="2 chain tokens but 1"):
+        graft_chain(tree, [3, 4], [-1.0])
 
 
 # ---------------------------------------------------------------- stochastic (chi-square)

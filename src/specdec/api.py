@@ -90,6 +90,7 @@ class LLM:
         tree_top_k: int = 8,
         batch_invariant: str | bool = "auto",
         draft_prune: bool = True,
+        graft: bool = True,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -104,6 +105,7 @@ class LLM:
             tree_nodes=tree_nodes,
             tree_top_k=tree_top_k,
             prune=draft_prune,
+            graft=graft,
         )
         self.engine_config = EngineConfig(model=model, dtype=dtype, device=device, threads=threads, max_seq_len=max_model_len)
         if tree_nodes > 0:  # trees are batch-invariant only with the C kernel: else "on" raises, "auto" is off

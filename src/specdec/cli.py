@@ -41,19 +41,25 @@ def add_batch_invariant_arg(p: argparse.ArgumentParser) -> None:
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculative", default="auto", choices=["auto", "none", "draft", "ngram", "eagle", "hybrid"],
-                   help="the proposer; auto (default): draft with --draft-model, eagle with --tree-nodes, else "
-                   "hybrid (n-gram or the shipped EAGLE head, chosen per step) on the default model, the fastest "
-                   "measured there (README, Figures), and ngram on other models; all with the cost-aware K")
+                   help="the proposer; auto (default): draft with --draft-model, else hybrid (n-gram or the shipped "
+                   "EAGLE head, chosen per step; with --tree-nodes, EAGLE trees with the n-gram continuation grafted "
+                   "on) on the default model, the fastest measured there (README, Figures), and on other models "
+                   "eagle with --tree-nodes, else ngram; all with the cost-aware K")
     p.add_argument("--draft-model", default=None, help="draft model path, self:DTYPE for a copy of the target, or self:int8 / self:int4 for a quantized copy")
     p.add_argument("--draft-n", default="auto", help="draft length K, or 'auto' (cost-aware adaptive K)")
     p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
     p.add_argument("--ngram-min", type=int, default=1)
     p.add_argument("--ngram-max", type=int, default=4)
-    p.add_argument("--tree-nodes", type=int, default=0, help="eagle: draft EAGLE-2 trees of N nodes (0 = chains)")
+    p.add_argument("--tree-nodes", type=int, default=None,
+                   help="eagle, hybrid: draft EAGLE-2 trees of N nodes (0 = chains); hybrid grafts the n-gram "
+                   f"continuation onto them (default: {HYBRID_SAMPLING_TREE_NODES} for hybrid when sampling on a "
+                   "CPU, where trees stay batch-invariant, else 0)")
     p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
     p.add_argument("--no-draft-prune", dest="draft_prune", action="store_false",
                    help="auto K: verify every drafted EAGLE token (default: drop the tail the draft's own "
                    "confidence says will not pay for its verify cost)")
+    p.add_argument("--no-graft", dest="graft", action="store_false",
+                   help="hybrid trees: draft the EAGLE tree alone (default: graft the n-gram continuation onto it)")
 
 
 def add_generate(sub) -> None:
@@ -73,20 +79,38 @@ def add_generate(sub) -> None:
     p.set_defaults(func=run_generate)
 
 
+# The hybrid's default tree size when sampling (README, Figures: at temperature 0.7 its
+# 16-node trees ran 1.61x / 1.47x plain decoding against its chains' 1.40x / 1.26x, float32 /
+# bfloat16, Intel Xeon with AMX; greedy, chains were 1-3% ahead, so greedy keeps chains).
+HYBRID_SAMPLING_TREE_NODES = 16
+
+
+def default_tree_nodes(method: str, temperature: float, dtype: str, device: str) -> int:
+    """--tree-nodes when not given: trees for the hybrid when sampling, where the C attention
+    kernel keeps tree verify passes batch-invariant (CPU float32 / bfloat16); else chains."""
+    from specdec.models.loader import TORCH_DTYPES
+    from specdec.models.native import native_attention_supported
+
+    if method != "hybrid" or temperature == 0:
+        return 0
+    return HYBRID_SAMPLING_TREE_NODES if native_attention_supported(TORCH_DTYPES[dtype], device) else 0
+
+
 def resolve_speculative(choice: str, draft_model: str | None, tree_nodes: int = 0, model: str | None = None) -> str:
-    """--speculative auto: a draft model if one is named, EAGLE if trees are asked for, else
-    hybrid (n-gram + the shipped EAGLE head) on the default model and n-gram elsewhere."""
+    """--speculative auto: a draft model if one is named; else on the default model the hybrid
+    (n-gram + the shipped EAGLE head; with --tree-nodes, its trees with the n-gram graft); else
+    EAGLE if trees are asked for (it needs a head: --draft-model), n-gram otherwise."""
     if choice != "auto":
         return choice
     if draft_model and tree_nodes:
         raise ValueError("--speculative auto with both --draft-model and --tree-nodes: name the method")
     if draft_model:
         return "draft"
-    if tree_nodes:
-        return "eagle"
     from specdec.models.default import is_default_model
 
-    return "hybrid" if is_default_model(model) else "ngram"
+    if is_default_model(model):
+        return "hybrid"
+    return "eagle" if tree_nodes else "ngram"
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -104,7 +128,10 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     if not prompt.strip():
         raise ValueError("the prompt is empty (pass -p TEXT or pipe text on stdin)")
-    method = resolve_speculative(args.speculative, args.draft_model, args.tree_nodes, args.model)
+    method = resolve_speculative(args.speculative, args.draft_model, args.tree_nodes or 0, args.model)
+    tree_nodes = args.tree_nodes
+    if tree_nodes is None:
+        tree_nodes = default_tree_nodes(method, args.temp, args.dtype, args.device)
     llm = LLM(
         model=args.model,
         speculative_model=args.draft_model,
@@ -119,9 +146,10 @@ def run_generate(args: argparse.Namespace) -> int:
         ngram_min=args.ngram_min,
         ngram_max=args.ngram_max,
         adaptive=args.adaptive,
-        tree_nodes=args.tree_nodes,
+        tree_nodes=tree_nodes,
         tree_top_k=args.tree_top_k,
         draft_prune=args.draft_prune,
+        graft=args.graft,
     )
     prompt_ids = encode_prompt(llm.tokenizer, prompt, chat=not args.no_chat)
     text, tokens = [], []

@@ -104,11 +104,15 @@ class SpeculativeConfig:
     # A/B there, auto 32 vs 16: grounded +0.7%, summarization +3.4%, heldout +4.8%)
     max_speculative_tokens: int = 32
     adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
-    tree_nodes: int = 0  # eagle: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K)
+    # eagle, hybrid: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K); hybrid grafts
+    # the n-gram continuation onto them (proposers/hybrid.py)
+    tree_nodes: int = 0
     tree_top_k: int = 8  # eagle trees: children per expanded node, nodes expanded per depth
     # auto K: verify only the drafted tokens (chain prefix, best tree nodes) whose own draft
     # confidence pays for their verify cost (engine/controller.py: ConfidencePruner); EAGLE
     prune: bool = True
+    # hybrid trees: graft the n-gram continuation onto the EAGLE tree (proposers/hybrid.py)
+    graft: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in SPECULATIVE_METHODS:
@@ -137,8 +141,8 @@ class SpeculativeConfig:
             )
         if self.tree_nodes < 0 or self.tree_top_k < 1:
             raise ValueError(f"need tree_nodes >= 0 and tree_top_k >= 1, got {self.tree_nodes}, {self.tree_top_k}")
-        if self.tree_nodes and self.method != "eagle":
-            raise ValueError(f"tree drafts (tree_nodes={self.tree_nodes}) need --speculative eagle (hybrid drafts chains)")
+        if self.tree_nodes and self.method not in ("eagle", "hybrid"):
+            raise ValueError(f"tree drafts (tree_nodes={self.tree_nodes}) need --speculative eagle or hybrid")
         if self.adaptive not in ("cost", "heuristic"):
             raise ValueError(f"adaptive must be 'cost' or 'heuristic', got {self.adaptive!r}")
 

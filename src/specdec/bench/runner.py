@@ -49,6 +49,7 @@ carry no acceptance fields (transformers and llama-cpp-python do not report them
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -102,7 +103,7 @@ class SpecdecContender:
 
 def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
                  ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost", tree_nodes: int = 0,
-                 tree_top_k: int = 8, prune: bool = True, head_dir: str | None = None) -> Engine:
+                 tree_top_k: int = 8, prune: bool = True, head_dir: str | None = None, graft: bool = True) -> Engine:
     """An Engine over an already loaded target (and draft model): nothing else is loaded
     here but an EAGLE head, for eagle and hybrid: `head_dir`'s, or the one shipped for the
     default model.
@@ -117,8 +118,8 @@ def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draf
     spec = SpeculativeConfig(method=method, draft_model=draft_path,
                              num_speculative_tokens=draft_n if method != "none" else 4,
                              ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive,
-                             tree_nodes=tree_nodes if method == "eagle" else 0, tree_top_k=tree_top_k,
-                             prune=prune)
+                             tree_nodes=tree_nodes if method in HEAD_METHODS else 0, tree_top_k=tree_top_k,
+                             prune=prune, graft=graft)
     if method == "draft":
         if draft is None:
             raise ValueError("--speculative draft needs --draft-model PATH")
@@ -229,13 +230,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ngram-min", type=int, default=1)
     p.add_argument("--ngram-max", type=int, default=4)
     p.add_argument("--tree-nodes", type=_list(int), default=[0],
-                   help="eagle: comma list of tree sizes, 0 = chain drafts (default 0); each size is its own "
-                   "config, eagle-treeN; trees are batch-invariant only with the C attention kernel (CPU bfloat16/float32), "
+                   help="eagle, hybrid: comma list of tree sizes, 0 = chain drafts (default 0); each size is its own "
+                   "config, eagle-treeN or hybrid-treeN; trees are batch-invariant only with the C attention kernel (CPU bfloat16/float32), "
                    "elsewhere they turn --batch-invariant auto off")
     p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
     p.add_argument("--draft-prune", type=_list(str), default=["on"],
                    help="comma list of on,off: auto K verifies only the EAGLE draft tokens whose own confidence "
                    "pays for their verify cost (default on); 'off' adds eagle/hybrid auto configs named ...-noprune")
+    p.add_argument("--graft", type=_list(str), default=["on"],
+                   help="comma list of on,off: hybrid trees graft the n-gram continuation onto the EAGLE tree "
+                   "(default on); 'off' adds hybrid-treeN configs named ...-nograft")
     p.add_argument("--temperature", "--temp", type=_list(float), default=[0.0, 0.7],
                    help="comma list (default 0,0.7); greedy equality is checked at 0")
     p.add_argument("-n", "--max-tokens", type=int, default=128)
@@ -281,8 +285,9 @@ def check_args(args) -> list[str]:
         import_llama_cpp()
     if any(k != "auto" and k < 1 for k in args.draft_n):
         raise ValueError(f"--draft-n values must be 'auto' or >= 1, got {args.draft_n}")
-    if not args.draft_prune or any(x not in ("on", "off") for x in args.draft_prune):
-        raise ValueError(f"--draft-prune values must be on or off, got {args.draft_prune}")
+    for flag, values in (("--draft-prune", args.draft_prune), ("--graft", args.graft)):
+        if not values or any(x not in ("on", "off") for x in values):
+            raise ValueError(f"{flag} values must be on or off, got {values}")
     if any(t < 0 for t in args.temperature) or not args.temperature:
         raise ValueError(f"--temperature values must be >= 0, got {args.temperature}")
     for flag, value in (("--repeats", args.repeats), ("--max-tokens", args.max_tokens)):
@@ -307,7 +312,7 @@ def run(args) -> int:
     warning = oversubscribed() if torch.device(args.device).type == "cpu" else None
     if warning:
         print(f"bench: warning: {warning}", file=sys.stderr)
-    trees = "eagle" in methods and any(n > 0 for n in args.tree_nodes)
+    trees = any(m in HEAD_METHODS for m in methods) and any(n > 0 for n in args.tree_nodes)
     invariant = resolve_batch_invariant(args.batch_invariant, args.dtype, args.quant, args.device, trees) \
         if trees else args.batch_invariant
     target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant,
@@ -322,23 +327,24 @@ def run(args) -> int:
     draft = load_draft(args.draft_model, target, args.dtype, args.device, args.max_model_len) \
         if "draft" in methods else None
     auto = len(methods) > 1 and "auto" in args.draft_n and args.adaptive == "cost"
-    largest = SpeculativeConfig(method="eagle", tree_nodes=max(args.tree_nodes)) if "eagle" in methods else SpeculativeConfig()
+    largest = SpeculativeConfig(method="eagle", tree_nodes=max(args.tree_nodes)) if trees else SpeculativeConfig()
     cost = load_or_calibrate(target, calibration_size(largest)) if auto else None
     # v(K) for the predicted speedup: measured here, on this machine as loaded right now
     verify_seconds = measure_verify_seconds(target.model, max_k, repeats=3) if len(methods) > 1 else None
 
     contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
     for method in methods[1:]:
-        for tree_nodes in (args.tree_nodes if method == "eagle" else [0]):
+        for tree_nodes in (args.tree_nodes if method in HEAD_METHODS else [0]):
             for k in args.draft_n:
-                for prune in dict.fromkeys(args.draft_prune):
-                    prunable = k == "auto" and args.adaptive == "cost" and method in ("eagle", "hybrid")
-                    if prune == "off" and not prunable:
-                        continue  # the same config as "on": nothing to prune
-                    name = (f"eagle-tree{tree_nodes}" if tree_nodes else method) + ("-noprune" if prune == "off" else "")
+                for prune, graft in itertools.product(dict.fromkeys(args.draft_prune), dict.fromkeys(args.graft)):
+                    prunable = k == "auto" and args.adaptive == "cost" and method in HEAD_METHODS
+                    if (prune == "off" and not prunable) or (graft == "off" and not (method == "hybrid" and tree_nodes)):
+                        continue  # the same config as "on": nothing to prune or graft
+                    name = (f"{method}-tree{tree_nodes}" if tree_nodes else method) + \
+                        ("-noprune" if prune == "off" else "") + ("-nograft" if graft == "off" else "")
                     engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
                                           args.adaptive, tree_nodes, args.tree_top_k, prune=prune == "on",
-                                          head_dir=args.draft_model)
+                                          head_dir=args.draft_model, graft=graft == "on")
                     contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
     peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers

@@ -91,6 +91,7 @@ class Engine:
         self.hidden_layers: tuple[int, ...] = tuple(getattr(proposer, "target_hidden_layers", ()))
         self._draft_bucket = getattr(proposer, "draft_bucket", None)  # optional (proposers/base.py)
         self._draft_options = getattr(proposer, "draft_options", None)  # optional, ditto
+        self._drafts_tree = getattr(proposer, "drafts_tree", None)  # optional, ditto
         self._class_name = getattr(proposer, "class_name", None)  # optional, ditto
         # each draft class's cost model: the calibrated verify curve, its own draft cost
         self._bucket_costs: dict[int | None, CostModel] = {}
@@ -254,7 +255,9 @@ class Engine:
         """The cost model of one draft class, kept across requests (made at first use)."""
         cost = self._bucket_costs.get(bucket)
         if cost is None:
-            tree_nodes = 0 if prunes(self.spec) else self.spec.tree_nodes  # pruned trees plan as chains
+            # pruned trees plan as chains; a hybrid's n-gram classes draft chains
+            trees = self._drafts_tree(bucket) if self._drafts_tree else True
+            tree_nodes = 0 if prunes(self.spec) or not trees else self.spec.tree_nodes
             cost = CostModel.from_dict({**self.cost_model.to_dict(), "tree_nodes": tree_nodes})
             self._bucket_costs[bucket] = cost
         return cost

@@ -58,7 +58,7 @@ def build_proposer(
         from specdec.proposers.ngram import NgramProposer
 
         ngram = NgramProposer(spec.ngram_min, spec.ngram_max)
-        return HybridProposer(ngram, build_eagle(spec, target, dtype, max_seq_len))
+        return HybridProposer(ngram, build_eagle(spec, target, dtype, max_seq_len), graft=spec.graft)
     raise ValueError(f"speculative method {spec.method!r} is not available in this build")
 
 

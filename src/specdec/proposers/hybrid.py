@@ -1,6 +1,7 @@
 """n-gram drafts where the context repeats itself, EAGLE drafts everywhere else.
 
-Contract: each step drafts from exactly one proposer. `draft_options(state)` lists the
+Contract: each step drafts from exactly one class (an EAGLE tree step may carry the n-gram
+draft grafted on, below). `draft_options(state)` lists the
 draft classes open to the coming step, from the n-gram match length n of the context's
 suffix (`NgramIndex.match_length`), the default (for ties and fixed K) first:
 
@@ -29,15 +30,28 @@ falls behind. The n-gram index syncs itself from state.token_ids. Each step is v
 on its own (n-gram drafts with q one-hot, EAGLE drafts with the head's q), and the class
 depends only on the committed tokens and past steps, so greedy and sampled output are
 lossless exactly as with either proposer alone.
+
+With EAGLE trees (`EagleProposer.tree`), an EAGLE step also carries the n-gram draft: the
+n-gram continuation of up to K tokens is grafted onto the head's tree as one more branch
+(`proposers.tree.graft_chain`: merged where the head drafted the same tokens), so a step
+whose text is copied from the context can take the copy even when the controller picked the
+head, and a step where the copy breaks off still has the head's alternatives. Each grafted
+token is scored with `CopyConfidence`'s estimate for the match length, the chance that an
+n-gram token of such a match is right given the ones before it were, learned from this
+request's own steps. Both drafts are deterministic and siblings stay distinct, so the tree
+verifier (q one-hot) keeps greedy and sampled output lossless; the scores only decide which
+nodes are verified (engine/controller.py: ConfidencePruner), and they read past steps only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from specdec.proposers.base import DraftProposal, SequenceState
 from specdec.proposers.eagle import EagleProposer
 from specdec.proposers.ngram import NgramProposer
+from specdec.proposers.tree import graft_chain
 
 if TYPE_CHECKING:
     from specdec.verify import VerifyResult
@@ -45,8 +59,63 @@ if TYPE_CHECKING:
 EAGLE_BUCKET = -1  # n-gram classes are the match lengths 1..ngram_max
 
 
+class CopyConfidence:
+    """Per n-gram match length n, a decayed estimate of a_n = P(draft token i is right | the
+    tokens before it were), read off the committed text: a draft [g_1 .. g_L] and the tokens
+    [c_1 .. c_m] a step committed agree on a prefix of length j, which shows j right tokens
+    and, when j < min(L, m), one wrong one at position j + 1 (the committed token is the
+    target's own, whatever was verified or pruned).
+
+    Priors (prior_strength pretend tokens, forgotten like real ones) from the default
+    model's greedy output (bfloat16, grounded prompts; engine/controller.py): the first
+    n-gram token is right about 1 time in 3 after a 1-token match and 9 in 10 after a
+    2-token or longer one; the prior is set lower for n >= 2 because free text (creative
+    prompts) matches less well than copying prompts.
+    """
+
+    PRIORS = {1: 0.3}
+    PRIOR_LONG = 0.7  # n >= 2
+
+    def __init__(self, prior_strength: float = 2.0, decay: float = 0.95) -> None:
+        if not prior_strength > 0 or not 0.0 < decay <= 1.0:
+            raise ValueError(f"need prior_strength > 0 and decay in (0, 1], got {prior_strength}, {decay}")
+        self.prior_strength = prior_strength
+        self.decay = decay
+        self._counts: dict[int, list[float]] = {}  # n -> [right, seen]
+
+    def _entry(self, n: int) -> list[float]:
+        entry = self._counts.get(n)
+        if entry is None:
+            prior = self.PRIORS.get(n, self.PRIOR_LONG)
+            entry = self._counts[n] = [prior * self.prior_strength, self.prior_strength]
+        return entry
+
+    def rate(self, n: int) -> float:
+        right, seen = self._entry(n)
+        return min(max(right / seen, 1e-3), 1.0 - 1e-3)
+
+    def scores(self, n: int, length: int) -> list[float]:
+        """Cumulative log-confidence of draft tokens 1..length after an n-token match."""
+        log_rate = math.log(self.rate(n))
+        return [log_rate * (i + 1) for i in range(length)]
+
+    def observe(self, n: int, draft: list[int], committed: list[int]) -> None:
+        right = 0
+        while right < min(len(draft), len(committed)) and draft[right] == committed[right]:
+            right += 1
+        seen = right + (1 if right < min(len(draft), len(committed)) else 0)
+        if seen == 0:
+            return
+        entry = self._entry(n)
+        entry[0] = self.decay * entry[0] + right
+        entry[1] = self.decay * entry[1] + seen
+
+
 class HybridProposer:
-    def __init__(self, ngram: NgramProposer, eagle: EagleProposer, min_match: int | None = None) -> None:
+    def __init__(self, ngram: NgramProposer, eagle: EagleProposer, min_match: int | None = None,
+                 graft: bool = True) -> None:
+        """graft: on EAGLE tree steps, hang the n-gram continuation on the head's tree (module
+        docstring); no effect on chain drafts."""
         if min_match is None:
             min_match = ngram.ngram_max + 1
         if min_match < ngram.ngram_min:
@@ -60,10 +129,16 @@ class HybridProposer:
         self.eagle = eagle
         self.min_match = min_match
         self.target_hidden_layers = eagle.target_hidden_layers
+        self.graft = graft and eagle.tree is not None
+        self.copy_confidence = CopyConfidence()
+        # the step's n-gram draft, for copy_confidence: (match length, draft, context length)
+        self._copy_draft: tuple[int, list[int], int] | None = None
 
     def start(self, state: SequenceState) -> None:
         self.ngram.start(state)
         self.eagle.start(state)
+        self.copy_confidence = CopyConfidence()
+        self._copy_draft = None
 
     def draft_options(self, state: SequenceState) -> tuple[int, ...]:
         """The classes open to the coming draft (module docstring), the default first."""
@@ -77,6 +152,10 @@ class HybridProposer:
     def class_name(self, bucket: int) -> str:
         return "eagle" if bucket == EAGLE_BUCKET else self.ngram.class_name(bucket)
 
+    def drafts_tree(self, bucket: int | None) -> bool:
+        """Whether drafts of this class are trees (the engine's verify-cost model differs)."""
+        return bucket == EAGLE_BUCKET and self.eagle.tree is not None
+
     def propose(self, state: SequenceState, num_tokens: int, bucket: int | None = None) -> DraftProposal:
         """Draft from class bucket (one of draft_options; None: the first)."""
         options = self.draft_options(state)
@@ -84,10 +163,23 @@ class HybridProposer:
             bucket = options[0]
         elif bucket not in options:
             raise ValueError(f"draft class {bucket} is not open to this step (options {options})")
-        if bucket == EAGLE_BUCKET:
-            return self.eagle.propose(state, num_tokens)
-        return self.ngram.propose(state, num_tokens)
+        if bucket != EAGLE_BUCKET:
+            proposal = self.ngram.propose(state, num_tokens)
+            self._copy_draft = (bucket, proposal.token_ids[0].tolist(), len(state.token_ids))
+            return proposal
+        proposal = self.eagle.propose(state, num_tokens)
+        n = self.ngram.draft_bucket(state) if self.graft else 0
+        if n == 0:
+            return proposal
+        draft = self.ngram.propose(state, num_tokens).token_ids[0].tolist()
+        self._copy_draft = (n, draft, len(state.token_ids))
+        tree = graft_chain(proposal.tree, draft, self.copy_confidence.scores(n, len(draft)))
+        return DraftProposal(tree.token_ids[1:][None], None, tree)
 
     def observe(self, state: SequenceState, result: VerifyResult) -> None:
         self.ngram.observe(state, result)
         self.eagle.observe(state, result)
+        if self._copy_draft is not None:  # every n-gram draft teaches the grafts' scores
+            n, draft, context = self._copy_draft
+            self.copy_confidence.observe(n, draft, state.token_ids[context:])
+            self._copy_draft = None
