@@ -106,14 +106,15 @@ def test_bench_drafts_with_the_named_eagle_head(tiny_model_dir, prompt_file, tmp
     out = tmp_path / "results"
     rc = main(["bench", "--threads", one_thread, "--model", str(tiny_model_dir), "--draft-model", str(tmp_path / "head"),
                "--prompts", str(prompt_file), "--max-tokens", "8", "--repeats", "1", "--speculative", "none,eagle,hybrid",
-               "--draft-n", "2", "--tree-nodes", "0,4", "--graft", "on,off", "--temperature", "0", "--out", str(out),
-               "--json"])
+               "--draft-n", "2", "--tree-nodes", "0,4", "--tree-top-k", "2,3", "--graft", "on,off", "--temperature", "0",
+               "--out", str(out), "--json"])
     assert rc == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     configs = {c["name"]: c for c in result["configs"]}
-    # --graft off adds a config only where there is a graft to leave out: hybrid trees
-    assert set(configs) == {"none@T0", "eagle:2@T0", "eagle-tree4:2@T0", "hybrid:2@T0", "hybrid-tree4:2@T0",
-                            "hybrid-tree4-nograft:2@T0"}
+    # --graft off adds a config only where there is a graft to leave out (hybrid trees), and
+    # each --tree-top-k only where there is a tree
+    trees = {f"{m}-tree4-top{k}{g}:2@T0" for m, g in (("eagle", ""), ("hybrid", ""), ("hybrid", "-nograft")) for k in (2, 3)}
+    assert set(configs) == {"none@T0", "eagle:2@T0", "hybrid:2@T0"} | trees
     assert configs["eagle:2@T0"]["num_draft_tokens"] > 0
     assert all(c["greedy_mismatches"] == 0 for c in configs.values())
     assert f"draft: `{tmp_path / 'head'}`" in (out / "report.md").read_text()
@@ -124,6 +125,8 @@ def test_bench_drafts_with_the_named_eagle_head(tiny_model_dir, prompt_file, tmp
 def test_bench_rejects_bad_flags(tmp_path, capsys):
     assert main(["bench", "--graft", "yes", "--out", str(tmp_path)]) == 2
     assert "--graft values must be on or off" in capsys.readouterr().err
+    assert main(["bench", "--tree-top-k", "0", "--out", str(tmp_path)]) == 2
+    assert "--tree-top-k values must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--speculative", "draft", "--out", str(tmp_path)]) == 2
     assert "--draft-model" in capsys.readouterr().err
     assert main(["bench", "--peer", "vllm", "--out", str(tmp_path)]) == 2

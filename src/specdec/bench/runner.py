@@ -233,7 +233,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="eagle, hybrid: comma list of tree sizes, 0 = chain drafts (default 0); each size is its own "
                    "config, eagle-treeN or hybrid-treeN; trees are batch-invariant only with the C attention kernel (CPU bfloat16/float32), "
                    "elsewhere they turn --batch-invariant auto off")
-    p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
+    p.add_argument("--tree-top-k", type=_list(int), default=[8],
+                   help="trees: comma list of children per expanded node (default 8); with several, each is its "
+                   "own config, ...-treeN-topK")
     p.add_argument("--draft-prune", type=_list(str), default=["on"],
                    help="comma list of on,off: auto K verifies only the EAGLE draft tokens whose own confidence "
                    "pays for their verify cost (default on); 'off' adds eagle/hybrid auto configs named ...-noprune")
@@ -283,6 +285,8 @@ def check_args(args) -> list[str]:
         from specdec.bench.llamacpp import import_llama_cpp
 
         import_llama_cpp()
+    if not args.tree_top_k or any(k < 1 for k in args.tree_top_k):
+        raise ValueError(f"--tree-top-k values must be >= 1, got {args.tree_top_k}")
     if any(k != "auto" and k < 1 for k in args.draft_n):
         raise ValueError(f"--draft-n values must be 'auto' or >= 1, got {args.draft_n}")
     for flag, values in (("--draft-prune", args.draft_prune), ("--graft", args.graft)):
@@ -334,18 +338,20 @@ def run(args) -> int:
 
     contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
     for method in methods[1:]:
-        for tree_nodes in (args.tree_nodes if method in HEAD_METHODS else [0]):
-            for k in args.draft_n:
-                for prune, graft in itertools.product(dict.fromkeys(args.draft_prune), dict.fromkeys(args.graft)):
-                    prunable = k == "auto" and args.adaptive == "cost" and method in HEAD_METHODS
-                    if (prune == "off" and not prunable) or (graft == "off" and not (method == "hybrid" and tree_nodes)):
-                        continue  # the same config as "on": nothing to prune or graft
-                    name = (f"{method}-tree{tree_nodes}" if tree_nodes else method) + \
-                        ("-noprune" if prune == "off" else "") + ("-nograft" if graft == "off" else "")
-                    engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
-                                          args.adaptive, tree_nodes, args.tree_top_k, prune=prune == "on",
-                                          head_dir=args.draft_model, graft=graft == "on")
-                    contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
+        trees = [(n, top_k) for n in (args.tree_nodes if method in HEAD_METHODS else [0])
+                 for top_k in (dict.fromkeys(args.tree_top_k) if n else [args.tree_top_k[0]])]
+        for (tree_nodes, top_k), k in itertools.product(trees, args.draft_n):
+            for prune, graft in itertools.product(dict.fromkeys(args.draft_prune), dict.fromkeys(args.graft)):
+                prunable = k == "auto" and args.adaptive == "cost" and method in HEAD_METHODS
+                if (prune == "off" and not prunable) or (graft == "off" and not (method == "hybrid" and tree_nodes)):
+                    continue  # the same config as "on": nothing to prune or graft
+                name = method + (f"-tree{tree_nodes}" if tree_nodes else "") + \
+                    (f"-top{top_k}" if tree_nodes and len(args.tree_top_k) > 1 else "") + \
+                    ("-noprune" if prune == "off" else "") + ("-nograft" if graft == "off" else "")
+                engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
+                                      args.adaptive, tree_nodes, top_k, prune=prune == "on",
+                                      head_dir=args.draft_model, graft=graft == "on")
+                contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
     peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers
 
