@@ -54,7 +54,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
                    help="eagle, hybrid: draft EAGLE-2 trees of N nodes (0 = chains); hybrid grafts the n-gram "
                    f"continuation onto them (default: {HYBRID_SAMPLING_TREE_NODES} for hybrid when sampling on a "
                    "CPU, where trees stay batch-invariant, else 0)")
-    p.add_argument("--tree-top-k", type=int, default=8, help="eagle trees: children per expanded node")
+    p.add_argument("--tree-top-k", type=int, default=8, help="trees: children per expanded node")
     p.add_argument("--no-draft-prune", dest="draft_prune", action="store_false",
                    help="auto K: verify every drafted EAGLE token (default: drop the tail the draft's own "
                    "confidence says will not pay for its verify cost)")
