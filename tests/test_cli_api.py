@@ -29,6 +29,7 @@ def test_generate_json_line_on_tiny_model(tiny_model_dir, capsys):
         assert key in data
     assert 1 <= data["num_generated_tokens"] <= 12
     assert data["speculative"] == "ngram"  # --speculative auto, nothing else named
+    assert data["tree_nodes"] == 0
 
 
 def test_hybrid_samples_with_trees_by_default():

@@ -130,3 +130,26 @@ def test_seeded_sampling_is_reproducible(default_model):
     c = engine.generate(ids, SamplingParams(seed=8, **params)).token_ids
     assert a == b
     assert a != c
+
+
+@pytest.fixture(scope="module")
+def cost_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # one calibration for both temperatures
+
+
+@pytest.mark.parametrize("temp", ["0", "0.8"])
+def test_generate_default_is_hybrid_trees_when_sampling(temp, capsys, cost_cache, monkeypatch):
+    """The README's main command on the default model: hybrid, 16-node trees when sampling
+    (where the C attention kernel keeps trees batch-invariant), chains when greedy."""
+    import json
+
+    from specdec.cli import main
+    from specdec.models.native import native_attention_supported
+
+    monkeypatch.setenv("SPECDEC_CACHE", str(cost_cache))  # calibrates into a scratch cache
+    assert main(["generate", "-p", "Name three colors.", "-n", "16", "--temp", temp, "--seed", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["speculative"] == "hybrid"
+    sampled_trees = temp != "0" and native_attention_supported(torch.float32, "cpu")
+    assert data["tree_nodes"] == (16 if sampled_trees else 0)
+    assert data["num_generated_tokens"] > 0

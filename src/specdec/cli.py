@@ -198,6 +198,7 @@ def run_generate(args: argparse.Namespace) -> int:
                     "tokens_per_second": round(stats.tokens_per_second, 3),
                     "load_seconds": round(llm.target.load_seconds, 3),
                     "speculative": method,
+                    "tree_nodes": tree_nodes,
                     "spec": stats.to_dict(),
                 }
             )
