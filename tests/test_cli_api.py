@@ -32,22 +32,23 @@ def test_generate_json_line_on_tiny_model(tiny_model_dir, capsys):
     assert data["tree_nodes"] == 0
 
 
-def test_hybrid_samples_with_trees_by_default():
-    """generate's --tree-nodes default: 16-node hybrid trees when sampling on a CPU whose C
-    attention kernel keeps trees batch-invariant; chains when greedy, for other methods, and
-    where trees would turn batch invariance off."""
+def test_heads_sample_with_trees_by_default():
+    """generate's --tree-nodes default: 16-node trees for eagle and hybrid when sampling on a
+    CPU whose C attention kernel keeps trees batch-invariant; chains when greedy, for other
+    methods, and where trees would turn batch invariance off."""
     import torch
 
-    from specdec.cli import HYBRID_SAMPLING_TREE_NODES, default_tree_nodes
+    from specdec.cli import SAMPLING_TREE_NODES, default_tree_nodes
     from specdec.models.native import native_attention_supported
 
-    trees = HYBRID_SAMPLING_TREE_NODES if native_attention_supported(torch.float32, "cpu") else 0
+    trees = SAMPLING_TREE_NODES if native_attention_supported(torch.float32, "cpu") else 0
     assert default_tree_nodes("hybrid", 0.8, "float32", "cpu") == trees
+    assert default_tree_nodes("eagle", 0.8, "bfloat16", "cpu") == trees
     assert default_tree_nodes("hybrid", 0.0, "float32", "cpu") == 0
-    assert default_tree_nodes("eagle", 0.8, "float32", "cpu") == 0
     assert default_tree_nodes("ngram", 0.8, "bfloat16", "cpu") == 0
+    assert default_tree_nodes("draft", 0.8, "float32", "cpu") == 0
     assert default_tree_nodes("hybrid", 0.8, "float16", "cpu") == 0
-    assert default_tree_nodes("hybrid", 0.8, "float32", "cuda") == 0
+    assert default_tree_nodes("eagle", 0.8, "float32", "cuda") == 0
 
 
 def test_speculative_auto_resolution():

@@ -52,8 +52,8 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram-max", type=int, default=4)
     p.add_argument("--tree-nodes", type=int, default=None,
                    help="eagle, hybrid: draft EAGLE-2 trees of N nodes (0 = chains); hybrid grafts the n-gram "
-                   f"continuation onto them (default: {HYBRID_SAMPLING_TREE_NODES} for hybrid when sampling on a "
-                   "CPU, where trees stay batch-invariant, else 0)")
+                   f"continuation onto them (default: {SAMPLING_TREE_NODES} when sampling on a CPU, where trees "
+                   "stay batch-invariant, else 0)")
     p.add_argument("--tree-top-k", type=int, default=8, help="trees: children per expanded node")
     p.add_argument("--no-draft-prune", dest="draft_prune", action="store_false",
                    help="auto K: verify every drafted EAGLE token (default: drop the tail the draft's own "
@@ -79,21 +79,23 @@ def add_generate(sub) -> None:
     p.set_defaults(func=run_generate)
 
 
-# The hybrid's default tree size when sampling (README, Figures: at temperature 0.7 its
-# 16-node trees ran 1.61x / 1.47x plain decoding against its chains' 1.40x / 1.26x, float32 /
-# bfloat16, Intel Xeon with AMX; greedy, chains were 1-3% ahead, so greedy keeps chains).
-HYBRID_SAMPLING_TREE_NODES = 16
+# The default tree size when sampling with a head (README, Figures: at temperature 0.7 the
+# hybrid's 16-node trees ran 1.61x / 1.47x plain decoding against its chains' 1.40x / 1.26x,
+# float32 / bfloat16, Intel Xeon with AMX, and EAGLE's 1.20-1.39x against 1.06-1.26x; greedy,
+# chains were level or ahead, so greedy keeps chains).
+SAMPLING_TREE_NODES = 16
 
 
 def default_tree_nodes(method: str, temperature: float, dtype: str, device: str) -> int:
-    """--tree-nodes when not given: trees for the hybrid when sampling, where the C attention
-    kernel keeps tree verify passes batch-invariant (CPU float32 / bfloat16); else chains."""
+    """--tree-nodes when not given: trees for eagle and hybrid when sampling, where the C
+    attention kernel keeps tree verify passes batch-invariant (CPU float32 / bfloat16); else
+    chains."""
     from specdec.models.loader import TORCH_DTYPES
     from specdec.models.native import native_attention_supported
 
-    if method != "hybrid" or temperature == 0:
+    if method not in ("eagle", "hybrid") or temperature == 0:
         return 0
-    return HYBRID_SAMPLING_TREE_NODES if native_attention_supported(TORCH_DTYPES[dtype], device) else 0
+    return SAMPLING_TREE_NODES if native_attention_supported(TORCH_DTYPES[dtype], device) else 0
 
 
 def resolve_speculative(choice: str, draft_model: str | None, tree_nodes: int = 0, model: str | None = None) -> str:
