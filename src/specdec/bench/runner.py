@@ -338,9 +338,9 @@ def run(args) -> int:
 
     contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
     for method in methods[1:]:
-        trees = [(n, top_k) for n in (args.tree_nodes if method in HEAD_METHODS else [0])
-                 for top_k in (dict.fromkeys(args.tree_top_k) if n else [args.tree_top_k[0]])]
-        for (tree_nodes, top_k), k in itertools.product(trees, args.draft_n):
+        shapes = [(n, top_k) for n in (args.tree_nodes if method in HEAD_METHODS else [0])
+                  for top_k in (dict.fromkeys(args.tree_top_k) if n else [args.tree_top_k[0]])]
+        for (tree_nodes, top_k), k in itertools.product(shapes, args.draft_n):
             for prune, graft in itertools.product(dict.fromkeys(args.draft_prune), dict.fromkeys(args.graft)):
                 prunable = k == "auto" and args.adaptive == "cost" and method in HEAD_METHODS
                 if (prune == "off" and not prunable) or (graft == "off" and not (method == "hybrid" and tree_nodes)):

@@ -100,10 +100,11 @@ class CopyConfidence:
         return [log_rate * (i + 1) for i in range(length)]
 
     def observe(self, n: int, draft: list[int], committed: list[int]) -> None:
+        known = min(len(draft), len(committed))  # draft positions the committed text decides
         right = 0
-        while right < min(len(draft), len(committed)) and draft[right] == committed[right]:
+        while right < known and draft[right] == committed[right]:
             right += 1
-        seen = right + (1 if right < min(len(draft), len(committed)) else 0)
+        seen = right + (1 if right < known else 0)
         if seen == 0:
             return
         entry = self._entry(n)
@@ -165,11 +166,12 @@ class HybridProposer:
             raise ValueError(f"draft class {bucket} is not open to this step (options {options})")
         if bucket != EAGLE_BUCKET:
             proposal = self.ngram.propose(state, num_tokens)
-            self._copy_draft = (bucket, proposal.token_ids[0].tolist(), len(state.token_ids))
+            if self.graft:  # chains never graft: nothing to learn for
+                self._copy_draft = (bucket, proposal.token_ids[0].tolist(), len(state.token_ids))
             return proposal
         proposal = self.eagle.propose(state, num_tokens)
-        n = self.ngram.draft_bucket(state) if self.graft else 0
-        if n == 0:
+        n = max(options)  # the match length, if an n-gram draft exists (EAGLE_BUCKET < 0 else)
+        if not self.graft or n <= 0:
             return proposal
         draft = self.ngram.propose(state, num_tokens).token_ids[0].tolist()
         self._copy_draft = (n, draft, len(state.token_ids))

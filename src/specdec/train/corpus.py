@@ -4259,7 +4259,8 @@ def grounded_in(texts: list[str], num_prompts: int, seed: int = 0) -> list[dict]
     them; a sentence slot takes one sentence of the text. Deterministic in (texts, seed)."""
     r = random.Random(seed)
     templates = reply_templates()
-    passage_templates = [t for t in templates if "passage" in _SOURCE_SLOT.search(t.make).group(1)]
+    takes_passage = {t.name: "passage" in _SOURCE_SLOT.search(t.make).group(1) for t in templates}
+    passage_templates = [t for t in templates if takes_passage[t.name]]
     order = list(range(len(texts)))
     r.shuffle(order)
     rows = []
@@ -4267,7 +4268,7 @@ def grounded_in(texts: list[str], num_prompts: int, seed: int = 0) -> list[dict]
         text = texts[i]
         t = r.choice(templates)
         sentences = _sentences(text)
-        if "passage" not in _SOURCE_SLOT.search(t.make).group(1) and not sentences:
+        if not takes_passage[t.name] and not sentences:
             t = r.choice(passage_templates)
         sentence = r.choice(sentences) if sentences else ""
         source = {"passage": text,
