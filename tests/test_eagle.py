@@ -273,6 +273,37 @@ def test_a_few_training_steps_lower_the_loss(tiny_target, tmp_path):
     assert resumed.step == trainer.step > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_label_cross_entropy_kernel_matches_the_aten_path(dtype, monkeypatch):
+    """The trainer's token loss through the C kernel (autograd Function) against the same
+    sum through log_softmax: loss, argmax and gradient, with unused labels at probability 0."""
+    from specdec.models import native
+    from specdec.train.trainer import LabelCrossEntropy, label_cross_entropy
+
+    if not native.native_label_ce_supported(torch.zeros(1)):
+        pytest.skip("no C kernels here")
+    gen = torch.Generator().manual_seed(2)
+    logits = (torch.randn(30, 300, generator=gen) * 4).to(dtype)
+    ids = torch.randint(0, 300, (30, 6), generator=gen)
+    probs = torch.rand(30, 6, generator=gen) * (torch.rand(30, 6, generator=gen) > 0.3)
+    probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-9)
+    weights = torch.rand(30, generator=gen)
+    results = []
+    for kernel in (True, False):
+        monkeypatch.setattr(native, "native_label_ce_supported", lambda x, kernel=kernel: kernel)
+        x = logits.clone().requires_grad_(True)
+        loss, pred = label_cross_entropy(x, ids, probs)
+        (loss * weights).sum().backward()
+        results.append((loss.detach(), pred, x.grad))
+    (loss_c, pred_c, grad_c), (loss_t, pred_t, grad_t) = results
+    assert torch.equal(pred_c, pred_t) and torch.equal(pred_c, logits.float().argmax(-1))
+    torch.testing.assert_close(loss_c, loss_t, rtol=1e-5, atol=1e-5)
+    assert grad_c.dtype == grad_t.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2.0**-7
+    torch.testing.assert_close(grad_c.float(), grad_t.float(), rtol=tol, atol=1e-6)
+    assert LabelCrossEntropy.apply(logits, ids, probs)[1].requires_grad is False
+
+
 def test_a_time_budget_shortens_the_schedule_and_stops_the_data(tiny_target, tmp_path, monkeypatch):
     """train-draft's budget: no prompt joins the data past its deadline, and the training
     schedule (and so its cosine decay) is cut to the steps that fit, and stays cut on resume."""

@@ -382,6 +382,74 @@ def test_swiglu_kernel_rows_do_not_depend_on_the_row_or_thread_count(elementwise
     assert torch.equal(native.native_swiglu(gu.view(3, 11, -1), threads=threads, lib=elementwise_lib), full.view(3, 11, -1))
 
 
+def reference_label_ce(x, ids, probs):
+    """The loss and its gradient (for an upstream grad of 1 per row) in float64."""
+    xd = x.double().requires_grad_(True)
+    loss = -(probs.double() * torch.log_softmax(xd, -1).gather(-1, ids)).sum(-1)
+    loss.sum().backward()
+    return loss.detach(), xd.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n,k", [(8192, 8), (100, 8), (17, 3), (5, 5)])
+def test_label_ce_kernel_gives_the_soft_label_loss_its_gradient_and_argmax(elementwise_lib, dtype, n, k):
+    """native_label_ce_forward/backward: sum_j p_j (lse - x[id_j]), torch.argmax's answer, and
+    d/dx = P softmax - (the probs at their ids, repeated ids summed), for an upstream grad g."""
+    gen = torch.Generator().manual_seed(n * k)
+    x = (torch.randn(7, n, generator=gen) * 5).to(dtype)
+    x[1] = torch.randint(-2, 3, (n,), generator=gen).to(dtype)  # ties: argmax takes the first
+    x[2, -1] = 40.0  # the maximum in the tail past the last full vector
+    ids = torch.randint(0, n, (7, k), generator=gen)
+    ids[3, 1] = ids[3, 0]  # a repeated label: its probs add up
+    probs = torch.rand(7, k, generator=gen)
+    probs = probs / probs.sum(-1, keepdim=True)
+    probs[4] = 0.0  # a row whose labels all fell outside the draft vocabulary
+    probs[5, 1:] = 0.0  # one label
+    lse, loss, greedy = native.native_label_ce_forward(x, ids, probs, lib=elementwise_lib)
+    ref_loss, ref_grad = reference_label_ce(x, ids, probs)
+    assert torch.equal(greedy, x.float().argmax(-1))
+    torch.testing.assert_close(lse.double(), torch.logsumexp(x.double(), -1), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
+    assert loss[4] == 0
+    g = torch.linspace(-1.0, 2.0, 7)
+    dx = native.native_label_ce_backward(x, ids, probs, lse, g, lib=elementwise_lib)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    ref = ref_grad * g.double()[:, None]
+    # relative to each value (exp to a few ulp; bfloat16: one rounding), and to g where the
+    # label's prob cancels the softmax (float32 arithmetic before that rounding)
+    tol = 1e-5 if dtype == torch.float32 else 2.0**-8
+    assert ((dx.double() - ref).abs() <= tol * ref.abs() + 1e-5 * g.abs().double()[:, None]).all()
+    assert (dx[4] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_label_ce_kernel_rows_do_not_depend_on_the_row_or_thread_count(elementwise_lib, dtype):
+    """Each row by the same fixed steps: a training run is deterministic whatever the threads."""
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn(40, 8192, generator=gen) * 4).to(dtype)
+    ids = torch.randint(0, 8192, (40, 8), generator=gen)
+    probs = torch.rand(40, 8, generator=gen)
+    g = torch.randn(40, generator=gen)
+    full = native.native_label_ce_forward(x, ids, probs, threads=1, lib=elementwise_lib)
+    dx = native.native_label_ce_backward(x, ids, probs, full[0], g, threads=1, lib=elementwise_lib)
+    for threads in (1, 2):
+        parts = [native.native_label_ce_forward(x[j : j + 8], ids[j : j + 8], probs[j : j + 8], threads=threads, lib=elementwise_lib)
+                 for j in range(0, 40, 8)]
+        for a, b in zip(full, zip(*parts)):
+            assert torch.equal(a, torch.cat(b))
+        assert torch.equal(native.native_label_ce_backward(x, ids, probs, full[0], g, threads=threads, lib=elementwise_lib), dx)
+
+
+def test_label_ce_kernel_rejects_bad_labels(elementwise_lib):
+    x = torch.randn(3, 50)
+    with pytest.raises(RuntimeError, match="rejected"):
+        native.native_label_ce_forward(x, torch.full((3, 2), 50), torch.ones(3, 2), lib=elementwise_lib)
+    with pytest.raises(RuntimeError, match="rejected"):
+        native.native_label_ce_forward(x, torch.full((3, 2), -1), torch.ones(3, 2), lib=elementwise_lib)
+    with pytest.raises(ValueError, match="int64"):
+        native.native_label_ce_forward(x, torch.zeros(3, 2, dtype=torch.int32), torch.ones(3, 2), lib=elementwise_lib)
+
+
 def test_elementwise_kernels_reject_bad_arguments(elementwise_lib):
     assert elementwise_lib.specdec_argmax_f32(None, 1, 0, None, 1) != 0
     assert elementwise_lib.specdec_argmax_bf16(None, -1, 4, None, 1) != 0

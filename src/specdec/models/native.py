@@ -38,7 +38,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 8
+ABI_VERSION = 9
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -120,6 +120,8 @@ def _bind_elementwise(lib: ctypes.CDLL) -> None:
         "argmax": [_c_void_p, _i64, _i64, _c_void_p, _int],
         "top_labels": [_c_void_p, _i64, _i64, _int, _c_void_p, _c_void_p, _c_void_p, _int],
         "swiglu": [_c_void_p, _c_void_p, _i64, _i64, _int],
+        "label_ce_forward": [_c_void_p, _i64, _i64, _int, _c_void_p, _c_void_p, _c_void_p, _c_void_p, _c_void_p, _int],
+        "label_ce_backward": [_c_void_p, _i64, _i64, _int, _c_void_p, _c_void_p, _c_void_p, _c_void_p, _c_void_p, _int],
     }
     for kernel, args in signatures.items():
         for suffix in ("f32", "bf16"):
@@ -412,6 +414,46 @@ def native_swiglu(gate_up: torch.Tensor, threads: int | None = None, lib: ctypes
     if fn(rows.data_ptr(), out.data_ptr(), rows.numel() // two_inter, two_inter // 2, threads or torch.get_num_threads()) != 0:
         raise RuntimeError(f"native swiglu rejected a {tuple(gate_up.shape)} tensor")
     return out
+
+
+def native_label_ce_supported(x: torch.Tensor) -> bool:
+    """A training loss: unlike the read-outs above, logits that require grad are the point."""
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and x.numel() > 0 and native_library() is not None
+
+
+def native_label_ce_forward(
+    logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, threads: int | None = None, lib: ctypes.CDLL | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # [M, V], [M, k] int64, [M, k] -> lse [M], loss [M], argmax [M]
+    """Per row: sum_j probs_j (logsumexp(row) - row[ids_j]), the logsumexp and the argmax
+    (torch's answer), in two passes over each row (csrc/elementwise.c)."""
+    lib = lib or native_library()
+    rows, ids, probs = logits.detach().contiguous(), ids.contiguous(), probs.detach().float().contiguous()
+    m, n = rows.shape
+    if ids.dtype != torch.int64 or ids.shape != probs.shape or ids.shape[0] != m:
+        raise ValueError(f"label ids {tuple(ids.shape)} {ids.dtype} and probs {tuple(probs.shape)} must be int64 [{m}, k] each")
+    lse, loss = torch.empty(m), torch.empty(m)
+    greedy = torch.empty(m, dtype=torch.int64)
+    fn = lib.specdec_label_ce_forward_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_label_ce_forward_f32
+    if fn(rows.data_ptr(), m, n, ids.shape[1], ids.data_ptr(), probs.data_ptr(), lse.data_ptr(), loss.data_ptr(),
+          greedy.data_ptr(), threads or torch.get_num_threads()) != 0:
+        raise RuntimeError(f"native label cross-entropy rejected {tuple(logits.shape)} logits (label ids in 0..{n - 1}?)")
+    return lse, loss, greedy
+
+
+def native_label_ce_backward(
+    logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, lse: torch.Tensor, grad: torch.Tensor,
+    threads: int | None = None, lib: ctypes.CDLL | None = None,
+) -> torch.Tensor:  # d loss / d logits [M, V] in the logits' dtype, for d total / d loss = grad [M]
+    lib = lib or native_library()
+    rows, ids, probs = logits.detach().contiguous(), ids.contiguous(), probs.detach().float().contiguous()
+    lse, grad = lse.float().contiguous(), grad.detach().float().contiguous()
+    m, n = rows.shape
+    dx = torch.empty_like(rows)
+    fn = lib.specdec_label_ce_backward_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_label_ce_backward_f32
+    if fn(rows.data_ptr(), m, n, ids.shape[1], ids.data_ptr(), probs.data_ptr(), lse.data_ptr(), grad.data_ptr(),
+          dx.data_ptr(), threads or torch.get_num_threads()) != 0:
+        raise RuntimeError(f"native label cross-entropy backward rejected {tuple(logits.shape)} logits")
+    return dx
 
 
 # -- the decoder stack in one call (csrc/layers.c) -------------------------------------------

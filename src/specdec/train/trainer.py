@@ -6,7 +6,9 @@ Loss, per unrolled step j = 0 .. unroll-1 (weight step_decay**j):
   cls  cross-entropy against the target's next-token distribution, restricted to the draft
        vocabulary and renormalized: the top-k recorded with the data (label_ids/probs),
        else softmax(lm_head(f)) when the features include layer -1 (EAGLE-1), else the
-       target's argmax tokens
+       target's argmax tokens. Against the recorded top-k the loss (and the argmax the
+       agreement metric reads) runs through a C kernel on CPU (`label_cross_entropy`):
+       ~30% of each training step's time went to ATen's passes over the [M, V_d] logits.
   loss = reg_weight * reg + cls_weight * cls, averaged over response tokens (and, with
        prompt_weight > 0, over prompt tokens at that weight: the target's predictions on
        text it did not write, free extra signal since the forward covers them anyway).
@@ -111,6 +113,40 @@ def collate(sequences: list[dict], indices: list[int]) -> Batch:
     return Batch(features, token_ids, target_ids, loss_mask, lengths, label_ids, label_probs)
 
 
+class LabelCrossEntropy(torch.autograd.Function):
+    """Per row: sum_j probs_j * -log softmax(logits)[ids_j], and the row's argmax, through
+    the C kernel (csrc/elementwise.c: two passes over each row forward, one backward,
+    against ATen's seven). probs [M, k] must be zero where a label is unused (its id any
+    valid index). The gradient is the logits' dtype, as autocast's cast back would give."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, probs):
+        from specdec.models.native import native_label_ce_forward
+
+        lse, loss, greedy = native_label_ce_forward(logits, ids, probs)
+        ctx.save_for_backward(logits, ids, probs, lse)
+        ctx.mark_non_differentiable(greedy)
+        return loss, greedy
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_greedy):
+        from specdec.models.native import native_label_ce_backward
+
+        logits, ids, probs, lse = ctx.saved_tensors
+        return native_label_ce_backward(logits, ids, probs, lse, grad_loss), None, None
+
+
+def label_cross_entropy(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([M] loss, [M] argmax) of logits [M, V] against soft labels (ids, probs) [M, k]: the C
+    kernel on CPU, else the same sum through log_softmax in float32."""
+    from specdec.models.native import native_label_ce_supported
+
+    if native_label_ce_supported(logits):
+        return LabelCrossEntropy.apply(logits, ids, probs)
+    logp = torch.log_softmax(logits.float(), -1)
+    return -(probs * logp.gather(-1, ids)).sum(-1), logp.argmax(-1)
+
+
 def shift(x: torch.Tensor, n: int) -> torch.Tensor:
     """x[:, t + n] at t, zero-padded at the end ([B, L, ...])."""
     if n == 0:
@@ -199,19 +235,21 @@ class Trainer:
             response = (response & weight)[weight]  # [M]
             out = hidden[weight]  # [M, D]
             logits = head_logits_dense(head, out, self.lm_head_weight)  # [M, V_d]
-            logp = torch.log_softmax(logits.float(), -1)
             next_feats = shift(feats, 1 + j)[weight]  # [M, F]
             if batch.label_ids is not None:
                 with torch.no_grad():
                     probs = shift(batch.label_probs, 1 + j)[weight] * (ids[weight] >= 0)
                     probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-9)
-                ce = -(probs * logp.gather(-1, ids[weight].clamp(min=0))).sum(-1)
-            elif self.soft_labels:
-                with torch.no_grad():
-                    labels = torch.softmax(F.linear(next_feats[..., self.label_slice], self.label_weight), -1)
-                ce = -(labels * logp).sum(-1)
+                ce, pred = label_cross_entropy(logits, ids[weight].clamp(min=0), probs)
             else:
-                ce = F.cross_entropy(logp, label_ids[weight], reduction="none")
+                logp = torch.log_softmax(logits.float(), -1)
+                pred = logp.argmax(-1)
+                if self.soft_labels:
+                    with torch.no_grad():
+                        labels = torch.softmax(F.linear(next_feats[..., self.label_slice], self.label_weight), -1)
+                    ce = -(labels * logp).sum(-1)
+                else:
+                    ce = F.cross_entropy(logp, label_ids[weight], reduction="none")
             # per position: 1 on response tokens, prompt_weight on prompt tokens
             w = response.float() + c.prompt_weight * (~response).float()
             num = w.sum().clamp(min=1)
@@ -222,7 +260,7 @@ class Trainer:
                 metrics[f"reg{j}"] = float(reg.detach())
             total = total + c.step_decay**j * step_loss
             with torch.no_grad():
-                pred = head.to_target_ids(logits.argmax(-1))
+                pred = head.to_target_ids(pred)
                 target = shift(batch.target_ids, 1 + j)[weight]
                 metrics[f"acc{j}"] = float(((pred == target) & response).sum() / response.sum().clamp(min=1))
         metrics["loss"] = float(total.detach())

@@ -559,4 +559,4 @@ DEFINE_ATTENTION(f32, float, f32_load, F32_STORE, 0)
 DEFINE_ATTENTION_ROWS(bf16, uint16_t)
 DEFINE_ATTENTION_ROWS(f32, float)
 
-int specdec_abi_version(void) { return 8; }
+int specdec_abi_version(void) { return 9; }
