@@ -446,8 +446,14 @@ def test_label_ce_kernel_rejects_bad_labels(elementwise_lib):
         native.native_label_ce_forward(x, torch.full((3, 2), 50), torch.ones(3, 2), lib=elementwise_lib)
     with pytest.raises(RuntimeError, match="rejected"):
         native.native_label_ce_forward(x, torch.full((3, 2), -1), torch.ones(3, 2), lib=elementwise_lib)
+    with pytest.raises(RuntimeError, match="rejected"):  # the backward checks its labels too
+        native.native_label_ce_backward(x, torch.full((3, 2), 50), torch.ones(3, 2), torch.zeros(3), torch.ones(3), lib=elementwise_lib)
     with pytest.raises(ValueError, match="int64"):
         native.native_label_ce_forward(x, torch.zeros(3, 2, dtype=torch.int32), torch.ones(3, 2), lib=elementwise_lib)
+    with pytest.raises(ValueError, match=r"\[M, V\]"):
+        native.native_label_ce_forward(x[None], torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 2), lib=elementwise_lib)
+    with pytest.raises(ValueError, match="must be"):
+        native.native_label_ce_backward(x, torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 2), torch.zeros(2), torch.ones(3), lib=elementwise_lib)
 
 
 def test_elementwise_kernels_reject_bad_arguments(elementwise_lib):

@@ -421,16 +421,22 @@ def native_label_ce_supported(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and x.numel() > 0 and native_library() is not None
 
 
+def _label_ce_args(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor):
+    rows, ids, probs = logits.detach().contiguous(), ids.contiguous(), probs.detach().float().contiguous()
+    if rows.dim() != 2 or ids.dtype != torch.int64 or ids.shape != probs.shape or ids.dim() != 2 or ids.shape[0] != rows.shape[0]:
+        raise ValueError(f"label cross-entropy takes logits [M, V] with int64 label ids and their probs [M, k]; got "
+                         f"{tuple(logits.shape)}, {tuple(ids.shape)} {ids.dtype}, {tuple(probs.shape)}")
+    return rows, ids, probs
+
+
 def native_label_ce_forward(
     logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor, threads: int | None = None, lib: ctypes.CDLL | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # [M, V], [M, k] int64, [M, k] -> lse [M], loss [M], argmax [M]
     """Per row: sum_j probs_j (logsumexp(row) - row[ids_j]), the logsumexp and the argmax
     (torch's answer), in two passes over each row (csrc/elementwise.c)."""
     lib = lib or native_library()
-    rows, ids, probs = logits.detach().contiguous(), ids.contiguous(), probs.detach().float().contiguous()
+    rows, ids, probs = _label_ce_args(logits, ids, probs)
     m, n = rows.shape
-    if ids.dtype != torch.int64 or ids.shape != probs.shape or ids.shape[0] != m:
-        raise ValueError(f"label ids {tuple(ids.shape)} {ids.dtype} and probs {tuple(probs.shape)} must be int64 [{m}, k] each")
     lse, loss = torch.empty(m), torch.empty(m)
     greedy = torch.empty(m, dtype=torch.int64)
     fn = lib.specdec_label_ce_forward_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_label_ce_forward_f32
@@ -445,14 +451,16 @@ def native_label_ce_backward(
     threads: int | None = None, lib: ctypes.CDLL | None = None,
 ) -> torch.Tensor:  # d loss / d logits [M, V] in the logits' dtype, for d total / d loss = grad [M]
     lib = lib or native_library()
-    rows, ids, probs = logits.detach().contiguous(), ids.contiguous(), probs.detach().float().contiguous()
-    lse, grad = lse.float().contiguous(), grad.detach().float().contiguous()
+    rows, ids, probs = _label_ce_args(logits, ids, probs)
     m, n = rows.shape
+    lse, grad = lse.float().contiguous(), grad.detach().float().contiguous()
+    if lse.shape != (m,) or grad.shape != (m,):
+        raise ValueError(f"lse {tuple(lse.shape)} and grad {tuple(grad.shape)} must be [{m}]")
     dx = torch.empty_like(rows)
     fn = lib.specdec_label_ce_backward_bf16 if rows.dtype == torch.bfloat16 else lib.specdec_label_ce_backward_f32
     if fn(rows.data_ptr(), m, n, ids.shape[1], ids.data_ptr(), probs.data_ptr(), lse.data_ptr(), grad.data_ptr(),
           dx.data_ptr(), threads or torch.get_num_threads()) != 0:
-        raise RuntimeError(f"native label cross-entropy backward rejected {tuple(logits.shape)} logits")
+        raise RuntimeError(f"native label cross-entropy backward rejected {tuple(logits.shape)} logits (label ids in 0..{n - 1}?)")
     return dx
 
 

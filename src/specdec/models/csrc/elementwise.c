@@ -272,6 +272,12 @@ DEFINE_TOP_LABELS_ROWS(bf16, uint16_t)
  * Here the forward reads each row twice (argmax_row, then the exp sum in 16 lanes by index,
  * as top_labels) and the backward once, writing dx in the logits' dtype. */
 
+static int labels_valid(const int64_t *ids, int64_t rows, int k, int64_t n) {
+    for (int64_t j = 0; j < rows * k; j++)
+        if (ids[j] < 0 || ids[j] >= n) return 0;
+    return 1;
+}
+
 #define DEFINE_LABEL_CE(SUFFIX, ELEM, LOAD)                                                        \
     static float lse_row_##SUFFIX(const ELEM *x, int64_t n, int64_t *greedy) {                    \
         int64_t at = argmax_row_##SUFFIX(x, n);                                                    \
@@ -287,8 +293,7 @@ DEFINE_TOP_LABELS_ROWS(bf16, uint16_t)
     int specdec_label_ce_forward_##SUFFIX(const ELEM *x, int64_t rows, int64_t n, int k, const int64_t *ids, \
                                           const float *probs, float *lse, float *loss, int64_t *greedy, int threads) { \
         if (rows < 0 || n <= 0 || k < 1 || threads < 1) return 1;                                 \
-        for (int64_t j = 0; j < rows * k; j++)                                                     \
-            if (ids[j] < 0 || ids[j] >= n) return 2;                                               \
+        if (!labels_valid(ids, rows, k, n)) return 2;                                              \
         _Pragma("omp parallel for schedule(static) num_threads(threads) if (rows * n > (1 << 18))") \
         for (int64_t r = 0; r < rows; r++) {                                                       \
             const ELEM *row = x + r * n;                                                           \
@@ -340,6 +345,7 @@ static inline void store_bf16(uint16_t *p, int64_t i, float v) { p[i] = bf16_rou
     int specdec_label_ce_backward_##SUFFIX(const ELEM *x, int64_t rows, int64_t n, int k, const int64_t *ids, \
                                            const float *probs, const float *lse, const float *grad, ELEM *dx, int threads) { \
         if (rows < 0 || n <= 0 || k < 1 || threads < 1) return 1;                                  \
+        if (!labels_valid(ids, rows, k, n)) return 2;                                              \
         _Pragma("omp parallel for schedule(static) num_threads(threads) if (rows * n > (1 << 18))") \
         for (int64_t r = 0; r < rows; r++)                                                         \
             label_ce_backward_row_##SUFFIX(x + r * n, n, k, ids + r * k, probs + r * k, lse[r], grad[r], dx + r * n); \
