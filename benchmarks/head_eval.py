@@ -17,7 +17,7 @@ prompt prefixes (the earlier default of 4000 prompts) have then seen none of the
 scores the heads instead on `specdec bench`'s own prompts (a workload name or comma list,
 none of them in the training corpus): the target's greedy replies to them, 128 tokens, are
 recorded as train-draft records them (cached under results/head_eval/) and every sequence
-counts. Set beside a bench run's acceptance by position, this separates what the head knows
+counts. `--by-category` adds a table of draft step 0's agreement per prompt category. Set beside a bench run's acceptance by position, this separates what the head knows
 (teacher-forced agreement here) from what decoding makes of it.
 """
 
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--min-prompt-index", type=int, default=0)
     ap.add_argument("--steps", type=int, default=5, help="unrolled draft steps scored")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--by-category", action="store_true", help="with --bench-prompts: also draft step 0's agreement per category")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,6 +65,8 @@ def main() -> None:
         args.heads.insert(0, args.data)
     elif not args.bench_prompts and not args.data:
         ap.error("give a dataset directory or --bench-prompts")
+    if args.by_category and not args.bench_prompts:
+        ap.error("--by-category needs --bench-prompts")
     target = load_model(args.model, "bfloat16", "cpu", 4096, batch_invariant=False)
     if args.bench_prompts:
         from specdec.bench.workloads import load_workload
@@ -79,7 +82,8 @@ def main() -> None:
         data_dir = Path(args.data)
     lm = target_lm_head_weight(target.model)
     header = " | ".join(f"acc{j}" for j in range(args.steps))
-    rows, held_by_layers = [], {}
+    rows, held_by_layers, category_rows = [], {}, []
+    categories: list[str] = []
     for path in args.heads:
         head = load_native_head(path, lm.float(), torch.float32).requires_grad_(True)  # the trainer's loss pass
         layers = tuple(head.config.feature_layers)
@@ -92,10 +96,22 @@ def main() -> None:
         if not held:
             raise SystemExit(f"no held-out sequences of prompts >= {args.min_prompt_index} in {data_dir}")
         config = TrainConfig(unroll=args.steps, max_tokens_per_batch=2048)
-        metrics = Trainer(head, target.model.embed.weight, lm, held, config, Path("results") / "head_eval").evaluate(held)
+        trainer = Trainer(head, target.model.embed.weight, lm, held, config, Path("results") / "head_eval")
+        metrics = trainer.evaluate(held)
         rows.append(f"| {path} | {len(held)} | " + " | ".join(f"{metrics[f'acc{j}']:.3f}" for j in range(args.steps)) + " |")
+        if args.by_category:
+            # sequences load in shard order, not prompt order: map each to its prompt's category
+            info, _ = load_dataset(data_dir, layers)
+            of_sequence = [prompts[i].category for i in prompt_indices(data_dir, info.shards)]
+            categories = sorted(set(of_sequence))
+            trainer.config = TrainConfig(unroll=1, max_tokens_per_batch=2048)
+            scores = [trainer.evaluate([s for s, c in zip(held, of_sequence) if c == cat])["acc0"] for cat in categories]
+            category_rows.append(f"| {path} | " + " | ".join(f"{v:.3f}" for v in scores) + " |")
     print(f"| head | {'bench' if args.bench_prompts else 'held-out'} sequences | {header} |\n|---|---|{'---|' * args.steps}")
     print("\n".join(rows))
+    if category_rows:
+        print(f"\n| head (acc0) | {' | '.join(categories)} |\n|---|{'---|' * len(categories)}")
+        print("\n".join(category_rows))
 
 
 if __name__ == "__main__":
