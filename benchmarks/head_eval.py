@@ -17,7 +17,8 @@ prompt prefixes (the earlier default of 4000 prompts) have then seen none of the
 scores the heads instead on `specdec bench`'s own prompts (a workload name or comma list,
 none of them in the training corpus): the target's greedy replies to them, 128 tokens, are
 recorded as train-draft records them (cached under results/head_eval/) and every sequence
-counts. `--by-category` adds a table of draft step 0's agreement per prompt category. Set beside a bench run's acceptance by position, this separates what the head knows
+counts; `--by-category` adds a table of draft step 0's agreement per prompt category. Set
+beside a bench run's acceptance by position, this separates what the head knows
 (teacher-forced agreement here) from what decoding makes of it.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -92,6 +94,8 @@ def main() -> None:
             indices = prompt_indices(data_dir, info.shards)
             held_by_layers[layers] = [s for i, s in enumerate(sequences)
                                       if args.bench_prompts or (i % 20 == 19 and indices[i] >= args.min_prompt_index)]
+            if args.by_category:  # sequences load in shard order, not prompt order: each one's prompt's category
+                of_sequence = [prompts[i].category for i in indices]
         held = held_by_layers[layers]
         if not held:
             raise SystemExit(f"no held-out sequences of prompts >= {args.min_prompt_index} in {data_dir}")
@@ -99,12 +103,9 @@ def main() -> None:
         trainer = Trainer(head, target.model.embed.weight, lm, held, config, Path("results") / "head_eval")
         metrics = trainer.evaluate(held)
         rows.append(f"| {path} | {len(held)} | " + " | ".join(f"{metrics[f'acc{j}']:.3f}" for j in range(args.steps)) + " |")
-        if args.by_category:
-            # sequences load in shard order, not prompt order: map each to its prompt's category
-            info, _ = load_dataset(data_dir, layers)
-            of_sequence = [prompts[i].category for i in prompt_indices(data_dir, info.shards)]
+        if args.by_category:  # --bench-prompts: one layer set (checked above), so one of_sequence
             categories = sorted(set(of_sequence))
-            trainer.config = TrainConfig(unroll=1, max_tokens_per_batch=2048)
+            trainer.config = replace(config, unroll=1)
             scores = [trainer.evaluate([s for s, c in zip(held, of_sequence) if c == cat])["acc0"] for cat in categories]
             category_rows.append(f"| {path} | " + " | ".join(f"{v:.3f}" for v in scores) + " |")
     print(f"| head | {'bench' if args.bench_prompts else 'held-out'} sequences | {header} |\n|---|---|{'---|' * args.steps}")
