@@ -353,14 +353,13 @@ def native_linear(
     return out
 
 
-def _elementwise_supported(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.bfloat16, torch.float32)
-        and not (torch.is_grad_enabled() and x.requires_grad)
-        and x.numel() > 0
-        and native_library() is not None
-    )
+def _row_kernel_supported(x: torch.Tensor) -> bool:
+    """CPU rows of float32 or bfloat16 and the kernels built."""
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and x.numel() > 0 and native_library() is not None
+
+
+def _elementwise_supported(x: torch.Tensor) -> bool:  # read-outs: no autograd through them
+    return not (torch.is_grad_enabled() and x.requires_grad) and _row_kernel_supported(x)
 
 
 native_argmax_supported = _elementwise_supported
@@ -416,9 +415,7 @@ def native_swiglu(gate_up: torch.Tensor, threads: int | None = None, lib: ctypes
     return out
 
 
-def native_label_ce_supported(x: torch.Tensor) -> bool:
-    """A training loss: unlike the read-outs above, logits that require grad are the point."""
-    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32) and x.numel() > 0 and native_library() is not None
+native_label_ce_supported = _row_kernel_supported  # a training loss: logits that require grad are the point
 
 
 def _label_ce_args(logits: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor):

@@ -237,10 +237,11 @@ class Trainer:
             logits = head_logits_dense(head, out, self.lm_head_weight)  # [M, V_d]
             next_feats = shift(feats, 1 + j)[weight]  # [M, F]
             if batch.label_ids is not None:
+                labels = ids[weight]  # [M, k]
                 with torch.no_grad():
-                    probs = shift(batch.label_probs, 1 + j)[weight] * (ids[weight] >= 0)
+                    probs = shift(batch.label_probs, 1 + j)[weight] * (labels >= 0)
                     probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-9)
-                ce, pred = label_cross_entropy(logits, ids[weight].clamp(min=0), probs)
+                ce, pred = label_cross_entropy(logits, labels.clamp(min=0), probs)
             else:
                 logp = torch.log_softmax(logits.float(), -1)
                 pred = logp.argmax(-1)
