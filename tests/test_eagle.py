@@ -273,6 +273,65 @@ def test_a_few_training_steps_lower_the_loss(tiny_target, tmp_path):
     assert resumed.step == trainer.step > 0
 
 
+def test_compact_rows_packs_each_batch_row_in_order():
+    from specdec.train.trainer import compact_rows, compact_unroll_mask, unroll_mask
+
+    keep = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    rows, valid = compact_rows(keep)
+    assert rows.shape == valid.shape == (3, 3)
+    assert rows[0].tolist() == [1, 2, 4] and rows[1, 0] == 3
+    assert valid.tolist() == [[True] * 3, [True, False, False], [False] * 3]
+    assert bool((keep.gather(1, rows) == valid).all())
+    mask = compact_unroll_mask(rows, 5, 2)  # [B, 3, 5 + 2 * 3]
+    assert mask[0, 1].tolist() == [True, True, True, False, False] + [False, True, False] * 2
+    # every row kept: the unrolled step's mask
+    everything = compact_rows(torch.ones(2, 4, dtype=torch.bool))[0]
+    assert torch.equal(compact_unroll_mask(everything, 4, 2), unroll_mask(4, 2)[None].expand(2, -1, -1))
+
+
+@pytest.mark.parametrize("arch, labels", [("eagle1", True), ("eagle1", False), ("eagle3", True)])
+def test_unrolled_steps_on_packed_rows_equal_every_row(tiny_target, tmp_path, arch, labels):
+    """The training-time test's steps >= 1 on the packed rows that take a loss give the loss,
+    metrics and gradients of the same steps over every row (float32, so equal to rounding)."""
+    from specdec.train.trainer import TrainConfig, Trainer, collate
+
+    layers = (1, 2, -1) if arch == "eagle3" else (-1,)
+    gen = torch.Generator().manual_seed(5)
+    vocab, feat = tiny_target.config.vocab_size, len(layers) * tiny_target.config.hidden_size
+    seqs = []
+    for n, spans in ((23, [(9, 23)]), (17, [(4, 8), (12, 17)]), (30, [(26, 30)])):  # prompts, then replies
+        mask = torch.zeros(n, dtype=torch.bool)
+        for a, z in spans:
+            mask[a:z] = True
+        ids = torch.randint(0, vocab, (n,), generator=gen)
+        seq = {"features": torch.randn(n, feat, generator=gen), "token_ids": ids,
+               "target_ids": torch.cat((ids[1:], ids[:1])), "loss_mask": mask}
+        if labels:
+            seq["label_ids"] = torch.randint(0, vocab, (n, 4), generator=gen)
+            seq["label_probs"] = torch.softmax(torch.randn(n, 4, generator=gen), -1)
+        seqs.append(seq)
+    lm = target_lm_head_weight(tiny_target.model)
+    results = []
+    for compact in (True, False):
+        torch.manual_seed(0)
+        head = EagleHead(EagleConfig.for_target(tiny_target.config, arch, 3000, layers))
+        head.draft_to_target.copy_(torch.randperm(vocab, generator=torch.Generator().manual_seed(1))[:3000].sort().values)
+        head.init_from_target(lm, tiny_target.model.norm.weight)
+        config = TrainConfig(unroll=3, compact_unroll=compact)
+        trainer = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, tmp_path)
+        loss, metrics = trainer.loss(collate(seqs, [0, 1, 2]), torch.Generator().manual_seed(3))
+        loss.backward()
+        results.append((loss.detach(), metrics, {k: p.grad for k, p in head.named_parameters() if p.grad is not None}))
+    (loss_c, metrics_c, grads_c), (loss_f, metrics_f, grads_f) = results
+    torch.testing.assert_close(loss_c, loss_f, rtol=1e-5, atol=1e-5)
+    assert metrics_c.keys() == metrics_f.keys() and {"acc0", "acc1", "acc2"} <= metrics_c.keys()
+    for key in metrics_c:
+        assert metrics_c[key] == pytest.approx(metrics_f[key], rel=1e-4, abs=1e-5), key
+    assert grads_c.keys() == grads_f.keys() and len(grads_c) > 4
+    for name in grads_c:
+        torch.testing.assert_close(grads_c[name], grads_f[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_label_cross_entropy_kernel_matches_the_aten_path(dtype, monkeypatch):
     """The trainer's token loss through the C kernel (autograd Function) against the same
