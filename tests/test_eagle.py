@@ -454,22 +454,32 @@ def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, 
     from specdec.train.data import generate_records
 
     prompts = [encode_prompt(tiny_target.tokenizer, "Tell me a fact about the number " + "1" * i + ".") for i in range(5)]
+    every: dict[int, dict] = {}
     records: dict[int, dict] = {}
+    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, every.__setitem__, max_prefill_tokens, prompt_labels=True)
     generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, records.__setitem__, max_prefill_tokens)  # 5 prompts, 2 rows
-    assert sorted(records) == list(range(5))
+    assert sorted(records) == sorted(every) == list(range(5))
     engine = Engine(tiny_target, max_seq_len=512)
     d = tiny_target.config.hidden_size
     for i, ids in enumerate(prompts):
-        rec = records[i]
+        full, rec = every[i], records[i]
         solo = engine.generate(ids, SamplingParams(temperature=0, max_tokens=10)).token_ids
-        assert rec["token_ids"].tolist() == ids + solo
-        assert int(rec["loss_mask"].sum()) == len(solo) and rec["loss_mask"][: len(ids)].sum() == 0
-        assert torch.equal(rec["label_ids"][:, 0], rec["target_ids"])
-        assert rec["target_ids"][len(ids) - 1 : -1].tolist() == solo  # greedy: the label is the next token
-        assert rec["label_probs"].shape == (len(ids) + len(solo), 4) and (rec["label_probs"][:, :-1] >= rec["label_probs"][:, 1:]).all()
-        forced = features_for(tiny_target, rec["token_ids"].tolist(), (1, -1))
-        assert rec["features"].shape == (len(ids) + len(solo), 2 * d)
-        torch.testing.assert_close(rec["features"].float(), forced, atol=2e-2, rtol=1e-2)  # float16 storage
+        assert full["token_ids"].tolist() == rec["token_ids"].tolist() == ids + solo
+        assert int(full["loss_mask"].sum()) == len(solo) and full["loss_mask"][: len(ids)].sum() == 0
+        assert torch.equal(full["label_ids"][:, 0], full["target_ids"])
+        assert full["target_ids"][len(ids) - 1 : -1].tolist() == solo  # greedy: the label is the next token
+        assert full["label_probs"].shape == (len(ids) + len(solo), 4) and (full["label_probs"][:, :-1] >= full["label_probs"][:, 1:]).all()
+        forced = features_for(tiny_target, full["token_ids"].tolist(), (1, -1))
+        assert full["features"].shape == (len(ids) + len(solo), 2 * d)
+        torch.testing.assert_close(full["features"].float(), forced, atol=2e-2, rtol=1e-2)  # float16 storage
+        # without prompt labels (the default): the same from the prompt's last position on;
+        # before it, no labels, and the prompt's own next token as target_ids
+        p = len(ids) - 1
+        assert torch.equal(rec["features"], full["features"]) and torch.equal(rec["loss_mask"], full["loss_mask"])
+        assert torch.equal(rec["label_ids"][p:], full["label_ids"][p:]) and torch.equal(rec["target_ids"][p:], full["target_ids"][p:])
+        torch.testing.assert_close(rec["label_probs"][p:], full["label_probs"][p:], atol=1e-3, rtol=0)
+        assert not rec["label_ids"][:p].any() and not rec["label_probs"][:p].any()
+        assert rec["target_ids"][:p].tolist() == ids[1:]
 
 
 def test_reply_passages_keep_plain_prose_cut_at_a_sentence(tmp_path):
@@ -642,6 +652,24 @@ def test_export_draft_cli_writes_a_head_that_imports_back(tiny_target, tmp_path,
         torch.testing.assert_close(back[name], head.state_dict()[name], msg=name)
     with pytest.raises(SystemExit, match="own directory"):
         main(["export-draft", str(tmp_path / "public"), "--model", str(tiny_target.path), "--out", str(tmp_path / "public")])
+
+
+def test_train_draft_cli_end_to_end_and_its_prompt_label_check(tiny_target, tmp_path, capsys):
+    """train-draft on the tiny target: data without prompt labels by default, a head that
+    loads; --prompt-weight on that data stops with the reason instead of training on zeros."""
+    from specdec.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Count to {i}, please."}) + "\n" for i in range(3)))
+    common = ["train-draft", "-m", str(tiny_target.path), "--prompts", str(prompts), "--max-new-tokens", "6",
+              "--epochs", "1", "--draft-vocab", "3000", "--time-budget", "0", "-t", "1"]
+    assert main(common + ["--out", str(tmp_path / "run")]) == 0
+    info = json.loads((tmp_path / "run" / "data" / "dataset.json").read_text())
+    assert info["num_sequences"] == 3 and info["prompt_labels"] is False
+    head = load_head(tmp_path / "run", tiny_target)
+    assert head.config.draft_vocab_size == 3000 and json.loads(capsys.readouterr().out.splitlines()[-1])["train"]["total_steps"] > 0
+    with pytest.raises(SystemExit, match="without labels at prompt positions"):
+        main(common + ["--out", str(tmp_path / "weighted"), "--data", str(tmp_path / "run" / "data"), "--prompt-weight", "0.5"])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

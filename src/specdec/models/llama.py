@@ -374,12 +374,13 @@ class LlamaModel(NativeStackHolder, nn.Module):
         """hidden_layers: 0 = embeddings, i = output of layer i, -1 = after the final norm.
 
         logits_indices selects which of the T positions get logits (prefill needs one).
-        With seq_lens the batch is ragged (module docstring) and logits are packed [N, V].
+        With seq_lens the batch is ragged (module docstring) and logits are packed [N, V];
+        logits_indices then selects among the N packed rows.
         """
         if seq_lens is not None:
-            if attn_mask is not None or logits_indices is not None:
-                raise ValueError("a ragged batch forward (seq_lens) takes no attn_mask or logits_indices")
-            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new, hidden_layers)
+            if attn_mask is not None:
+                raise ValueError("a ragged batch forward (seq_lens) takes no attn_mask")
+            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new, hidden_layers, logits_indices)
         b, t = token_ids.shape
         start = cache.reserve(t)
         cos_table, sin_table = self.rope_tables()
@@ -437,7 +438,7 @@ class LlamaModel(NativeStackHolder, nn.Module):
         mask = mask.unsqueeze(1).repeat(1, 1, rep, 1)
         return RowLayout(valid, row_ids, slots, max(num_keys, 1), mask)
 
-    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new, hidden_layers=()) -> ModelOutput:
+    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new, hidden_layers=(), logits_indices=None) -> ModelOutput:
         b, t = token_ids.shape
         dev = self.device
         seq_lens = torch.as_tensor(seq_lens, dtype=torch.long, device=dev)
@@ -465,4 +466,6 @@ class LlamaModel(NativeStackHolder, nn.Module):
         x = self.norm(x)
         if -1 in hidden_layers:
             hidden[-1] = x
-        return ModelOutput(self.lm_head(x), hidden)  # packed: logits [N, V], hidden {layer: [N, D]}
+        if logits_indices is not None:
+            x = x[logits_indices]
+        return ModelOutput(self.lm_head(x), hidden)  # packed: logits [N', V], hidden {layer: [N, D]}

@@ -50,7 +50,7 @@ def register(sub) -> None:
     p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy")
     p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression (eagle1)")
     p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch")
-    p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1)")
+    p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1); > 0 also records the target's labels there")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--reply-prompts", type=int, default=0,
@@ -136,8 +136,11 @@ def run_train_draft(args: argparse.Namespace) -> int:
         conversations = load_conversations(prompts, args.num_prompts or None)
         record = tuple(int(x) for x in args.record_layers.split(",")) if args.record_layers else head_config.feature_layers
         build_dataset(target, conversations, data_dir, record, args.max_new_tokens, args.gen_batch,
-                      deadline=data_deadline)
+                      deadline=data_deadline, prompt_labels=args.prompt_weight > 0)
     info, sequences = load_dataset(data_dir, head_config.feature_layers)
+    if args.prompt_weight > 0 and not info.prompt_labels:
+        raise SystemExit(f"train-draft: {data_dir} was recorded without labels at prompt positions, which "
+                         "--prompt-weight > 0 trains on; record a new dataset (another --out or --data)")
     if args.reply_prompts:  # 1b) a second round quoting the first round's replies (resumes too)
         replies_dir = out / "replies"
         if not (replies_dir / "dataset.json").is_file():
@@ -146,7 +149,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
             conversations = [[{"role": "user", "content": row["prompt"]}] for row in rows]
             print(f"train-draft: {len(conversations)} prompts quoting the target's replies ({len(texts)} usable replies)")
             build_dataset(target, conversations, replies_dir, tuple(info.feature_layers), args.max_new_tokens, args.gen_batch,
-                          deadline=data_deadline)
+                          deadline=data_deadline, prompt_labels=info.prompt_labels)
         replies_info, replies = load_dataset(replies_dir, head_config.feature_layers)
         sequences += replies
         for key in DATASET_COUNTS:

@@ -15,6 +15,13 @@
              with F = D * len(feature_layers), layers concatenated in the order given
              (the engine's `state.target_hidden` order).
 
+Labels at prompt positions (`prompt_labels`): the trainer takes a loss only where the next
+token is the target's own (response tokens; `--prompt-weight 0`, the default), so by default
+the LM head and the top-k run only from each prompt's last position on (prompts are a third
+of the tokens; generation ~3.5% faster on the default model, Zen 4). The prompt positions
+before that then hold label_ids 0, label_probs 0 and, as target_ids, the
+prompt's own next token; `DatasetInfo.prompt_labels` says which kind a dataset is.
+
 Prompts: a JSONL file of {"prompt": str}, {"messages": [{"role", "content"}...]} or ShareGPT
 {"conversations": [{"from": "human"|"gpt"|"system", "value"}...]} (cut after the last
 human turn; the target writes the reply).
@@ -49,6 +56,7 @@ class DatasetInfo:
     shards: list[str]
     generate_seconds: float = 0.0
     record_seconds: float = 0.0
+    prompt_labels: bool = True  # labels at every prompt position (module docstring), not only the last
 
 
 def load_conversations(path: str | Path | tuple | list, limit: int | None = None) -> list[list[dict]]:
@@ -140,6 +148,7 @@ def generate_records(
     on_record=None,  # called with (index, record) as each sequence finishes
     max_prefill_tokens: int = 512,
     deadline: float | None = None,  # time.perf_counter() after which no prompt joins (running rows finish)
+    prompt_labels: bool = False,  # False: the LM head only from each prompt's last position (module docstring)
 ) -> None:
     """Greedy responses with the target's features and top-k next-token labels, recorded
     while generating (no second pass).
@@ -210,9 +219,21 @@ def generate_records(
         for r in active:
             tokens[r, : num_new[r]] = torch.tensor(rows[r].token_ids[rows[r].seq_len :])
         positions = seq_lens[:, None] + torch.arange(width)[None]
-        out = model(tokens.to(dev), positions.to(dev), cache, seq_lens=seq_lens, num_new=num_new, hidden_layers=feature_layers)
+        # the packed rows that get logits: all, or those from each prompt's last position on
+        labelled = None if prompt_labels else torch.cat(
+            [positions[r, : num_new[r]] >= rows[r].num_prompt - 1 for r in active])  # [N] bool
+        logits_rows = None if labelled is None or bool(labelled.all()) else labelled.nonzero()[:, 0].to(dev)
+        out = model(tokens.to(dev), positions.to(dev), cache, seq_lens=seq_lens, num_new=num_new,
+                    hidden_layers=feature_layers, logits_indices=logits_rows)
         feats = _features(out, feature_layers).cpu()  # [N, F], rows in order
         label_ids, label_probs, greedy = (x.cpu() for x in _labels(out.logits, num_labels))  # all rows at once
+        if logits_rows is not None:  # back to every packed row: zeros, and the prompt's next token
+            where, n_all = logits_rows.cpu(), feats.shape[0]
+            label_ids = label_ids.new_zeros(n_all, num_labels).index_copy_(0, where, label_ids)
+            label_probs = label_probs.new_zeros(n_all, num_labels).index_copy_(0, where, label_probs)
+            # a row feeds token_ids[seq_len:]; its last fed token always has logits
+            nexts = torch.cat([torch.tensor(rows[r].token_ids[rows[r].seq_len + 1 :] + [0], dtype=torch.int32) for r in active])
+            greedy = nexts.index_copy_(0, where, greedy)
         first = 0
         for r in active:
             row, n = rows[r], int(num_new[r])
@@ -269,10 +290,11 @@ def _write_shard(path: Path, records: list[dict[str, torch.Tensor]], feature_lay
     save_file(tensors, str(path), metadata=meta)
 
 
-def _fingerprint(prompts: list[list[int]], max_new_tokens: int, feature_layers) -> str:
+def _fingerprint(prompts: list[list[int]], max_new_tokens: int, feature_layers, prompt_labels: bool = True) -> str:
     import hashlib
 
-    return hashlib.sha256(json.dumps([prompts, max_new_tokens, list(feature_layers)]).encode()).hexdigest()[:16]
+    settings = [prompts, max_new_tokens, list(feature_layers)] + ([] if prompt_labels else ["no prompt labels"])
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def build_dataset(
@@ -285,6 +307,7 @@ def build_dataset(
     shard_size: int = 256,
     num_labels: int = 8,
     deadline: float | None = None,
+    prompt_labels: bool = False,
 ) -> DatasetInfo:
     """Generate and record (`generate_records`), writing a shard every `shard_size` finished
     sequences; a rerun with the same prompts and settings keeps the shards already written.
@@ -296,7 +319,7 @@ def build_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = encode_conversations(target.tokenizer, conversations)
-    fingerprint = _fingerprint(prompts, max_new_tokens, feature_layers)
+    fingerprint = _fingerprint(prompts, max_new_tokens, feature_layers, prompt_labels)
     shards, done = [], set()
     earlier_seconds = 0.0  # generation time of the shards a stopped run left
     for path in sorted(out_dir.glob("shard-*.safetensors")):
@@ -328,7 +351,7 @@ def build_dataset(
     todo = [i for i in range(len(prompts)) if i not in done]
     t0 = last_flush
     generate_records(target, [prompts[i] for i in todo], max_new_tokens, batch_size, feature_layers, num_labels,
-                     lambda j, record: on_record(todo[j], record), deadline=deadline)
+                     lambda j, record: on_record(todo[j], record), deadline=deadline, prompt_labels=prompt_labels)
     if pending:
         flush()
     seconds = time.perf_counter() - t0
@@ -340,7 +363,7 @@ def build_dataset(
         num_tokens += mask.numel()
         num_response += int(mask.sum())
     info = DatasetInfo(list(feature_layers), target.config.hidden_size, num_sequences, num_tokens, num_response,
-                       shards, round(earlier_seconds + seconds, 1), 0.0)
+                       shards, round(earlier_seconds + seconds, 1), 0.0, prompt_labels)
     (out_dir / "dataset.json").write_text(json.dumps(asdict(info), indent=2))
     return info
 
