@@ -21,7 +21,7 @@ at position t+j, and attends to the real pairs 0..t and to its own entries of st
 trained on the inputs they will see. A row of a step j >= 1 reads nothing of another row's
 steps >= 1, so those steps run only on the rows that take a loss at them or later, packed to
 the left of each batch row (`compact_rows`): the prompt positions, ~a third of the tokens,
-drop out of 2 of the 3 layer passes and out of the wider attention (~20% of a step on Zen 4).
+drop out of 2 of the 3 layer passes and out of the wider attention (a step -15% on Zen 4).
 
 AdamW with linear warm-up and cosine decay, gradient clipping, a seeded batch order and
 feature noise per (epoch, step), checkpoints every `checkpoint_every` steps that `resume`
