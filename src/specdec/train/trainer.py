@@ -248,11 +248,9 @@ class Trainer:
                 weight = weight & (ids >= 0)
             steps.append((weight, response, ids))
         # steps >= 1 run on the rows that take a loss at one of them, packed (module docstring)
-        later = torch.zeros(b, length, dtype=torch.bool)
-        for weight, _, _ in steps[1:]:
-            later |= weight
-        if not c.compact_unroll:
-            later[:] = True
+        later = torch.ones(b, length, dtype=torch.bool)  # every row: the reference
+        if c.compact_unroll:
+            later = torch.stack([weight for weight, _, _ in steps[1:]]).any(0) if c.unroll > 1 else ~later
         rows, valid = compact_rows(later)  # [B, L'] positions of the packed rows
         width = rows.shape[1]
         total = torch.zeros(())
