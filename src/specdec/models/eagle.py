@@ -44,11 +44,12 @@ from torch import nn
 
 from specdec.cache import KVCache
 from specdec.config import ModelConfig
-from specdec.models.attention import NATIVE_MAX_ROWS, AttentionPlan
+from specdec.models.attention import NATIVE_MAX_ROWS, AttentionPlan, attend
 from specdec.models.llama import (
     DecoderLayer,
     NativeStackHolder,
     RMSNorm,
+    apply_rope,
     native_layer_weights,
     native_stack_possible,
     rope_tables,
@@ -218,11 +219,17 @@ class EagleHead(NativeStackHolder, nn.Module):
         positions: torch.Tensor,  # [B, T]
         cache: KVCache,
         attn_mask: torch.Tensor | None = None,  # [B, T, cache.length + T] bool over all slots
-    ) -> torch.Tensor:  # [B, T, D]
+        query_rows: torch.Tensor | None = None,  # [B, T'] of the T entries: the outputs wanted
+    ) -> torch.Tensor:  # [B, T, D], or [B, T', D] with query_rows
         """One pass of the layer; writes T entries at cache slots [length, length + T).
 
         Without attn_mask the new entries are causal among themselves and see the whole cache.
+        With query_rows (training) every entry writes its key and value, but only those rows
+        go on through the query, attention, output projection and MLP; attn_mask is then
+        [B, T', cache.length + T], one row per query row.
         """
+        if query_rows is not None:
+            return self._step_rows(hidden, token_ids, positions, cache, attn_mask, query_rows)
         b, t, _ = hidden.shape
         start = cache.reserve(t)
         embeds = self._target[0](token_ids).to(hidden.dtype)
@@ -248,6 +255,41 @@ class EagleHead(NativeStackHolder, nn.Module):
         h = h + layer.mlp(layer.mlp_norm(h))
         cache.length = start + t
         return h
+
+    def _step_rows(self, hidden, token_ids, positions, cache, attn_mask, query_rows) -> torch.Tensor:
+        """`step` with query_rows, in PyTorch: keys and values from the K/V rows of wqkv for
+        every entry, the rest of the layer on the query rows only."""
+        b, t, _ = hidden.shape
+        if attn_mask is None or attn_mask.shape[-2:] != (query_rows.shape[1], cache.length + t):
+            raise ValueError(f"query_rows needs attn_mask [B, {query_rows.shape[1]}, {cache.length + t}]")
+        start = cache.reserve(t)
+        c, layer = self.config, self.layer
+        h, h_kv, d = c.num_heads, c.num_kv_heads, c.head_dim
+        embeds = self._target[0](token_ids).to(hidden.dtype)
+        cos_table, sin_table = self._rope_tables(int(positions.max()) + 1)
+        if self.fc is not None:
+            residual = attn_in = self.fc(torch.cat((embeds, hidden), dim=-1))
+        else:
+            residual = hidden
+            attn_in = torch.cat((layer.attn_norm(embeds), self.hidden_norm(hidden)), dim=-1)
+        wqkv = layer.attn.wqkv
+        bias = wqkv.bias
+        kv = F.linear(attn_in, wqkv.weight[h * d :], None if bias is None else bias[h * d :]).view(b, t, 2 * h_kv, d)
+        cos, sin = cos_table[positions].unsqueeze(2), sin_table[positions].unsqueeze(2)
+        cache.k[0][:, :, start : start + t] = apply_rope(kv[:, :, :h_kv], cos, sin).transpose(1, 2)
+        cache.v[0][:, :, start : start + t] = kv[:, :, h_kv:].transpose(1, 2)
+        cache.length = start + t
+
+        def rows(x: torch.Tensor) -> torch.Tensor:
+            return x.gather(1, query_rows[..., None].expand(-1, -1, x.shape[-1]))
+
+        q_positions = positions.gather(1, query_rows)
+        q = F.linear(rows(attn_in), wqkv.weight[: h * d], None if bias is None else bias[: h * d])
+        q = apply_rope(q.view(b, -1, h, d), cos_table[q_positions].unsqueeze(2), sin_table[q_positions].unsqueeze(2))
+        mask = attn_mask.to(device=self.device, dtype=torch.bool).expand(b, -1, -1)
+        plan = AttentionPlan(start + t, mask.unsqueeze(1).repeat(1, 1, h // h_kv, 1))
+        out = rows(residual) + layer.attn.wo(attend(q, cache.k[0], cache.v[0], plan))
+        return out + layer.mlp(layer.mlp_norm(out))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., D] -> [..., V_d]
         x = hidden if self.norm is None else self.norm(hidden)

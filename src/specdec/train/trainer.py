@@ -22,6 +22,9 @@ trained on the inputs they will see. A row of a step j >= 1 reads nothing of ano
 steps >= 1, so those steps run only on the rows that take a loss at them or later, packed to
 the left of each batch row (`compact_rows`): the prompt positions, ~a third of the tokens,
 drop out of 2 of the 3 layer passes and out of the wider attention (a step -15% on Zen 4).
+In step 0 every row writes its key and value, but only the rows whose output is used (a
+loss at step 0, or the input of step 1) go on through the query, attention, output
+projection and MLP (`EagleHead.step(query_rows=...)`).
 
 AdamW with linear warm-up and cosine decay, gradient clipping, a seeded batch order and
 feature noise per (epoch, step), checkpoints every `checkpoint_every` steps that `resume`
@@ -247,10 +250,13 @@ class Trainer:
                 ids = self.t2d[shift(batch.target_ids, 1 + j)]  # -1 outside the draft vocab
                 weight = weight & (ids >= 0)
             steps.append((weight, response, ids))
-        # steps >= 1 run on the rows that take a loss at one of them, packed (module docstring)
+        # steps >= 1 run on the rows that take a loss at one of them, packed; step 0's queries
+        # on those and the rows that take a loss at step 0 (module docstring)
         later = torch.ones(b, length, dtype=torch.bool)  # every row: the reference
         if c.compact_unroll:
             later = torch.stack([weight for weight, _, _ in steps[1:]]).any(0) if c.unroll > 1 else ~later
+        first = later | steps[0][0]
+        rows0, valid0 = compact_rows(first)  # [B, L0] positions of step 0's query rows
         rows, valid = compact_rows(later)  # [B, L'] positions of the packed rows
         width = rows.shape[1]
         total = torch.zeros(())
@@ -259,11 +265,17 @@ class Trainer:
         for j, (weight, response, ids) in enumerate(steps):
             if j == 0:
                 cache = KVCache(1, b, length, head.config.num_kv_heads, head.config.head_dim, torch.float32)
-                hidden = head.step(hidden, shift(batch.token_ids, 1), positions, cache, unroll_mask(length, 0)[None])
-                packed = weight
+                token_ids = shift(batch.token_ids, 1)
+                if c.compact_unroll:
+                    hidden = head.step(hidden, token_ids, positions, cache, compact_unroll_mask(rows0, length, 0), rows0)
+                    packed = weight.gather(1, rows0) & valid0  # [B, L0]
+                else:  # the reference: the whole layer on every row (rows0 = every position)
+                    hidden = head.step(hidden, token_ids, positions, cache, unroll_mask(length, 0)[None])
+                    packed = weight
             else:
-                if j == 1:
-                    hidden = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, L', D]
+                if j == 1:  # rows ⊆ first, both in order: a row's index among step 0's is its rank in first
+                    index = (first.long().cumsum(1) - 1).gather(1, rows).clamp(min=0)
+                    hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, L', D]
                 used = length + (j - 1) * width
                 cache = KVCache(1, b, used + width, head.config.num_kv_heads, head.config.head_dim, torch.float32)
                 cache.k[:, :, :, :used] = prev.k[:, :, :, :used]
