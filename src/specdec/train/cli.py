@@ -114,8 +114,9 @@ def run_train_draft(args: argparse.Namespace) -> int:
     )
     from specdec.train.corpus import grounded_in
     from specdec.train.export import target_lm_head_weight
-    from specdec.train.trainer import TrainConfig, Trainer
+    from specdec.train.trainer import TrainConfig, Trainer, hold_freed_memory
 
+    hold_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

@@ -24,7 +24,8 @@ the left of each batch row (`compact_rows`): the prompt positions, ~a third of t
 drop out of 2 of the 3 layer passes and out of the wider attention (a step -15% on Zen 4).
 In step 0 every row writes its key and value, but only the rows whose output is used (a
 loss at step 0, or the input of step 1) go on through the query, attention, output
-projection and MLP (`EagleHead.step(query_rows=...)`).
+projection and MLP (`EagleHead.step(query_rows=...)`). `hold_freed_memory` (called by
+`specdec train-draft`) keeps a step's freed blocks for the next step.
 
 AdamW with linear warm-up and cosine decay, gradient clipping, a seeded batch order and
 feature noise per (epoch, step), checkpoints every `checkpoint_every` steps that `resume`
@@ -33,6 +34,7 @@ continues from exactly, tqdm progress and metrics.jsonl.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import time
@@ -187,6 +189,27 @@ def compact_unroll_mask(positions: torch.Tensor, length: int, step: int) -> torc
     causal = torch.arange(length)[None, None] <= positions[:, :, None]  # [B, L', L]
     eye = torch.eye(positions.shape[1], dtype=torch.bool).expand(positions.shape[0], -1, -1)
     return torch.cat([causal] + [eye] * step, dim=2)
+
+
+def hold_freed_memory() -> bool:
+    """Have glibc's malloc keep freed blocks of up to 32 MiB in the process for reuse, instead
+    of handing them back to the kernel (munmap, heap trims) and faulting fresh zeroed pages in
+    at the next step. A training step allocates and frees the same few hundred MB of
+    activations, logits and gradients each time; with glibc's defaults that cost 17-20k page
+    faults a step on the default recipe's batches, 8-9k with these settings, and the
+    step 4-10% of its time on a 2-core Intel Xeon (three alternated pairs of runs; README,
+    2026-12-06, later). The price is a higher peak RSS (8.7 GB for the default command).
+    Process-wide, so `specdec train-draft` calls it, not the Trainer. Returns whether both
+    settings took (False off glibc)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    # 32 MiB is glibc's ceiling for the mmap threshold on 64-bit; setting it also stops the
+    # dynamic threshold, whose trims are what returned the memory
+    return mallopt(m_mmap_threshold, 32 << 20) == 1 and mallopt(m_trim_threshold, 1 << 30) == 1
 
 
 class Trainer:
