@@ -290,12 +290,17 @@ def test_compact_rows_packs_each_batch_row_in_order():
     # every row kept: the unrolled step's mask
     everything = compact_rows(torch.ones(2, 4, dtype=torch.bool))[0]
     assert torch.equal(compact_unroll_mask(everything, 4, 2), unroll_mask(4, 2)[None].expand(2, -1, -1))
+    # widths rounded up to a multiple, at most L: the same rows first, the rest invalid
+    rows4, valid4 = compact_rows(keep, 4)
+    assert rows4.shape == (3, 4) and torch.equal(rows4[:, :3], rows) and not valid4[:, 3].any()
+    assert compact_rows(keep, 8)[0].shape == (3, 5)
 
 
 @pytest.mark.parametrize("arch, labels", [("eagle1", True), ("eagle1", False), ("eagle3", True)])
 def test_unrolled_steps_on_packed_rows_equal_every_row(tiny_target, tmp_path, arch, labels):
-    """The training-time test's steps >= 1 on the packed rows that take a loss give the loss,
-    metrics and gradients of the same steps over every row (float32, so equal to rounding)."""
+    """The training-time test's steps >= 1 on the packed rows that take a loss (and step 0's
+    queries on the rows it needs, shapes rounded up) give the loss, metrics and gradients of
+    the same steps over every row at exact shapes (float32, so equal to rounding)."""
     from specdec.train.trainer import TrainConfig, Trainer, collate
 
     layers = (1, 2, -1) if arch == "eagle3" else (-1,)
@@ -320,9 +325,12 @@ def test_unrolled_steps_on_packed_rows_equal_every_row(tiny_target, tmp_path, ar
         head = EagleHead(EagleConfig.for_target(tiny_target.config, arch, 3000, layers))
         head.draft_to_target.copy_(torch.randperm(vocab, generator=torch.Generator().manual_seed(1))[:3000].sort().values)
         head.init_from_target(lm, tiny_target.model.norm.weight)
-        config = TrainConfig(unroll=3, compact_unroll=compact)
+        # the packed path with shapes rounded up (a batch width of 32, packed widths of 16, 64
+        # rows through the LM head) against the reference's exact shapes
+        multiples = dict(width_multiple=16, loss_rows_multiple=64) if compact else dict(width_multiple=1, loss_rows_multiple=1)
+        config = TrainConfig(unroll=3, compact_unroll=compact, **multiples)
         trainer = Trainer(head, tiny_target.model.embed.weight, lm, seqs, config, tmp_path)
-        loss, metrics = trainer.loss(collate(seqs, [0, 1, 2]), torch.Generator().manual_seed(3))
+        loss, metrics = trainer.loss(collate(seqs, [0, 1, 2], config.width_multiple), torch.Generator().manual_seed(3))
         loss.backward()
         results.append((loss.detach(), metrics, {k: p.grad for k, p in head.named_parameters() if p.grad is not None}))
     (loss_c, metrics_c, grads_c), (loss_f, metrics_f, grads_f) = results

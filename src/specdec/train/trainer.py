@@ -25,7 +25,10 @@ drop out of 2 of the 3 layer passes and out of the wider attention (a step -15% 
 In step 0 every row writes its key and value, but only the rows whose output is used (a
 loss at step 0, or the input of step 1) go on through the query, attention, output
 projection and MLP (`EagleHead.step(query_rows=...)`). `hold_freed_memory` (called by
-`specdec train-draft`) keeps a step's freed blocks for the next step.
+`specdec train-draft`) keeps a step's freed blocks for the next step. Row counts are rounded
+up (`width_multiple`, `loss_rows_multiple`) so that the matmul shapes repeat from batch to
+batch: oneDNN JIT-compiles a kernel for each new shape (~20 ms for one product here), and
+with exact shapes nearly every batch brought new ones (bucketed: -15% a step).
 
 AdamW with linear warm-up and cosine decay, gradient clipping, a seeded batch order and
 feature noise per (epoch, step), checkpoints every `checkpoint_every` steps that `resume`
@@ -67,6 +70,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     bf16_autocast: bool = True  # CPU matmuls in bfloat16 through oneDNN (~1.5x faster here); fp32 master weights
     compact_unroll: bool = True  # steps >= 1 on the rows that take a loss only (False: every row, the reference)
+    # row counts rounded up so that matmul shapes repeat: oneDNN JIT-compiles a kernel for
+    # each new shape (~20 ms a matmul); 1 = exact shapes
+    width_multiple: int = 16  # a batch's width and the packed rows' widths
+    loss_rows_multiple: int = 64  # the rows through the LM head
 
 
 @dataclass
@@ -97,10 +104,11 @@ def make_batches(sequences: list[dict], max_tokens: int, generator: torch.Genera
     return [batches[i] for i in perm]
 
 
-def collate(sequences: list[dict], indices: list[int]) -> Batch:
+def collate(sequences: list[dict], indices: list[int], multiple: int = 1) -> Batch:
+    """The sequences padded to one width: the longest, rounded up to a multiple of `multiple`."""
     rows = [sequences[i] for i in indices]
     lengths = torch.tensor([r["token_ids"].numel() for r in rows])
-    b, width = len(rows), int(lengths.max())
+    b, width = len(rows), -(-int(lengths.max()) // multiple) * multiple
     feat_dim = rows[0]["features"].shape[-1]
     features = torch.zeros(b, width, feat_dim)
     token_ids = torch.zeros(b, width, dtype=torch.long)
@@ -171,13 +179,14 @@ def unroll_mask(length: int, step: int) -> torch.Tensor:
     return torch.cat([causal] + [eye] * step, dim=1)
 
 
-def compact_rows(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def compact_rows(keep: torch.Tensor, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """keep [B, L] bool -> (positions [B, L'], valid [B, L']): each batch row's kept positions
-    in order, packed to the left; L' = the most any row keeps, the tail padded with other
-    positions (valid False). keep[b, positions[b, c]] holds exactly where valid[b, c]."""
+    in order, packed to the left; L' = the most any row keeps (rounded up to a multiple of
+    `multiple`, at most L), the tail padded with other positions (valid False).
+    keep[b, positions[b, c]] holds exactly where valid[b, c]."""
     b, length = keep.shape
     count = keep.sum(1)
-    width = max(1, int(count.max()))
+    width = min(length, max(1, -(-int(count.max()) // multiple) * multiple))
     key = torch.arange(length)[None] + length * (~keep).long()  # kept first, each group in order
     positions = key.argsort(dim=1)[:, :width]
     return positions, torch.arange(width)[None] < count[:, None]
@@ -254,8 +263,10 @@ class Trainer:
         b, length, _ = batch.features.shape
         feats = batch.features
         inputs = feats
-        if noise_gen is not None and c.noise > 0:
-            inputs = feats + (torch.rand(feats.shape, generator=noise_gen) - 0.5) * c.noise
+        if noise_gen is not None and c.noise > 0:  # drawn over the longest row: the same noise at any padded width
+            n = int(batch.lengths.max())
+            noise = (torch.rand((b, n, feats.shape[-1]), generator=noise_gen) - 0.5) * c.noise
+            inputs = feats + F.pad(noise, (0, 0, 0, length - n))
         hidden = head.fuse_features(inputs)  # [B, L, D]
         positions = torch.arange(length)[None].expand(b, length)
         t = torch.arange(length)[None]
@@ -279,8 +290,8 @@ class Trainer:
         if c.compact_unroll:
             later = torch.stack([weight for weight, _, _ in steps[1:]]).any(0) if c.unroll > 1 else ~later
         first = later | steps[0][0]
-        rows0, valid0 = compact_rows(first)  # [B, L0] positions of step 0's query rows
-        rows, valid = compact_rows(later)  # [B, L'] positions of the packed rows
+        rows0, valid0 = compact_rows(first, c.width_multiple)  # [B, L0] positions of step 0's query rows
+        rows, valid = compact_rows(later, c.width_multiple)  # [B, L'] positions of the packed rows
         width = rows.shape[1]
         total = torch.zeros(())
         metrics: dict[str, float] = {}
@@ -311,7 +322,8 @@ class Trainer:
             # the LM head and the losses only where a loss is taken: [M] of the [B, L] positions
             response = (response & weight)[weight]  # [M]
             out = hidden[packed]  # [M, D]
-            logits = head_logits_dense(head, out, self.lm_head_weight)  # [M, V_d]
+            pad = -out.shape[0] % c.loss_rows_multiple  # zero rows, sliced off again (width_multiple)
+            logits = head_logits_dense(head, F.pad(out, (0, 0, 0, pad)), self.lm_head_weight)[: out.shape[0]]  # [M, V_d]
             next_feats = shift(feats, 1 + j)[weight]  # [M, F]
             if batch.label_ids is not None:
                 labels = ids[weight]  # [M, k]
@@ -432,7 +444,7 @@ class Trainer:
                     break
                 next_batch = bi + 1
                 t_step = time.perf_counter()
-                batch = collate(self.sequences, order[bi])
+                batch = collate(self.sequences, order[bi], c.width_multiple)
                 noise_gen = torch.Generator().manual_seed(c.seed * 1_000_003 + self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr_at(self.step)
@@ -486,7 +498,7 @@ class Trainer:
         totals: dict[str, float] = {}
         batches = make_batches(sequences, self.config.max_tokens_per_batch, torch.Generator().manual_seed(0))
         for idx in batches:
-            _, metrics = self.loss(collate(sequences, idx), None)
+            _, metrics = self.loss(collate(sequences, idx, self.config.width_multiple), None)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / len(batches)
         return totals
