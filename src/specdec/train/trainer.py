@@ -322,7 +322,7 @@ class Trainer:
             # the LM head and the losses only where a loss is taken: [M] of the [B, L] positions
             response = (response & weight)[weight]  # [M]
             out = hidden[packed]  # [M, D]
-            pad = -out.shape[0] % c.loss_rows_multiple  # zero rows, sliced off again (width_multiple)
+            pad = -out.shape[0] % c.loss_rows_multiple  # zero rows to a repeating shape, sliced off again
             logits = head_logits_dense(head, F.pad(out, (0, 0, 0, pad)), self.lm_head_weight)[: out.shape[0]]  # [M, V_d]
             next_feats = shift(feats, 1 + j)[weight]  # [M, F]
             if batch.label_ids is not None:
