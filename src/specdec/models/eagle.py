@@ -245,12 +245,7 @@ class EagleHead(NativeStackHolder, nn.Module):
             cache.length = start + t
             return x[None]
         mask = self._mask(start, t, attn_mask, b)
-        if self.fc is not None:
-            x = self.fc(torch.cat((embeds, hidden), dim=-1))
-            residual, attn_in = x, x
-        else:
-            residual = hidden
-            attn_in = torch.cat((layer.attn_norm(embeds), self.hidden_norm(hidden)), dim=-1)
+        residual, attn_in = self._layer_inputs(hidden, embeds)
         h = residual + layer.attn(attn_in, cos, sin, cache.k[0], cache.v[0], start, mask)
         h = h + layer.mlp(layer.mlp_norm(h))
         cache.length = start + t
@@ -260,18 +255,15 @@ class EagleHead(NativeStackHolder, nn.Module):
         """`step` with query_rows, in PyTorch: keys and values from the K/V rows of wqkv for
         every entry, the rest of the layer on the query rows only."""
         b, t, _ = hidden.shape
-        if attn_mask is None or attn_mask.shape[-2:] != (query_rows.shape[1], cache.length + t):
-            raise ValueError(f"query_rows needs attn_mask [B, {query_rows.shape[1]}, {cache.length + t}]")
+        if attn_mask is None:
+            raise ValueError("query_rows needs an attn_mask, one row per query row")
+        plan = self._mask(cache.length, t, attn_mask, b, query_rows.shape[1])  # checked before the cache moves
         start = cache.reserve(t)
         c, layer = self.config, self.layer
         h, h_kv, d = c.num_heads, c.num_kv_heads, c.head_dim
         embeds = self._target[0](token_ids).to(hidden.dtype)
         cos_table, sin_table = self._rope_tables(int(positions.max()) + 1)
-        if self.fc is not None:
-            residual = attn_in = self.fc(torch.cat((embeds, hidden), dim=-1))
-        else:
-            residual = hidden
-            attn_in = torch.cat((layer.attn_norm(embeds), self.hidden_norm(hidden)), dim=-1)
+        residual, attn_in = self._layer_inputs(hidden, embeds)
         wqkv = layer.attn.wqkv
         bias = wqkv.bias
         kv = F.linear(attn_in, wqkv.weight[h * d :], None if bias is None else bias[h * d :]).view(b, t, 2 * h_kv, d)
@@ -286,8 +278,6 @@ class EagleHead(NativeStackHolder, nn.Module):
         q_positions = positions.gather(1, query_rows)
         q = F.linear(rows(attn_in), wqkv.weight[: h * d], None if bias is None else bias[: h * d])
         q = apply_rope(q.view(b, -1, h, d), cos_table[q_positions].unsqueeze(2), sin_table[q_positions].unsqueeze(2))
-        mask = attn_mask.to(device=self.device, dtype=torch.bool).expand(b, -1, -1)
-        plan = AttentionPlan(start + t, mask.unsqueeze(1).repeat(1, 1, h // h_kv, 1))
         out = rows(residual) + layer.attn.wo(attend(q, cache.k[0], cache.v[0], plan))
         return out + layer.mlp(layer.mlp_norm(out))
 
@@ -295,7 +285,16 @@ class EagleHead(NativeStackHolder, nn.Module):
         x = hidden if self.norm is None else self.norm(hidden)
         return self.lm_head(x) if self.lm_head is not None else self._target[1](x)
 
-    def _mask(self, start: int, t: int, attn_mask, b: int) -> AttentionPlan:
+    def _layer_inputs(self, hidden: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual, attention input) of the layer (module docstring: eagle1, eagle3)."""
+        if self.fc is not None:
+            x = self.fc(torch.cat((embeds, hidden), dim=-1))
+            return x, x
+        return hidden, torch.cat((self.layer.attn_norm(embeds), self.hidden_norm(hidden)), dim=-1)
+
+    def _mask(self, start: int, t: int, attn_mask, b: int, queries: int | None = None) -> AttentionPlan:
+        """The plan for t new entries after `start` slots; attn_mask [B, queries, start + t] has
+        one row per query (queries = t unless only some entries query: `step`'s query_rows)."""
         if attn_mask is None:
             if t == 1:
                 return AttentionPlan(start + 1)
@@ -303,9 +302,10 @@ class EagleHead(NativeStackHolder, nn.Module):
             prefix = torch.ones(t, start, dtype=torch.bool, device=self.device)
             mask = torch.cat((prefix, new), dim=-1).expand(b, t, start + t)
         else:
-            if attn_mask.shape[-2:] != (t, start + t):
-                raise ValueError(f"attn_mask must be [B, {t}, {start + t}], got {tuple(attn_mask.shape)}")
-            mask = attn_mask.to(device=self.device, dtype=torch.bool).expand(b, t, start + t)
+            n = t if queries is None else queries
+            if attn_mask.shape[-2:] != (n, start + t):
+                raise ValueError(f"attn_mask must be [B, {n}, {start + t}], got {tuple(attn_mask.shape)}")
+            mask = attn_mask.to(device=self.device, dtype=torch.bool).expand(b, n, start + t)
         rep = self.config.num_heads // self.config.num_kv_heads
         return AttentionPlan(start + t, mask.unsqueeze(1).repeat(1, 1, rep, 1))  # [B, 1, rep*T, S], rows (r, t)
 
