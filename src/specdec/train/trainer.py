@@ -207,7 +207,8 @@ def hold_freed_memory() -> bool:
     activations, logits and gradients each time; with glibc's defaults that cost 17-20k page
     faults a step on the default recipe's batches, 8-9k with these settings, and the
     step 4-10% of its time on a 2-core Intel Xeon (three alternated pairs of runs; README,
-    2026-12-06, later). The price is a higher peak RSS (8.7 GB for the default command).
+    2026-12-06, later). The price is memory: the default command peaked at 8.7 GB RSS before
+    the shapes were bucketed (`width_multiple`), 5.0 GB after.
     Process-wide, so `specdec train-draft` calls it, not the Trainer. Returns whether both
     settings took (False off glibc)."""
     try:
@@ -290,7 +291,6 @@ class Trainer:
         if c.compact_unroll:
             later = torch.stack([weight for weight, _, _ in steps[1:]]).any(0) if c.unroll > 1 else ~later
         first = later | steps[0][0]
-        rows0, valid0 = compact_rows(first, c.width_multiple)  # [B, L0] positions of step 0's query rows
         rows, valid = compact_rows(later, c.width_multiple)  # [B, L'] positions of the packed rows
         width = rows.shape[1]
         total = torch.zeros(())
@@ -301,9 +301,10 @@ class Trainer:
                 cache = KVCache(1, b, length, head.config.num_kv_heads, head.config.head_dim, torch.float32)
                 token_ids = shift(batch.token_ids, 1)
                 if c.compact_unroll:
+                    rows0, valid0 = compact_rows(first, c.width_multiple)  # [B, L0] step 0's query rows
                     hidden = head.step(hidden, token_ids, positions, cache, compact_unroll_mask(rows0, length, 0), rows0)
                     packed = weight.gather(1, rows0) & valid0  # [B, L0]
-                else:  # the reference: the whole layer on every row (rows0 = every position)
+                else:  # the reference: the whole layer on every row, every position querying
                     hidden = head.step(hidden, token_ids, positions, cache, unroll_mask(length, 0)[None])
                     packed = weight
             else:
