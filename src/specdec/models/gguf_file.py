@@ -5,9 +5,9 @@ RoPE layout into interleaved pairs; `unpermute_rope` undoes that so one native m
 serves GGUF files and HF directories alike. Weights are dequantized by the `gguf`
 package (float32), then cast to the requested dtype by the caller.
 
-Building a tokenizer from GGUF metadata through transformers takes ~8 s for the default
-model, so the converted tokenizer is cached under the user cache directory, keyed by
-the file's SHA-256.
+Building a tokenizer from GGUF metadata through transformers is slow (seconds, for the
+default model too), so the converted tokenizer is cached under the user cache directory,
+keyed by the file's SHA-256.
 """
 
 from __future__ import annotations

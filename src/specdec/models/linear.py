@@ -3,48 +3,45 @@
 float32 and bfloat16 run through the engine's own kernel where it is built for them
 (`PackedLinear`, csrc/matmul.c; float32 needs AVX-512, bfloat16 AVX512_BF16): the weight
 packed once into column panels, every output a running float32 sum over k in order, so one
-row and many rows agree bit for bit with no padding, and both run faster than the library
-routes below (Zen 4, 2 threads, the default model's 120 per-layer matrices,
-`benchmarks/linear_layouts.py` on 2026-12-03: float32 15.7 ms per pass at one row against
-oneDNN's 21.6 and MKL's 36.0, 18.0 against 32.5 at 4 rows, 30.8 against 52.1 at 17;
-bfloat16 11.1 against 13.4 for oneDNN's blocked layout at one row, 17.5 against 23.5 at 17,
-a noisier run). Where the kernel is not built, the library routes below serve: they are
-what the rest of this docstring describes.
+row and many rows agree bit for bit with no padding. It is the default because it streams
+the weights faster than the library routes below, at one row and at a verify pass's rows
+(`benchmarks/linear_layouts.py` measures every route on the default model's 120 per-layer
+matrices). Where the kernel is not built, the library routes below serve: they are what
+the rest of this docstring describes.
 
 PyTorch's x86 builds route float32 `F.linear` to MKL, which runs its slow generic path
 on AMD processors. oneDNN's `mkldnn::_linear_pointwise` takes the same dense weight and
-is faster there: measured (Zen 4, 2 threads, the default model's 120 per-layer matrices
-streamed from DRAM, `benchmarks/linear_layouts.py`) float32 goes from 17.5 GB/s through
-MKL to 36 GB/s at one row, and from 15 to 23.5 GB/s at six rows, what a verify pass needs.
-On Intel CPUs it is the other way round at one and two rows (an Intel Xeon with AMX,
-2026-12-02: MKL 23.0 GB/s against oneDNN's 15.8 at one row, 21.0 against 12.5 at two,
-level from eight rows on), so float32 takes MKL on Intel (`float32_matmul`) unless
-batch invariance is on: oneDNN's rows are the ones tested to agree across M.
+streams it faster there, at one row and at the few rows a verify pass needs. On Intel CPUs
+it is the other way round at one and two rows (MKL ahead, the two level from about eight
+rows on), so float32 takes MKL on Intel (`float32_matmul`) unless batch invariance is on:
+oneDNN's rows are the ones tested to agree across M. `benchmarks/linear_layouts.py`
+compares the two routes on the machine at hand.
 
 bfloat16 `F.linear` also reaches oneDNN, but as a matmul over the transposed weight
-(`brg_matmul`, weights "ba"), ~20 GB/s here. Reordering the weight once into oneDNN's
-own blocked layout (`mkldnn._reorder_linear_weight`, the layer inductor's CPU freezing
-pass uses) and calling `_linear_pointwise` on it runs ~1.4x faster at 1 to 8 rows
+(`brg_matmul`, weights "ba"). Reordering the weight once into oneDNN's own blocked layout
+(`mkldnn._reorder_linear_weight`, the layer inductor's CPU freezing pass uses) and calling
+`_linear_pointwise` on it runs faster at a decode step's and a verify pass's row counts
 (`benchmarks/linear_layouts.py`), with the same products bit for bit
 (`tests/test_model.py`). The blocked copy (`BlockedLinear`) replaces the
 dense weight, so memory does not grow; `weight` rebuilds the dense tensor on request
 (`to_dense` is exact) and `state_dict()` holds the dense weight. A weight that another
 module shares (tied embeddings) stays as well, since the embedding needs its dense
-layout: there the blocked copy is extra memory (57 MB for the default model's head).
-float32 stays dense: the blocked layout measured no faster there.
+layout: there the blocked copy is extra memory (one more copy of the head's weight).
+float32 stays dense: the blocked layout brought it no speed (`benchmarks/linear_layouts.py`).
 
 Batch invariance (`pad_single_row`): every row of an M >= 2 product equals, bit for bit,
 the same row computed in any other M >= 2 product (float32 and bfloat16, dense or blocked
-weights, measured in `tests/test_batch_invariance.py`), but oneDNN may compute a one-row
+weights, checked in `tests/test_batch_invariance.py`), but oneDNN may compute a one-row
 product with another kernel (another reduction order). Padding a single row to two makes
 a decode step's linears agree with a verify pass's, at a price: the two-row kernel streams
-the weights slower (a bfloat16 decode step of the default model: ~10 ms of linears at one
-row, 12-13 ms padded). Where the one-row kernel is the same reduction the padding is not
+the weights slower, so a padded decode step costs more (`benchmarks/batch_invariance.py`
+measures it). Where the one-row kernel is the same reduction the padding is not
 needed, and `set_pad_single_row` finds out per weight shape (`one_row_kernel_agrees`):
 it compares 256 random rows computed one at a time with the same rows in products of 16.
-Measured with torch 2.14's oneDNN on Zen 4, blocked bfloat16: one-row products agree for
-K <= 1024 inputs (the default model's wqkv, wo, w13 and LM head) and differ for K >= 1280
-(its w2, K = 1536: 1-10% of rows differ in some bit), at 1 and 2 threads alike.
+Which shapes agree depends on the torch version, the CPU and the thread count, hence the
+probe rather than a fixed list (`benchmarks/batch_invariance.py` reports it per linear; with
+blocked bfloat16 the wide-K weights, such as the default model's w2, K = 1536, are the ones
+seen to differ).
 """
 
 from __future__ import annotations
@@ -67,7 +64,7 @@ from specdec.models.native import (
     native_unpack,
 )
 
-BLOCKED_DTYPES = (torch.bfloat16,)  # oneDNN's float32 measured no faster blocked
+BLOCKED_DTYPES = (torch.bfloat16,)  # float32 gains nothing blocked (benchmarks/linear_layouts.py)
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -226,9 +223,10 @@ def one_row_kernel_agrees(layer: CPULinear | BlockedLinear) -> bool:
 
     Probed on the layer's own weight with random rows, at the current thread count and at
     one thread, once per (kernel, weight shape, dtype, thread count, torch version, CPU):
-    the answers are kept in the user cache directory (the LM head's probe alone takes
-    ~0.7 s). A different reduction order shows in some of 256 rows (w2 above: ~10% of
-    rows), so "agrees" is strong evidence of the same kernel; "differs" only costs speed.
+    the answers are kept in the user cache directory (the probes, the LM head's most of all,
+    are too slow to repeat at every load). A different reduction order shows in some of 256
+    rows (as w2's does, above), so "agrees" is strong evidence of the same kernel; "differs"
+    only costs speed.
     """
     weight = layer.blocked_weight if isinstance(layer, BlockedLinear) else layer.weight
     kernel = "blocked" if isinstance(layer, BlockedLinear) else getattr(layer._matmul, "__name__", "matmul")

@@ -30,11 +30,12 @@ def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none",
     """on/off as given; auto = on for CPU bfloat16/float16 and every quantized mode, where
     speculative greedy output drifts from plain output without it (benchmarks/
     batch_invariance.py, README). Its cost is the two-row padding of the linears whose
-    one-row kernel differs (models/linear.py): plain bfloat16 decoding of the default model
-    ~7%, quantized ~0%; speculative decoding gets faster. Dense float32: on where its linears
+    one-row kernel differs (models/linear.py): small for plain bfloat16 decoding, next to
+    nothing quantized, and speculative decoding gains more than it pays
+    (benchmarks/batch_invariance.py measures it per mode). Dense float32: on where its linears
     run through the C kernel (invariant by construction, so free); off where they run
     through oneDNN or MKL (no drift seen there, and every such linear would need the
-    padding, ~17%). Off on CUDA (not measured). Tree
+    padding, a larger cost). Off on CUDA (untested there). Tree
     drafts are batch-invariant where the C attention kernel runs (CPU bfloat16 and float32,
     models/native.py); elsewhere "auto" turns it off for them and "on" is an error."""
     if isinstance(choice, bool):

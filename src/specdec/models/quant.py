@@ -17,10 +17,10 @@ int4 dequantizes as w[n, k] = (q[n, k] - 8) * scale[k // G, n] + zero[k // G, n]
 (checked numerically). The CUDA path follows gpt-fast's packing and is untested here.
 
 Activations enter the kernels in bfloat16: the CPU kernels have fast paths only for
-bfloat16 and require scales in the activation's dtype; float32 and float16 run a
-reference loop 10-50x slower (measured on Zen 4). The output returns in the caller's
+bfloat16 and require scales in the activation's dtype; float32 and float16 fall to a
+scalar reference loop, many times slower, hence the cast. The output returns in the caller's
 dtype, so dtype=float32 keeps the residual stream, norms, attention and cache in float32.
-Shape limits: the bf16 int8 kernel returns wrong numbers when K % 32 != 0 (measured), so
+Shape limits: the bf16 int8 kernel returns wrong numbers when K % 32 != 0 (observed), so
 K % 32 == 0 is required; int4 on CPU needs N % 16 == 0, G in {32, 64, 128, 256}, K % G == 0.
 
 GGUF blocks (`gguf_groups`) are repacked rather than requantized where the formats meet:
@@ -139,7 +139,7 @@ def gguf_block_groups(data: np.ndarray, qtype_name: str) -> GroupQuant | None:
 def gguf_groups(path: str | Path, config, reader=None) -> dict[str, GroupQuant]:
     """Block-quantized GGUF weights under the native model's names (fused as it fuses them).
 
-    reader: an open GGUFReader of `path`, to skip parsing the file again (~2 s here).
+    reader: an open GGUFReader of `path`, to skip parsing the file again (parsing is slow).
     """
     from gguf import GGUFReader
 
@@ -334,8 +334,8 @@ def quantize_model(
     format that does not repack, are quantized from the model's dense weights.
     lm_head: "int8" (default), "int4" or "none" (dense). The head is int8 even in int4
     mode: the default model's head is its Q8_0 embedding, which int4 groups of 32 hold
-    badly (9% relative weight error; perplexity +4.6% vs float32 with an int4 head, +0.1%
-    with an int8 one, -0.06% dense; benchmarks/perplexity.py), while int8 still reads
+    badly (an int4 head costs far more perplexity than an int8 one, which is close to
+    dense; `benchmarks/perplexity.py` with int4/int4 against int4), while int8 still reads
     half the bytes of bfloat16 per decode step.
     """
     if mode not in QUANT_MODES:

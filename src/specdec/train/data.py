@@ -17,8 +17,8 @@
 
 Labels at prompt positions (`prompt_labels`): the trainer takes a loss only where the next
 token is the target's own (response tokens; `--prompt-weight 0`, the default), so by default
-the LM head and the top-k run only from each prompt's last position on (prompts are a third
-of the tokens; generation ~3.5% faster on the default model, Zen 4). The prompt positions
+the LM head and the top-k run only from each prompt's last position on (prompts are a large
+share of the tokens, so generation saves that work). The prompt positions
 before that then hold label_ids 0, label_probs 0 and, as target_ids, the prompt's own next
 token; `DatasetInfo.prompt_labels` says which kind a dataset is (a partial dataset of the
 other kind does not resume: its fingerprint differs).

@@ -8,7 +8,7 @@ Loss, per unrolled step j = 0 .. unroll-1 (weight step_decay**j):
        else softmax(lm_head(f)) when the features include layer -1 (EAGLE-1), else the
        target's argmax tokens. Against the recorded top-k the loss (and the argmax the
        agreement metric reads) runs through a C kernel on CPU (`label_cross_entropy`):
-       ~30% of each training step's time went to ATen's passes over the [M, V_d] logits.
+       ATen's several passes over the [M, V_d] logits were a large share of a step's time.
   loss = reg_weight * reg + cls_weight * cls, averaged over response tokens (and, with
        prompt_weight > 0, over prompt tokens at that weight: the target's predictions on
        text it did not write, free extra signal since the forward covers them anyway).
@@ -20,15 +20,18 @@ at position t+j, and attends to the real pairs 0..t and to its own entries of st
 (never to the real pair that inference would not have), so later draft positions are
 trained on the inputs they will see. A row of a step j >= 1 reads nothing of another row's
 steps >= 1, so those steps run only on the rows that take a loss at them or later, packed to
-the left of each batch row (`compact_rows`): the prompt positions, ~a third of the tokens,
-drop out of 2 of the 3 layer passes and out of the wider attention (a step -15% on Zen 4).
+the left of each batch row (`compact_rows`): the prompt positions, a large share of the
+tokens, drop out of 2 of the 3 layer passes and out of the wider attention, which shortens
+a step (`compact_unroll=False` is the reference to time it against; train-draft logs
+`seconds_per_step` to metrics.jsonl).
 In step 0 every row writes its key and value, but only the rows whose output is used (a
 loss at step 0, or the input of step 1) go on through the query, attention, output
 projection and MLP (`EagleHead.step(query_rows=...)`). `hold_freed_memory` (called by
 `specdec train-draft`) keeps a step's freed blocks for the next step. Row counts are rounded
 up (`width_multiple`, `loss_rows_multiple`) so that the matmul shapes repeat from batch to
-batch: oneDNN JIT-compiles a kernel for each new shape (~20 ms for one product here), and
-with exact shapes nearly every batch brought new ones (bucketed: -15% a step).
+batch: oneDNN JIT-compiles a kernel for each new shape, at a cost far above the product's
+own, and with exact shapes nearly every batch brought new ones (`width_multiple=1` and
+`loss_rows_multiple=1` give exact shapes to time against).
 
 AdamW with linear warm-up and cosine decay, gradient clipping, a seeded batch order and
 feature noise per (epoch, step), checkpoints every `checkpoint_every` steps that `resume`
@@ -68,10 +71,10 @@ class TrainConfig:
     grad_clip: float = 0.5
     seed: int = 0
     checkpoint_every: int = 100
-    bf16_autocast: bool = True  # CPU matmuls in bfloat16 through oneDNN (~1.5x faster here); fp32 master weights
+    bf16_autocast: bool = True  # CPU matmuls in bfloat16 through oneDNN (faster than float32); fp32 master weights
     compact_unroll: bool = True  # steps >= 1 on the rows that take a loss only (False: every row, the reference)
     # row counts rounded up so that matmul shapes repeat: oneDNN JIT-compiles a kernel for
-    # each new shape (~20 ms a matmul); 1 = exact shapes
+    # each new shape (costly next to the product itself); 1 = exact shapes
     width_multiple: int = 16  # a batch's width and the packed rows' widths
     loss_rows_multiple: int = 64  # the rows through the LM head
 
@@ -204,11 +207,12 @@ def hold_freed_memory() -> bool:
     """Have glibc's malloc keep freed blocks of up to 32 MiB in the process for reuse, instead
     of handing them back to the kernel (munmap, heap trims) and faulting fresh zeroed pages in
     at the next step. A training step allocates and frees the same few hundred MB of
-    activations, logits and gradients each time; with glibc's defaults that cost 17-20k page
-    faults a step on the default recipe's batches, 8-9k with these settings, and the
-    step 4-10% of its time on a 2-core Intel Xeon (three alternated pairs of runs; README,
-    2026-12-06, later). The price is memory: the default command peaked at 8.7 GB RSS before
-    the shapes were bucketed (`width_multiple`), 5.0 GB after.
+    activations, logits and gradients each time; with glibc's defaults that costs many more
+    page faults a step than with these settings, and a share of the step's time. The price
+    is memory: the peak RSS grows, most when the shapes are not bucketed (`width_multiple`).
+    To measure either on a machine, run `/usr/bin/time -v specdec train-draft ...` (page
+    faults, maximum RSS) and read `seconds_per_step` in its metrics.jsonl, with and without
+    this call (the README's train-draft runs are such comparisons).
     Process-wide, so `specdec train-draft` calls it, not the Trainer. Returns whether both
     settings took (False off glibc)."""
     try:
