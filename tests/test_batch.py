@@ -1,7 +1,8 @@
-"""The batch engine is lossless: every row of a batch reproduces its solo `Engine` run.
+"""The engine batched is lossless: every row of a batch reproduces its solo run (a batch of one).
 
 Also the ragged forward against one-row forwards, requests joining and leaving between
-steps, and the planner's choice of draft lengths.
+steps, trees verified per row in one ragged pass, and `LLM`'s continuous batch over a
+list of prompts. The planner's choices are tested in test_planner.py.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.batch import BatchEngine, build_row_proposers
-from specdec.engine.batch_plan import BatchCostModel, BatchPlanner, RowSpeculation
 from specdec.engine.engine import Engine
+from specdec.engine.planner import CostSurface
+from specdec.proposers.factory import build_proposers
 from specdec.models.loader import load_model
 from specdec.proposers.ngram import NgramProposer
 
@@ -44,7 +45,7 @@ def encode(target, text: str) -> list[int]:
     return target.tokenizer.encode(text)
 
 
-def run_batch(engine: BatchEngine, jobs: dict[str, tuple[list[int], SamplingParams]], join_at=None, cancel=None):
+def run_batch(engine: Engine, jobs: dict[str, tuple[list[int], SamplingParams]], join_at=None, cancel=None):
     """Add jobs (some at later steps), step to completion; tokens, fates and steps per job."""
     join_at = join_at or {}
     tokens = {rid: [] for rid in jobs}
@@ -129,8 +130,8 @@ def test_batched_bfloat16_rows_equal_solo_plain_engine_bit_for_bit(tiny_model_di
 
 def check_batched_greedy_rows(target, k, dtype="float32"):
     spec = SpeculativeConfig(method="ngram", num_speculative_tokens=k)
-    cost = BatchCostModel([0.01 + 0.001 * n for n in range(1, 40)])  # memory-bound: drafts pay
-    engine = BatchEngine(target, build_row_proposers(spec, target, dtype, "cpu", 256, 4), spec, 256, cost)
+    cost = CostSurface([0.01 + 0.001 * n for n in range(1, 40)])  # memory-bound: drafts pay
+    engine = Engine(target, build_proposers(spec, target, dtype, "cpu", 256, 4), spec, 256, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     jobs = {f"r{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:4])}
     tokens, steps = run_batch(engine, jobs)
@@ -145,9 +146,9 @@ def check_batched_greedy_rows(target, k, dtype="float32"):
 
 def test_batched_draft_model_rows_equal_solo_plain_engine(target, tiny_draft_dir):
     spec = SpeculativeConfig(method="draft", draft_model=str(tiny_draft_dir), num_speculative_tokens=3)
-    proposers = build_row_proposers(spec, target, "float32", "cpu", 256, 3)
+    proposers = build_proposers(spec, target, "float32", "cpu", 256, 3)
     assert len({id(p) for p in proposers}) == 3 and len({id(p.model) for p in proposers}) == 1  # one draft model, own caches
-    engine = BatchEngine(target, proposers, spec, 256)
+    engine = Engine(target, proposers, spec, 256)
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     jobs = {f"d{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:3])}
     tokens, _ = run_batch(engine, jobs)
@@ -165,7 +166,7 @@ def eagle_rows(target, method: str, num_rows: int, monkeypatch) -> list:
     head = make_head(target)
     monkeypatch.setattr(factory, "build_eagle_head", lambda spec, target, dtype: head)
     spec = SpeculativeConfig(method=method, num_speculative_tokens="auto")
-    return spec, build_row_proposers(spec, target, "float32", "cpu", 256, num_rows)
+    return spec, build_proposers(spec, target, "float32", "cpu", 256, num_rows)
 
 
 @pytest.mark.parametrize("method", ["eagle", "hybrid"])
@@ -174,8 +175,8 @@ def test_batched_eagle_and_hybrid_rows_equal_solo_plain_engine(target, method, m
     spec, proposers = eagle_rows(target, method, 4, monkeypatch)
     heads = {id(p.eagle.head if method == "hybrid" else p.head) for p in proposers}
     assert len({id(p) for p in proposers}) == 4 and len(heads) == 1  # one head, a cache per row
-    cost = BatchCostModel([0.01 + 0.001 * n for n in range(1, 40)])
-    engine = BatchEngine(target, proposers, spec, 256, cost)
+    cost = CostSurface([0.01 + 0.001 * n for n in range(1, 40)])
+    engine = Engine(target, proposers, spec, 256, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     jobs = {f"e{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:4])}
     tokens, steps = run_batch(engine, jobs, join_at={"e3": 5})
@@ -195,7 +196,7 @@ def test_batched_hybrid_rows_keep_the_eagle_cache_aligned(target, monkeypatch):
     from test_eagle import features_for
 
     spec, proposers = eagle_rows(target, "hybrid", 2, monkeypatch)
-    engine = BatchEngine(target, proposers, spec, 256, BatchCostModel([0.01 + 0.001 * n for n in range(1, 40)]))
+    engine = Engine(target, proposers, spec, 256, CostSurface([0.01 + 0.001 * n for n in range(1, 40)]))
     params = SamplingParams(temperature=0, max_tokens=150, ignore_eos=True)
     jobs = {f"a{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:2])}
     engine.add("a0", *jobs["a0"])
@@ -221,7 +222,7 @@ def test_seeded_sampled_eagle_rows_reproduce_solo_runs(target, monkeypatch):
 
     spec, proposers = eagle_rows(target, "eagle", 3, monkeypatch)
     spec = SpeculativeConfig(method="eagle", num_speculative_tokens=3)
-    engine = BatchEngine(target, proposers, spec, 256)
+    engine = Engine(target, proposers, spec, 256)
     jobs = {
         f"q{i}": (encode(target, p), SamplingParams(temperature=1.0, max_tokens=30, seed=7 + i, ignore_eos=True))
         for i, p in enumerate(PROMPTS[:3])
@@ -234,18 +235,55 @@ def test_seeded_sampled_eagle_rows_reproduce_solo_runs(target, monkeypatch):
     assert 0 < engine.stats.num_accepted_tokens < engine.stats.num_draft_tokens
 
 
-def test_batched_eagle_rejects_trees_and_asks_for_a_head(target):
-    spec = SpeculativeConfig(method="eagle", num_speculative_tokens=4, tree_nodes=8)
-    with pytest.raises(ValueError, match="tree drafts are not batched"):
-        build_row_proposers(spec, target, "float32", "cpu", 256, 2)
+def test_batched_eagle_asks_for_a_head(target):
     for method in ("eagle", "hybrid"):  # the tiny target has no shipped head
         with pytest.raises(ValueError, match="--speculative-draft-model-path DIR"):
-            build_row_proposers(SpeculativeConfig(method=method, num_speculative_tokens="auto"), target, "float32", "cpu", 256, 2)
+            build_proposers(SpeculativeConfig(method=method, num_speculative_tokens="auto"), target, "float32", "cpu", 256, 2)
+
+
+@pytest.mark.parametrize("method", ["eagle", "hybrid"])
+@pytest.mark.parametrize("k", [3, "auto"])
+def test_batched_tree_rows_equal_solo_plain_engine(target, method, k, monkeypatch):
+    """EAGLE-2 trees (and the hybrid's grafts) in a batch: one ragged pass with each row's tree
+    mask, each row's accepted path compacted into place; greedy rows equal plain decoding."""
+    from test_eagle import make_head
+
+    from specdec.proposers import factory
+
+    head = make_head(target)
+    monkeypatch.setattr(factory, "build_eagle_head", lambda spec, target, dtype: head)
+    spec = SpeculativeConfig(method=method, num_speculative_tokens=k, tree_nodes=8)
+    cost = CostSurface([0.01 + 0.0001 * n for n in range(1, 80)])  # memory-bound: trees pay
+    engine = Engine(target, build_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256, cost)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    jobs = {f"t{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:3])}
+    tokens, steps = run_batch(engine, jobs, join_at={"t2": 3})
+    for rid, (prompt, _) in jobs.items():
+        assert tokens[rid] == solo(target, prompt, params), rid
+    batched_trees = [s for s in steps if sum(len(o.draft_ids) > 1 for o in s.values()) > 1]
+    assert batched_trees, "no step verified trees of several rows together"
+    assert engine.stats.num_drafts > 0
+
+
+def test_llm_generate_runs_a_list_as_one_continuous_batch(tiny_model_dir):
+    """LLM.generate over more prompts than rows: every output equals its one-at-a-time run."""
+    from specdec import LLM
+
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    batched = LLM(str(tiny_model_dir), speculative_method="ngram", num_speculative_tokens=3, max_num_seqs=3,
+                  max_model_len=256)
+    outs = batched.generate(PROMPTS, params, use_tqdm=False)
+    one = LLM(str(tiny_model_dir), speculative_method="ngram", num_speculative_tokens=3, max_num_seqs=1, max_model_len=256)
+    for prompt, out in zip(PROMPTS, outs):
+        [ref] = one.generate(prompt, params, use_tqdm=False)
+        assert out.outputs[0].token_ids == ref.outputs[0].token_ids
+        assert out.outputs[0].text == ref.outputs[0].text and out.outputs[0].finish_reason == "length"
+    assert batched.stats.num_generated_tokens == len(PROMPTS) * (params.max_tokens - 1)
 
 
 def test_requests_join_leave_and_cancel(target):
     spec = SpeculativeConfig(method="ngram", num_speculative_tokens=4)
-    engine = BatchEngine(target, build_row_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
+    engine = Engine(target, build_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
     short = SamplingParams(temperature=0, max_tokens=7, ignore_eos=True)
     long = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
     jobs = {
@@ -266,7 +304,7 @@ def test_requests_join_leave_and_cancel(target):
 
 def test_seeded_sampled_rows_reproduce_solo_runs(target):
     spec = SpeculativeConfig(method="ngram", num_speculative_tokens=3)
-    engine = BatchEngine(target, build_row_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
+    engine = Engine(target, build_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256)
     jobs = {
         f"s{i}": (encode(target, p), SamplingParams(temperature=0.8, top_k=50, max_tokens=30, seed=100 + i, ignore_eos=True))
         for i, p in enumerate(PROMPTS[:3])
@@ -277,7 +315,7 @@ def test_seeded_sampled_rows_reproduce_solo_runs(target):
 
 
 def test_check_request_and_full_batch(target):
-    engine = BatchEngine(target, [None], None, 64)
+    engine = Engine(target, [None], None, 64)
     with pytest.raises(ValueError, match="exceeds the context"):
         engine.add("x", [1] * 60, SamplingParams(max_tokens=10))
     with pytest.raises(ValueError, match="empty"):
@@ -285,98 +323,3 @@ def test_check_request_and_full_batch(target):
     engine.add("x", [1, 2, 3], SamplingParams(max_tokens=5))
     with pytest.raises(RuntimeError, match="busy"):
         engine.add("y", [1, 2, 3], SamplingParams(max_tokens=5))
-
-
-def rows(n: int, spec=None) -> list[RowSpeculation]:
-    return [RowSpeculation(spec or SpeculativeConfig(method="ngram", num_speculative_tokens="auto"), True) for _ in range(n)]
-
-
-def trained(row: RowSpeculation, accept: bool) -> RowSpeculation:
-    for _ in range(20):
-        row.observe(4, 4 if accept else 0)
-    return row
-
-
-def test_planner_drafts_when_verification_is_cheap_and_stops_when_compute_bound():
-    cheap = BatchPlanner(BatchCostModel([1.0 + 0.02 * n for n in range(1, 80)]))
-    good = [trained(r, True) for r in rows(4)]
-    assert all(k >= 4 for k in cheap.plan(good, [8] * 4))
-    compute_bound = BatchPlanner(BatchCostModel([float(n) for n in range(1, 80)]))
-    assert compute_bound.plan([trained(r, True) for r in rows(8)], [8] * 8) == [0] * 8
-
-
-def test_planner_prefers_rows_that_accept_and_respects_room():
-    planner = BatchPlanner(BatchCostModel([1.0 + 0.05 * n for n in range(1, 80)]))
-    ks = planner.plan([trained(rows(1)[0], True), trained(rows(1)[0], False)], [2, 8])
-    assert ks[0] == 2 and ks[1] == 0
-
-
-def test_planner_probes_a_plain_row_and_honours_fixed_and_disabled_rows():
-    planner = BatchPlanner(BatchCostModel([1.0 + 0.05 * n for n in range(1, 80)]))
-    row = trained(rows(1)[0], False)
-    history = [planner.plan([row], [8])[0] for _ in range(6)]
-    assert history[:4] == [0, 0, 0, 0] and history[4] == 1
-    fixed = RowSpeculation(SpeculativeConfig(method="ngram", num_speculative_tokens=5), True)
-    off = RowSpeculation(SpeculativeConfig(method="ngram", num_speculative_tokens=5), False)
-    assert planner.plan([fixed, off], [3, 8]) == [3, 0]
-
-
-def test_planner_follows_measured_step_times():
-    cost = BatchCostModel([1.0] * 16)  # calibrated: drafting looks free
-    planner = BatchPlanner(cost)
-    row = trained(rows(1)[0], True)
-    assert planner.plan([row], [8]) == [8]
-    for _ in range(30):  # but a forward over more than one token turns out 20x slower
-        cost.observe_forward(1, 1.0)
-        for n in range(2, 10):
-            cost.observe_forward(n, 20.0)
-    assert planner.plan([row], [8]) == [0]
-
-
-def test_unvisited_step_sizes_follow_the_load_measured_at_the_visited_ones():
-    """Calibrated on an idle machine: steps now take 3x longer at the sizes that ran, so
-    the sizes no step has run are taken as 3x their calibrated value, not as cheap as then;
-    a point's own measurements take over once it runs, and one outlier moves the load by
-    at most 1.6x."""
-    cost = BatchCostModel([1.0 + 0.1 * n for n in range(16)])
-    for _ in range(60):
-        for n in (1, 2, 3):
-            cost.observe_forward(n, 3.0 * (1.0 + 0.1 * (n - 1)))
-    assert cost.load == pytest.approx(3.0, rel=1e-3)
-    assert cost.forward(2) == pytest.approx(3.3, rel=1e-3)  # measured
-    assert cost.forward(10) == pytest.approx(3.0 * 1.9, rel=1e-3)  # never ran: calibrated x load
-    assert cost.forward(18) == pytest.approx(3.0 * 2.7, rel=1e-3)  # past the curve: extrapolated from both
-    cost.observe_forward(10, 9.0)  # its first step blends into the scaled value
-    assert cost.forward(10) == pytest.approx(0.8 * 5.7 + 0.2 * 9.0)
-    load = cost.load
-    cost.observe_forward(1, 1000.0)
-    assert cost.load == pytest.approx(0.8 * load + 0.2 * 4 * load)
-
-
-def test_row_keeps_one_estimate_and_draft_cost_per_class_and_picks_the_one_that_pays():
-    cost = BatchCostModel([1.0 + 0.05 * n for n in range(1, 80)])
-    row = rows(1)[0]
-    row.select(4)
-    trained(row, True)  # 4-token matches: always right
-    row.select(-1)
-    trained(row, False)  # the head: always wrong
-    assert row.estimators[4].alphas()[0] > 0.9 and row.estimators[-1].alphas()[0] < 0.1
-    assert row.pick((4, -1), cost) == 4 and row.pick((-1, 4), cost) == 4
-    assert row.pick((-1, 1), cost) == 1  # an untried class starts from the prior, beating a failing one
-    # equal acceptance: the class whose drafts cost more loses
-    fresh = rows(1)[0]
-    for bucket, seconds in ((2, 0.0), (-1, 0.5)):
-        fresh.select(bucket)
-        trained(fresh, True)
-        fresh.observe_draft_cost(bucket, seconds)
-    assert fresh.pick((-1, 2), cost) == 2
-    # and the planner charges a row its class's draft cost: at 2 s per draft token (two
-    # forwards) even drafts that always pass do not pay
-    planner = BatchPlanner(cost)
-    fresh.select(2)
-    assert planner.plan([fresh], [8]) == [8]
-    fresh.observe_draft_cost(-1, 2.0)
-    fresh.observe_draft_cost(-1, 2.0)
-    fresh.select(-1)
-    assert fresh.draft_seconds_per_token > 1.0
-    assert planner.plan([fresh], [8]) == [0]

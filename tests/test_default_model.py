@@ -86,10 +86,10 @@ def test_speculative_greedy_equals_plain(default_model):
 @pytest.mark.parametrize("tree_nodes", [0, 16])
 def test_shipped_eagle_head_greedy_equals_plain(default_model, tree_nodes):
     """The head shipped for the default model, chain (K = 5) and tree (16 nodes) drafts."""
-    from specdec.proposers.factory import build_proposer
+    from specdec.proposers.factory import build_proposers
 
     spec = SpeculativeConfig(method="eagle", num_speculative_tokens=5, tree_nodes=tree_nodes)
-    eagle = Engine(default_model, build_proposer(spec, default_model, "float32", "cpu", 1024), spec, 1024)
+    eagle = Engine(default_model, build_proposers(spec, default_model, "float32", "cpu", 1024), spec, 1024)
     plain = Engine(default_model, max_seq_len=1024)
     accepted = 0
     for prompt in PROMPTS + ["Explain how a bicycle gear works, step by step."]:
@@ -105,12 +105,12 @@ def test_hybrid_greedy_equals_plain(default_model, tree_nodes):
     """n-gram or the shipped head, picked per step by the cost-aware controller (a fixed
     stand-in cost curve, so no calibration runs here): both draft, output is plain's. With
     16-node trees the head's steps carry the n-gram continuation grafted on."""
-    from specdec.engine.controller import CostModel
-    from specdec.proposers.factory import build_proposer
+    from specdec.engine.planner import CostSurface
+    from specdec.proposers.factory import build_proposers
 
     spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto", tree_nodes=tree_nodes)
-    cost = CostModel([0.010 + 0.0008 * k for k in range(17)])
-    hybrid = Engine(default_model, build_proposer(spec, default_model, "float32", "cpu", 1024), spec, 1024, cost)
+    cost = CostSurface([0.010 + 0.0008 * k for k in range(17)])
+    hybrid = Engine(default_model, build_proposers(spec, default_model, "float32", "cpu", 1024), spec, 1024, cost)
     plain = Engine(default_model, max_seq_len=1024)
     for prompt in PROMPTS + ["Repeat exactly: the quick brown fox jumps over the lazy dog, twice."]:
         ids = encode_prompt(default_model.tokenizer, prompt)

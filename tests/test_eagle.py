@@ -14,13 +14,15 @@ import torch
 from safetensors.torch import load_file
 
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.controller import CostModel
+from specdec.engine.planner import CostSurface
+from specdec.models.linear import blocked_supported
 from specdec.engine.engine import Engine
 from specdec.models.eagle import EagleConfig, EagleHead, load_native_head, save_head
+from specdec.models.head_io import import_head, load_head, target_lm_head_weight
 from specdec.models.loader import load_model
 from specdec.proposers.eagle import EagleProposer, TreeConfig
-from specdec.proposers.factory import build_proposer
-from specdec.train.export import export_head, import_head, load_head, target_lm_head_weight
+from specdec.proposers.factory import build_proposers
+from specdec.train.export import export_head
 from test_lossless import check_joint, tiny_native
 
 
@@ -142,7 +144,7 @@ def test_sampled_chain_q_is_a_full_vocab_distribution(tiny_target):
     prompt = tiny_target.tokenizer.encode("Hello")
     model = tiny_target.model
     out = model(torch.tensor([prompt]), torch.arange(len(prompt))[None], model.new_cache(1, 64), hidden_layers=(-1,))
-    from specdec.proposers.base import SequenceState
+    from specdec.drafts import SequenceState
 
     params = SamplingParams(temperature=0.7, top_p=0.9)
     state = SequenceState(prompt + [42], len(prompt), params, torch.Generator().manual_seed(0), out.hidden_states[-1][0])
@@ -173,7 +175,7 @@ def test_auto_k_with_confidence_pruning_greedy_equals_plain(tree):
     for prompt in ([1, 4, 2], [3, 3, 5, 0], [2, 1, 2, 1, 2]):
         plain = Engine(target, None, None, 64).generate(prompt, params)
         proposer = EagleProposer(make_head(target), target.model, 64, tree)
-        result = Engine(target, proposer, spec, 64, cost_model=CostModel(list(STEEP))).generate(prompt, params)
+        result = Engine(target, proposer, spec, 64, cost=CostSurface(list(STEEP))).generate(prompt, params)
         assert result.token_ids == plain.token_ids
         pruned += result.stats.num_pruned_tokens
         drafts += result.stats.num_drafts
@@ -188,7 +190,7 @@ def test_sampled_joint_matches_target(tree, auto):
     target = tiny_native(0)
     proposer = EagleProposer(make_head(target), target.model, 64, tree)
     spec = SpeculativeConfig("eagle", None, "auto" if auto else 2, tree_nodes=tree.num_nodes if tree else 0)
-    engine = Engine(target, proposer, spec, 64, cost_model=CostModel(list(STEEP)) if auto else None)
+    engine = Engine(target, proposer, spec, 64, cost=CostSurface(list(STEEP)) if auto else None)
     stats = check_joint(engine, target, [1, 4, 2], top_k=0)
     # trees are deterministic top-k nodes, so the pruner may cut them when sampling; sampled
     # chains carry no scores (pruning by a sampled token's own q is biased)
@@ -196,7 +198,7 @@ def test_sampled_joint_matches_target(tree, auto):
 
 
 def started_proposer(target, tree=None, prompt="Hello there, how are you?"):
-    from specdec.proposers.base import SequenceState
+    from specdec.drafts import SequenceState
 
     proposer = EagleProposer(make_head(target, "eagle1"), target.model, 512, tree)
     ids = target.tokenizer.encode(prompt)
@@ -222,8 +224,8 @@ def test_drafts_carry_their_confidence_and_trees_come_in_rank_order(tiny_target)
 def test_prune_keeps_a_chain_prefix_a_tree_prefix_or_nothing():
     from specdec.engine.controller import ConfidencePruner
     from specdec.engine.engine import prune
-    from specdec.proposers.base import DraftProposal
-    from specdec.proposers.tree import DraftTree
+    from specdec.drafts import DraftProposal
+    from specdec.drafts import DraftTree
 
     curve = [1.0, 1.1, 1.2, 1.3, 1.4]
     chain = DraftProposal(torch.tensor([[5, 6, 7]]), torch.full((1, 3, 10), 0.1), scores=torch.tensor([[0.9, 0.72, 0.01]]).log())
@@ -663,15 +665,18 @@ def test_native_save_load_rebuilds_the_frozen_lm_head(tiny_target, tmp_path):
 
 def test_factory_builds_chain_and_tree_proposers(tiny_target, tmp_path):
     save_head(make_head(tiny_target), tmp_path)
-    chain = build_proposer(SpeculativeConfig(method="eagle", draft_model=str(tmp_path)), tiny_target, "float32", "cpu", 512)
-    # on CPU the head drafts in bfloat16 over blocked weights, whatever the file's dtype
+    [chain] = build_proposers(SpeculativeConfig(method="eagle", draft_model=str(tmp_path)), tiny_target, "float32", "cpu", 512)
+    # on a CPU with bfloat16 kernels the head drafts in bfloat16 over blocked weights, whatever the file's dtype
     assert load_head(tmp_path, tiny_target, torch.bfloat16).layer.attn.wqkv.weight.dtype == torch.bfloat16
-    assert chain.head.dtype == torch.bfloat16 and type(chain.head.layer.mlp.w13).__name__ in ("PackedLinear", "BlockedLinear")
-    tree = build_proposer(SpeculativeConfig(method="eagle", draft_model=str(tmp_path), tree_nodes=12), tiny_target, "float32", "cpu", 512)
+    if blocked_supported():
+        assert chain.head.dtype == torch.bfloat16 and type(chain.head.layer.mlp.w13).__name__ in ("PackedLinear", "BlockedLinear")
+    else:
+        assert chain.head.dtype == torch.float32
+    [tree] = build_proposers(SpeculativeConfig(method="eagle", draft_model=str(tmp_path), tree_nodes=12), tiny_target, "float32", "cpu", 512)
     assert isinstance(chain, EagleProposer) and chain.tree is None and chain.target_hidden_layers == (-1,)
     assert tree.tree == TreeConfig(8, 12)
     with pytest.raises(ValueError, match="draft-model"):
-        build_proposer(SpeculativeConfig(method="eagle"), tiny_target, "float32", "cpu", 512)
+        build_proposers(SpeculativeConfig(method="eagle"), tiny_target, "float32", "cpu", 512)
     with pytest.raises(ValueError, match="eagle"):
         SpeculativeConfig(method="ngram", tree_nodes=8)
 

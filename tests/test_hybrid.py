@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.calibrate import make_controller
-from specdec.engine.controller import CostModel
+from specdec.engine.planner import CostSurface, Planner, RowPolicy
 from specdec.engine.engine import Engine
 from specdec.models.loader import load_model
-from specdec.proposers.base import SequenceState
+from specdec.drafts import SequenceState
 from specdec.proposers import hybrid as hybrid_module
+from specdec.proposers.base import Proposer
 from specdec.proposers.eagle import EagleProposer, TreeConfig
 from specdec.proposers.hybrid import EAGLE_BUCKET, CopyConfidence, HybridProposer
 from specdec.proposers.ngram import NgramProposer
@@ -30,19 +30,35 @@ def tiny_target(tiny_model_dir):
     return load_model(tiny_model_dir, "float32", "cpu", 512)
 
 
-class Counting:
-    """Wraps a proposer and counts the drafts it made."""
+class Counting(Proposer):
+    """Wraps a proposer and counts the drafts it made (the hybrid reads its parts' own members)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.num_proposals = 0
+        self.target_hidden_layers = inner.target_hidden_layers
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def propose(self, state, num_tokens):
+    def start(self, state):
+        self.inner.start(state)
+
+    def observe(self, state, result):
+        self.inner.observe(state, result)
+
+    def draft_classes(self, state):
+        return self.inner.draft_classes(state)
+
+    def class_name(self, draft_class):
+        return self.inner.class_name(draft_class)
+
+    def drafts_tree(self, draft_class):
+        return self.inner.drafts_tree(draft_class)
+
+    def propose(self, state, num_tokens, draft_class=None):
         self.num_proposals += 1
-        return self.inner.propose(state, num_tokens)
+        return self.inner.propose(state, num_tokens, draft_class)
 
 
 def hybrid(target, arch="eagle1", draft_vocab=None, min_match=None, tree=None, graft=True):
@@ -70,31 +86,32 @@ def test_options_follow_the_match_length(tiny_target):
     for token_ids, options in cases:
         state = state_of(token_ids)
         proposer.ngram.start(state)  # the options read the n-gram index only
-        assert proposer.draft_options(state) == options, token_ids
+        assert proposer.draft_classes(state) == options, token_ids
     with pytest.raises(ValueError, match="not open"):
-        proposer.propose(state, 2, bucket=3)
+        proposer.propose(state, 2, 3)
     forced, _, _ = hybrid(tiny_target, min_match=2)  # n-gram only from 2-token matches on
     state = state_of([5, 7, 8, 9, 1, 7, 8])
     forced.ngram.start(state)
-    assert forced.draft_options(state) == (2,)
+    assert forced.draft_classes(state) == (2,)
 
 
-def test_controller_picks_the_better_class():
-    from specdec.engine.controller import BucketedController, CostAwareController
-
-    cost = CostModel([1.0, 1.2, 1.3, 1.4, 1.5])
-    controller = BucketedController(lambda bucket: CostAwareController(cost, max_k=4))
-    assert controller.pick((EAGLE_BUCKET, 1)) == EAGLE_BUCKET  # equal priors: the first
+def test_planner_picks_the_better_class():
+    cost = CostSurface([1.0, 1.2, 1.3, 1.4, 1.5])
+    row = RowPolicy(SpeculativeConfig("hybrid", None, "auto", max_speculative_tokens=4), True)
+    options, trees = (EAGLE_BUCKET, 1), [False, False]
+    assert row.pick(options, trees, cost) == 0  # equal priors: the first
     for _ in range(6):  # the head's drafts fail, the 1-token matches' pass
-        controller.observe(3, 0, EAGLE_BUCKET)
-        controller.observe(3, 3, 1)
-    assert controller.pick((EAGLE_BUCKET, 1)) == 1
+        row.select(EAGLE_BUCKET, False)
+        row.observe(3, 0)
+        row.select(1, False)
+        row.observe(3, 3)
+    assert options[row.pick(options, trees, cost)] == 1
     for _ in range(12):
-        controller.observe(3, 3, EAGLE_BUCKET)
-        controller.observe(3, 0, 1)
-    assert controller.pick((EAGLE_BUCKET, 1)) == EAGLE_BUCKET
-    with pytest.raises(ValueError):
-        controller.pick(())
+        row.select(EAGLE_BUCKET, False)
+        row.observe(3, 3)
+        row.select(1, False)
+        row.observe(3, 0)
+    assert options[row.pick(options, trees, cost)] == EAGLE_BUCKET
 
 
 def test_min_match_must_be_reachable(tiny_target):
@@ -166,36 +183,35 @@ def test_sampled_joint_matches_target(top_k):
     assert "eagle" in stats.by_class and any(name.startswith("ngram") for name in stats.by_class)
 
 
-def test_each_draft_class_gets_its_own_cost_model():
-    cost = CostModel([1.0, 1.2, 1.3, 1.4])
-    costs = {}
-
-    def cost_for(bucket):
-        return costs.setdefault(bucket, CostModel.from_dict(cost.to_dict()))
-
-    controller = make_controller(SpeculativeConfig("hybrid", None, "auto", max_speculative_tokens=3), cost, cost_for)
-    controller.choose(0)
-    controller.choose(3)
-    assert controller.controllers[0].cost is costs[0]
-    assert controller.controllers[3].cost is costs[3] and costs[0] is not costs[3]
-    # an expensive draft in one class turns that class's speculation off, not the other's
-    costs[0].draft_seconds_per_token = 1.0
-    assert controller.controllers[0].best_k() == 0
-    assert controller.controllers[3].best_k() > 0
+def test_each_draft_class_gets_its_own_draft_cost():
+    """An expensive draft in one class turns that class's speculation off, not the other's."""
+    planner = Planner(CostSurface([1.0, 1.2, 1.3, 1.4]))
+    row = RowPolicy(SpeculativeConfig("hybrid", None, "auto", max_speculative_tokens=3), True)
+    row.select(0, False)
+    row.observe_draft_cost(1.0)
+    row.select(3, False)
+    row.observe_draft_cost(0.001)
+    assert row.draft_costs == {0: 1.0, 3: 0.001}
+    row.select(0, False)
+    assert planner.plan([row], [8]) == [0]
+    row.select(3, False)
+    assert planner.plan([row], [8])[0] > 0
 
 
 def test_engine_keeps_draft_costs_per_class(tiny_target):
     """The engine measures draft seconds per class: EAGLE steps (EAGLE_BUCKET) have a head step
     to pay, and n-gram classes get their own entries."""
     proposer, ngram, eagle = hybrid(tiny_target)
-    cost = CostModel([0.01, 0.011, 0.012, 0.013, 0.014, 0.015])
+    cost = CostSurface([0.01, 0.011, 0.012, 0.013, 0.014, 0.015])
     spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto", max_speculative_tokens=5)
     engine = Engine(tiny_target, proposer, spec, 512, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
-    engine.generate(tiny_target.tokenizer.encode(REPEATING), params)
-    assert EAGLE_BUCKET in engine._bucket_costs
-    assert engine._bucket_costs[EAGLE_BUCKET].draft_seconds_per_token > 0
-    assert cost.draft_seconds_per_token == 0  # the calibrated model itself is left as it was
+    req, _ = engine.add("r", tiny_target.tokenizer.encode(REPEATING), params)
+    while engine.num_running:
+        engine.step()
+    assert req.policy.draft_costs.get(EAGLE_BUCKET, 0) > 0
+    assert any(c != EAGLE_BUCKET for c in req.policy.draft_costs)
+    assert cost.draft_seconds_per_token == 0  # the calibrated surface's default is left as it was
     plain = run(tiny_target, None, params)
     assert engine.generate(tiny_target.tokenizer.encode(REPEATING), params).token_ids == plain.token_ids
 
@@ -242,7 +258,7 @@ def test_hybrid_tree_sampled_joint_matches_target(count_grafts, auto):
     tree = TreeConfig(top_k=2, num_nodes=4)
     proposer = HybridProposer(NgramProposer(1, 2), EagleProposer(make_head(target), target.model, 64, tree), 3)
     spec = SpeculativeConfig("hybrid", None, "auto" if auto else 2, tree_nodes=4)
-    engine = Engine(target, proposer, spec, 64, cost_model=CostModel(list(STEEP)) if auto else None)
+    engine = Engine(target, proposer, spec, 64, cost=CostSurface(list(STEEP)) if auto else None)
     stats = check_joint(engine, target, [1, 2, 3, 1, 2, 3, 4, 2], top_k=0)
     # fixed K takes EAGLE (the first option) at every 1-token match; auto K picks the free
     # n-gram drafts for most of them

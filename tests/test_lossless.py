@@ -67,7 +67,7 @@ def test_draft_model_is_exercised_both_ways(tiny_pair):
 def test_draft_prefill_happens_at_start_and_matches_lazy_feeding(tiny_pair):
     """start() prefills the draft with the prompt (prefill time, not drafting time); its
     first proposal then feeds only the newest token and drafts what a cold start would."""
-    from specdec.proposers.base import SequenceState
+    from specdec.drafts import SequenceState
 
     target, draft = tiny_pair
     prompt = target.tokenizer.encode(PROMPTS[2])
@@ -90,13 +90,13 @@ def test_ngram_greedy_equals_plain(tiny_pair, k):
 
 
 def test_adaptive_k_greedy_equals_plain(tiny_pair):
-    from specdec.engine.controller import CostModel
+    from specdec.engine.planner import CostSurface
 
     target, draft = tiny_pair
-    cost = CostModel([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8])
+    cost = CostSurface([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8])
     for proposer in (NgramProposer(1, 3), DraftModelProposer(draft, 512)):
         spec = SpeculativeConfig(method="ngram", num_speculative_tokens="auto")
-        engine = Engine(target, proposer, spec, 512, cost_model=CostModel(list(cost.verify_seconds)))
+        engine = Engine(target, proposer, spec, 512, cost=CostSurface(list(cost.forward_seconds)))
         for prompt in PROMPTS:
             ids = target.tokenizer.encode(prompt)
             params = SamplingParams(temperature=0, max_tokens=50, ignore_eos=True)

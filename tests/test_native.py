@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from specdec.models import native
 from specdec.models.attention import attend, plan_attention
 from specdec.models.loader import load_model, resolve_batch_invariant
-from specdec.proposers.tree import tree_attention_mask
+from specdec.drafts import tree_attention_mask
 
 needs_native = pytest.mark.skipif(native.native_library() is None, reason="the C kernels did not build here")
 

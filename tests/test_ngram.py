@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specdec.config import SamplingParams
-from specdec.proposers.base import Proposer, SequenceState
+from specdec.drafts import SequenceState
+from specdec.proposers.base import Proposer
 from specdec.proposers.ngram import NgramIndex, NgramProposer
 
 

@@ -22,7 +22,7 @@ from specdec.models.quant import (
     quantize_int4_groups,
     quantize_int8_groups,
 )
-from specdec.proposers.factory import build_proposer
+from specdec.proposers.factory import build_proposers
 
 
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -171,7 +171,7 @@ def test_lm_head_format_is_chosen_separately(tiny_model_dir):
 def test_quantized_self_draft_is_lossless(tiny_model_dir, variant, k, prompt):
     target = load_model(tiny_model_dir, "float32", "cpu", 128)
     spec = SpeculativeConfig(method="draft", draft_model=f"self:{variant}", num_speculative_tokens=k)
-    proposer = build_proposer(spec, target, "float32", "cpu", 128)
+    [proposer] = build_proposers(spec, target, "float32", "cpu", 128)
     assert proposer.draft.quant == variant
     assert proposer.model.embed is target.model.embed  # shared
     params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)

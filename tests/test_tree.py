@@ -10,8 +10,10 @@ from scipy.stats import chisquare
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
 from specdec.models.loader import load_model
-from specdec.proposers.base import DraftProposal
-from specdec.proposers.tree import DraftTree, graft_chain, tree_attention_mask, tree_depths, tree_paths
+from specdec.drafts import DraftProposal
+from specdec.drafts import DraftTree, tree_attention_mask, tree_depths, tree_paths
+from specdec.proposers.base import Proposer
+from specdec.proposers.tree import graft_chain
 from specdec.verify import verify_greedy
 from specdec.verify_tree import verify_tree, verify_tree_greedy, verify_tree_stochastic
 
@@ -237,7 +239,7 @@ def test_negative_control_wrong_q_is_detected():
 # ---------------------------------------------------------------- engine tree path
 
 
-class OracleTreeProposer:
+class OracleTreeProposer(Proposer):
     """Trees around a known greedy continuation: the right token sits at a random sibling
     slot among distractors, one level of the true path is sometimes wrong."""
 
@@ -248,13 +250,7 @@ class OracleTreeProposer:
         self.g = torch.Generator().manual_seed(seed)
         self.max_path_index = 0
 
-    def start(self, state) -> None:
-        pass
-
-    def observe(self, state, result) -> None:
-        pass
-
-    def propose(self, state, num_tokens: int) -> DraftProposal:
+    def propose(self, state, num_tokens: int, draft_class=None) -> DraftProposal:
         done = len(state.token_ids) - self.prompt_len
         truth = self.reference[done : done + num_tokens]
         tokens, parents, node = [state.token_ids[-1]], [-1], 0

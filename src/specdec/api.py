@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import torch
 
 from specdec.config import EngineConfig, SamplingParams, SpeculativeConfig
-from specdec.engine.calibrate import calibration_size, load_or_calibrate
+from specdec.engine.build import build_engine
 from specdec.engine.detokenizer import Detokenizer
 from specdec.engine.engine import Engine, StepOutput
 from specdec.engine.stats import SpecStats
-from specdec.models.loader import LoadedModel, load_model, resolve_batch_invariant
-from specdec.proposers.factory import build_proposer
+from specdec.models.loader import LoadedModel, load_model
+from specdec.options import make_configs
 
 
 @dataclass
@@ -71,7 +71,41 @@ def encode_prompt(tokenizer, prompt: str | None = None, messages: list[dict] | N
     return tokenizer.encode(prompt)
 
 
+def stream_text(engine: Engine, tokenizer, prompt_ids: list[int], params: SamplingParams,
+                stats: SpecStats | None = None) -> Iterator[TextEvent]:
+    """One request step by step with the text each step completes; a stop string ends it
+    (its row is freed and stats, if given, get its statistics)."""
+    detok = Detokenizer(tokenizer, params.stop)
+    steps = engine.stream(prompt_ids, params, stats)
+    try:
+        for step in steps:
+            text = detok.add(step.token_ids)
+            finish = step.finish_reason
+            if detok.stopped:
+                finish = "stop"
+            elif finish:
+                text += detok.flush()
+            yield TextEvent(step, text, finish)
+            if finish:
+                return
+    finally:
+        steps.close()
+
+
+def load_engine(engine_config: EngineConfig, spec: SpeculativeConfig) -> tuple[LoadedModel, Engine]:
+    """The target an EngineConfig names, and the engine over it (every surface's route)."""
+    if engine_config.threads:
+        torch.set_num_threads(engine_config.threads)
+    target = load_model(engine_config.model, engine_config.dtype, engine_config.device, engine_config.max_seq_len,
+                        quant=engine_config.quant, batch_invariant=engine_config.batch_invariant)
+    engine = build_engine(target, spec, engine_config.max_seq_len, engine_config.max_batch_size)
+    return target, engine
+
+
 class LLM:
+    """vLLM's `LLM`: load once, then `generate` raw prompts or `chat` conversations. A list of
+    prompts runs as one continuous batch of up to max_num_seqs rows."""
+
     def __init__(
         self,
         model: str | None = None,
@@ -91,73 +125,75 @@ class LLM:
         batch_invariant: str | bool = "auto",
         draft_prune: bool = True,
         graft: bool = True,
+        max_num_seqs: int = 8,
     ) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        method = speculative_method or ("draft" if speculative_model else "none")
-        self.spec_config = SpeculativeConfig(
-            method=method,
-            draft_model=speculative_model,
-            num_speculative_tokens=num_speculative_tokens,
-            ngram_min=ngram_min,
-            ngram_max=ngram_max,
-            adaptive=adaptive,
-            tree_nodes=tree_nodes,
-            tree_top_k=tree_top_k,
-            prune=draft_prune,
-            graft=graft,
+        self.engine_config, self.spec_config = make_configs(
+            model=model, dtype=dtype, device=device, threads=threads, max_model_len=max_model_len, quant=quant,
+            batch_invariant=batch_invariant, max_batch_size=max_num_seqs,
+            speculative=speculative_method or ("draft" if speculative_model else "none"), draft_model=speculative_model,
+            draft_n=num_speculative_tokens, adaptive=adaptive, ngram_min=ngram_min, ngram_max=ngram_max,
+            tree_nodes=tree_nodes, tree_top_k=tree_top_k, draft_prune=draft_prune, graft=graft,
         )
-        self.engine_config = EngineConfig(model=model, dtype=dtype, device=device, threads=threads, max_seq_len=max_model_len)
-        if tree_nodes > 0:  # trees are batch-invariant only with the C kernel: else "on" raises, "auto" is off
-            batch_invariant = resolve_batch_invariant(batch_invariant, dtype, quant, device, trees=True)
-        self.target: LoadedModel = load_model(model, dtype, device, max_model_len, quant=quant, batch_invariant=batch_invariant)
+        self.target, self.engine = load_engine(self.engine_config, self.spec_config)
         self.tokenizer = self.target.tokenizer
-        proposer = build_proposer(self.spec_config, self.target, dtype, device, max_model_len)
-        cost = None
-        if proposer is not None and self.spec_config.auto and self.spec_config.adaptive == "cost":
-            cost = load_or_calibrate(self.target, calibration_size(self.spec_config))
-        self.engine = Engine(self.target, proposer, self.spec_config, max_model_len, cost)
         self.stats = SpecStats()  # aggregate over every request this LLM ran
 
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[TextEvent]:
-        """Step by step: tokens with their fates, and the text they complete."""
-        detok = Detokenizer(self.tokenizer, params.stop)
+        """One request, step by step: tokens with their fates, and the text they complete."""
         stats = SpecStats()
         try:
-            for step in self.engine.stream(prompt_ids, params, stats):
-                text = detok.add(step.token_ids)
-                finish = step.finish_reason
-                if detok.stopped:
-                    finish = "stop"
-                elif finish:
-                    text += detok.flush()
-                yield TextEvent(step, text, finish)
-                if finish:
-                    return
+            yield from stream_text(self.engine, self.tokenizer, prompt_ids, params, stats)
         finally:
             self.stats.merge(stats)
             self.last_stats = stats
 
-    def _run(self, prompt, prompt_ids: list[int], params: SamplingParams) -> RequestOutput:
-        text, tokens, finish = [], [], "length"
-        for event in self.stream(prompt_ids, params):
-            text.append(event.text)
-            tokens.extend(event.step.token_ids)
-            finish = event.finish_reason or finish
-        stats = self.last_stats
-        completion = CompletionOutput(0, "".join(text), tokens, finish)
-        return RequestOutput(prompt, prompt_ids, [completion], stats, stats.prefill_seconds, stats.decode_seconds)
+    def _run(self, prompts: list, prompt_ids: list[list[int]], params: SamplingParams | list[SamplingParams],
+             use_tqdm: bool) -> list[RequestOutput]:
+        """Every prompt as one continuous batch; stop strings end a request early (its row is
+        freed at the step that completes the string)."""
+        params = list(params) if isinstance(params, list) else [params] * len(prompts)
+        detoks = [Detokenizer(self.tokenizer, p.stop) for p in params]
+        texts: list[list[str]] = [[] for _ in prompts]
+        tokens: list[list[int]] = [[] for _ in prompts]
+        finishes = ["length"] * len(prompts)
+        done = [False] * len(prompts)
+
+        def on_step(i: int, step: StepOutput) -> None:
+            if done[i]:
+                return
+            detok = detoks[i]
+            text = detok.add(step.token_ids)
+            tokens[i].extend(step.token_ids)
+            if detok.stopped:
+                finishes[i], done[i] = "stop", True
+            elif step.finish_reason:
+                text += detok.flush()
+                finishes[i], done[i] = step.finish_reason, True
+            texts[i].append(text)
+
+        results = self.engine.generate_batch(prompt_ids, params, on_step, progress=use_tqdm and len(prompts) > 1,
+                                              stop=lambda i: done[i])
+        outputs = []
+        for i, (prompt, ids, result) in enumerate(zip(prompts, prompt_ids, results)):
+            self.stats.merge(result.stats)
+            completion = CompletionOutput(0, "".join(texts[i]), tokens[i], finishes[i])
+            outputs.append(RequestOutput(prompt, ids, [completion], result.stats, result.stats.prefill_seconds,
+                                         result.stats.decode_seconds))
+        self.last_stats = results[-1].stats if results else SpecStats()
+        return outputs
 
     def generate(
-        self, prompts: str | list[str], sampling_params: SamplingParams | None = None
+        self, prompts: str | list[str], sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = True,
     ) -> list[RequestOutput]:
         params = sampling_params or SamplingParams()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        return [self._run(p, encode_prompt(self.tokenizer, p, chat=False), params) for p in prompts]
+        return self._run(prompts, [encode_prompt(self.tokenizer, p, chat=False) for p in prompts], params, use_tqdm)
 
     def chat(
-        self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None
+        self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = True,
     ) -> list[RequestOutput]:
         params = sampling_params or SamplingParams()
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
-        return [self._run(m, encode_prompt(self.tokenizer, messages=m), params) for m in conversations]
+        return self._run(conversations, [encode_prompt(self.tokenizer, messages=m) for m in conversations], params, use_tqdm)

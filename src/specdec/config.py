@@ -12,6 +12,7 @@ from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
 SPECULATIVE_METHODS = ("none", "draft", "ngram", "eagle", "hybrid")
+QUANTS = ("none", "int8", "int4")
 
 
 @dataclass
@@ -99,9 +100,8 @@ class SpeculativeConfig:
     num_speculative_tokens: int | str = 4
     ngram_min: int = 1
     ngram_max: int = 4
-    # auto K's ceiling. 32, not 16: on the default model a 32-token draft verifies in ~2x a
-    # decode step (bfloat16, Intel Xeon with AMX), and long copy stretches pay for it (same-run
-    # A/B there, auto 32 vs 16: grounded +0.7%, summarization +3.4%, heldout +4.8%)
+    # auto K's ceiling: long copy stretches pay for long drafts when a verify pass over many
+    # tokens costs little more than a decode step (bench --draft-n auto measures it)
     max_speculative_tokens: int = 32
     adaptive: str = "cost"  # "cost" (expected tokens/s) or "heuristic" (transformers' +2/-1)
     # eagle, hybrid: > 0 drafts EAGLE-2 trees of this many nodes (depth <= K); hybrid grafts
@@ -109,7 +109,7 @@ class SpeculativeConfig:
     tree_nodes: int = 0
     tree_top_k: int = 8  # eagle trees: children per expanded node, nodes expanded per depth
     # auto K: verify only the drafted tokens (chain prefix, best tree nodes) whose own draft
-    # confidence pays for their verify cost (engine/controller.py: ConfidencePruner); EAGLE
+    # confidence pays for their verify cost (engine/planner.py); EAGLE
     prune: bool = True
     # hybrid trees: graft the n-gram continuation onto the EAGLE tree (proposers/hybrid.py)
     graft: bool = True
@@ -157,17 +157,23 @@ class SpeculativeConfig:
 
 @dataclass
 class EngineConfig:
-    """Where and how the target runs."""
+    """Where and how the target runs, and how many requests decode together."""
 
     model: str | None = None  # None = the embedded default model
     dtype: str = "float32"
     device: str = "cpu"
     threads: int | None = None
-    max_seq_len: int = 4096
-    chat: bool = True
+    max_seq_len: int = 4096  # per request (each row of the KV cache)
+    quant: str = "none"  # weight-only quantization: none, int8, int4
+    batch_invariant: str | bool = "auto"  # auto, on, off (or a bool)
+    max_batch_size: int = 1  # rows of the KV cache: requests decoded together
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.max_seq_len < 16:
             raise ValueError(f"max_seq_len must be >= 16, got {self.max_seq_len}")
+        if self.quant not in QUANTS:
+            raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {self.quant!r}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")

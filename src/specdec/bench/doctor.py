@@ -129,21 +129,21 @@ def check_memory(d: Diagnosis, model, draft_model, dtype: str, quant: str, devic
 
 def probe(d: Diagnosis, target, draft, args) -> None:
     """Greedy equality and one interleaved speed round: plain and speculative on each prompt."""
-    from specdec.bench.runner import HEAD_METHODS, SpecdecContender, build_engine, encode
+    from specdec.bench.runner import HEAD_METHODS, SpecdecContender, bench_engine, encode
     from specdec.bench.summary import geomean
     from specdec.bench.workloads import load_workload
     from specdec.config import SpeculativeConfig
-    from specdec.engine.calibrate import load_or_calibrate
+    from specdec.engine.planner import load_or_calibrate
 
     prompts = load_workload(list(PROBE_CATEGORIES), max_per_category=1)
     ids = [encode(target.tokenizer, p) for p in prompts]
     max_seq_len = max(map(len, ids)) + args.max_tokens + 16
     cost = None
     if args.draft_n == "auto":
-        cost = load_or_calibrate(target, SpeculativeConfig().max_speculative_tokens)
-    plain = SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0)
+        cost = load_or_calibrate(target, SpeculativeConfig())
+    plain = SpecdecContender(bench_engine(target, "none", 0, max_seq_len), "none", 0)
     try:  # an EAGLE head is loaded here, and checked against the target
-        engine = build_engine(target, args.speculative, args.draft_n, max_seq_len, draft, cost,
+        engine = bench_engine(target, args.speculative, args.draft_n, max_seq_len, draft, cost,
                               head_dir=args.draft_model if args.speculative in HEAD_METHODS else None)
     except (ValueError, FileNotFoundError, OSError) as e:
         d.add("head", FAIL, str(e))
@@ -275,7 +275,7 @@ def diagnose(args) -> Diagnosis:
 
 def register(subparsers) -> argparse.ArgumentParser:
     from specdec.bench.runner import _draft_n
-    from specdec.cli import add_model_args
+    from specdec.options import add_model_args
 
     p = subparsers.add_parser(
         "doctor", help="check a target/draft pair: compatibility, memory, losslessness, speed",

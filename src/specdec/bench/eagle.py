@@ -85,14 +85,12 @@ def load_prompts(ids=HELDOUT_PROMPTS) -> list[dict]:
 
 def compare(target, head_dir=None, k: int = 5, tree_nodes: int = 24, tree_top_k: int = 8, max_tokens: int = 128, rounds: int = 1, prompt_ids=HELDOUT_PROMPTS) -> dict:
     from specdec.api import encode_prompt
-    from specdec.engine.engine import Engine
-    from specdec.proposers.factory import build_proposer
+    from specdec.engine.build import build_engine
 
-    methods = {"plain": None}
+    engines = {"plain": build_engine(target, SpeculativeConfig(), 2048)}
     for name, nodes in (("chain", 0), ("tree", tree_nodes)):
         spec = SpeculativeConfig(method="eagle", draft_model=head_dir, num_speculative_tokens=k, tree_nodes=nodes, tree_top_k=tree_top_k)
-        methods[name] = (spec, build_proposer(spec, target, "float32", "cpu", 2048))
-    engines = {n: Engine(target, m[1], m[0], 2048) if m else Engine(target, None, None, 2048) for n, m in methods.items()}
+        engines[name] = build_engine(target, spec, 2048)
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
     results: dict[str, dict[str, list]] = {n: {"tps": [], "accept": []} for n in engines}
     per_prompt = []

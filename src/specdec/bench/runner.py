@@ -63,6 +63,7 @@ import torch
 from specdec.bench.peers import Measurement, synchronize
 from specdec.bench.summary import contender_name, stats_to_record, summarize
 from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.engine.build import build_engine
 from specdec.engine.engine import Engine
 from specdec.engine.stats import SpecStats
 from specdec.models.native import cpu_model
@@ -101,38 +102,24 @@ class SpecdecContender:
                            finish, stats_to_record(stats))
 
 
-def build_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
+def bench_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
                  ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost", tree_nodes: int = 0,
                  tree_top_k: int = 8, prune: bool = True, head_dir: str | None = None, graft: bool = True) -> Engine:
-    """An Engine over an already loaded target (and draft model): nothing else is loaded
-    here but an EAGLE head, for eagle and hybrid: `head_dir`'s, or the one shipped for the
-    default model.
-
-    cost: a calibrated CostModel for draft_n="auto"; each engine gets its own copy because
-    the engine updates its draft cost as it runs."""
-    from specdec.engine.controller import CostModel
-    from specdec.proposers.draft_model import DraftModelProposer
-    from specdec.proposers.factory import build_proposer
-
+    """One bench config's engine over an already loaded target (and draft model), through the
+    engine's own builder: nothing else is loaded here but an EAGLE head, for eagle and hybrid
+    (`head_dir`'s, or the one shipped for the default model). cost: the calibrated surface
+    every auto-K config starts from (each engine learns on a copy)."""
     draft_path = (str(draft.path) if draft else None) if method == "draft" else head_dir if method in HEAD_METHODS else None
     spec = SpeculativeConfig(method=method, draft_model=draft_path,
                              num_speculative_tokens=draft_n if method != "none" else 4,
                              ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive,
                              tree_nodes=tree_nodes if method in HEAD_METHODS else 0, tree_top_k=tree_top_k,
                              prune=prune, graft=graft)
-    if method == "draft":
-        if draft is None:
-            raise ValueError("--speculative draft needs --draft-model PATH")
-        proposer = DraftModelProposer(draft, max_seq_len)
-    else:
-        proposer = build_proposer(spec, target, str(target.model.dtype).removeprefix("torch."),
-                                  str(target.model.device), max_seq_len)
-    engine_cost = None
-    if proposer is not None and spec.auto and adaptive == "cost":
-        if cost is None:
-            raise ValueError("draft_n 'auto' needs a calibrated cost model")
-        engine_cost = CostModel.from_dict(cost.to_dict())
-    return Engine(target, proposer, spec, max_seq_len, engine_cost)
+    if method == "draft" and draft is None:
+        raise ValueError("--speculative draft needs --draft-model PATH")
+    if spec.auto and adaptive == "cost" and method != "none" and cost is None:
+        raise ValueError("draft_n 'auto' needs a calibrated cost surface")
+    return build_engine(target, spec, max_seq_len, 1, cost, draft)
 
 
 def load_draft(path: str, target, dtype: str, device: str, max_seq_len: int):
@@ -211,7 +198,7 @@ class _Extend(argparse.Action):
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from specdec.cli import add_model_args
+    from specdec.options import add_model_args
 
     p = subparsers.add_parser(
         "bench", help="benchmark speculative configs against plain decoding (interleaved)",
@@ -303,7 +290,7 @@ def check_args(args) -> list[str]:
 def run(args) -> int:
     from specdec.bench import report
     from specdec.bench.workloads import load_workload
-    from specdec.engine.calibrate import calibration_size, load_or_calibrate, measure_verify_seconds
+    from specdec.engine.planner import load_or_calibrate, measure_surface
     from specdec.models.loader import load_model, resolve_batch_invariant
 
     methods = check_args(args)
@@ -332,11 +319,11 @@ def run(args) -> int:
         if "draft" in methods else None
     auto = len(methods) > 1 and "auto" in args.draft_n and args.adaptive == "cost"
     largest = SpeculativeConfig(method="eagle", tree_nodes=max(args.tree_nodes)) if trees else SpeculativeConfig()
-    cost = load_or_calibrate(target, calibration_size(largest)) if auto else None
+    cost = load_or_calibrate(target, largest) if auto else None
     # v(K) for the predicted speedup: measured here, on this machine as loaded right now
-    verify_seconds = measure_verify_seconds(target.model, max_k, repeats=3) if len(methods) > 1 else None
+    verify_seconds = measure_surface(target.model, 1, max_k + 1, repeats=3).forward_seconds if len(methods) > 1 else None
 
-    contenders = [SpecdecContender(build_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
+    contenders = [SpecdecContender(bench_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
     for method in methods[1:]:
         shapes = [(n, top_k) for n in (args.tree_nodes if method in HEAD_METHODS else [0])
                   for top_k in (dict.fromkeys(args.tree_top_k) if n else [args.tree_top_k[0]])]
@@ -348,7 +335,7 @@ def run(args) -> int:
                 name = method + (f"-tree{tree_nodes}" if tree_nodes else "") + \
                     (f"-top{top_k}" if tree_nodes and len(args.tree_top_k) > 1 else "") + \
                     ("-noprune" if prune == "off" else "") + ("-nograft" if graft == "off" else "")
-                engine = build_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
+                engine = bench_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
                                       args.adaptive, tree_nodes, top_k, prune=prune == "on",
                                       head_dir=args.draft_model, graft=graft == "on")
                 contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))

@@ -1,26 +1,16 @@
-"""How many tokens to draft next step: fixed, transformers' heuristic, or cost-aware.
+"""The planner's parts that hold no policy: acceptance estimates, the confidence pruner,
+transformers' heuristic schedule, and the fits of measured costs (engine/planner.py uses them).
 
-Contract: each engine step calls `choose(bucket)` once, asks the proposer for that many tokens,
-verifies, and then calls `observe(num_draft, num_accepted, bucket)` once, where num_draft is the
-draft length actually verified (a proposer may return fewer tokens than asked; an n-gram
-miss gives 0) and num_accepted in 0..num_draft counts accepted draft tokens, without the
-bonus or recovered token. K = 0 is a plain decode step. `k_histogram[k]` counts steps by
-the draft length actually verified, so n-gram misses count as K = 0.
+Contract of every `observe(num_draft, num_accepted)`: num_draft is the draft length actually
+verified (a proposer may return fewer tokens than asked; an n-gram miss gives 0; a tree
+counts its depth) and num_accepted in 0..num_draft counts accepted draft tokens, without
+the bonus or recovered token. K = 0 is a plain decode step.
 
-bucket is the proposer's class of the coming draft, when it can tell before drafting
-(`Proposer.draft_bucket`; None otherwise): for n-gram drafts the length of the matched
-suffix. Drafts of different classes are accepted at very different rates (measured on
-the default model's plain greedy output, bfloat16, grounded prompts: the first drafted
-token is right 0.33 of the time after a 1-token match and 0.92 after a 4-token one;
-creative prompts 0.11 and 0.90), so `BucketedController` keeps one cost-aware controller,
-with its own acceptance estimate, probing and (from the engine) draft cost, per class. A
-proposer with several kinds of draft open to a step (`draft_options`, the hybrid proposer)
-lets `BucketedController.pick` choose the class with the highest expected tokens per second.
-
-The cost-aware controller maximizes expected tokens per second,
-    E[tokens](K) / step_seconds(K),   E[tokens](K) = 1 + sum_{i=1..K} prod_{j<=i} alpha_j,
-with alpha_j this request's acceptance at draft position j (conditional on reaching it)
-and step_seconds from a `CostModel` measured once per machine and model by the engine.
+The expected tokens of a step that drafts K, under acceptance alpha_j at draft position j
+(conditional on reaching it), are E[tokens](K) = 1 + sum_{i=1..K} prod_{j<=i} alpha_j.
+Drafts of different classes (n-gram match lengths, EAGLE) are accepted at very different
+rates, so the planner keeps one `AcceptanceEstimator` per class (benchmarks/controller_replay.py
+replays recorded runs to compare policies).
 """
 
 from __future__ import annotations
@@ -28,8 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 
 def _check_step(num_draft: int, num_accepted: int) -> None:
@@ -55,71 +44,6 @@ def blend_cost(old: float | None, seconds: float) -> float:
 
 def _count(histogram: dict[int, int], num_draft: int) -> None:
     histogram[num_draft] = histogram.get(num_draft, 0) + 1
-
-
-@dataclass
-class CostModel:
-    """Seconds per engine step as a function of the draft length K."""
-
-    verify_seconds: list[float]  # [K_max + 1]: one target forward over K + 1 tokens
-    draft_seconds_per_token: float = 0.0  # 0 for n-gram; per depth level for trees
-    draft_overhead_seconds: float = 0.0  # fixed cost of one proposal
-    # Tree drafts: every speculative step verifies the root and tree_nodes nodes whatever
-    # the depth K, so the verify term is verify_seconds[tree_nodes] (extrapolated linearly
-    # past the measured curve); K only sets how many depth levels are drafted.
-    tree_nodes: int = 0
-
-    def __post_init__(self) -> None:
-        self.verify_seconds = [float(s) for s in self.verify_seconds]
-        if not self.verify_seconds:
-            raise ValueError("verify_seconds needs at least the K=0 (plain decode) time")
-        bad = [s for s in self.verify_seconds if not (math.isfinite(s) and s > 0)]
-        if bad:
-            raise ValueError(f"verify_seconds must be finite and > 0, got {bad[0]!r}")
-        if not (self.draft_seconds_per_token >= 0 and self.draft_overhead_seconds >= 0):
-            raise ValueError(
-                f"draft costs must be >= 0, got draft_seconds_per_token="
-                f"{self.draft_seconds_per_token} "
-                f"draft_overhead_seconds={self.draft_overhead_seconds}"
-            )
-
-    @property
-    def max_k(self) -> int:
-        return len(self.verify_seconds) - 1
-
-    def step_seconds(self, k: int) -> float:
-        if not 0 <= k <= self.max_k:
-            raise ValueError(f"draft length {k} outside the cost model's 0..{self.max_k}")
-        draft = self.draft_overhead_seconds + k * self.draft_seconds_per_token if k > 0 else 0.0
-        return self.verify_cost(self.tree_nodes if self.tree_nodes and k > 0 else k) + draft
-
-    def verify_cost(self, num_draft: int) -> float:
-        """One forward over num_draft + 1 tokens; linear past the measured curve."""
-        v = self.verify_seconds
-        if num_draft < len(v):
-            return v[num_draft]
-        slope = v[-1] - v[-2] if len(v) > 1 else 0.0
-        return v[-1] + slope * (num_draft - (len(v) - 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verify_seconds": list(self.verify_seconds),
-            "draft_seconds_per_token": self.draft_seconds_per_token,
-            "draft_overhead_seconds": self.draft_overhead_seconds,
-            "tree_nodes": self.tree_nodes,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CostModel:
-        missing = {"verify_seconds"} - data.keys()
-        if missing:
-            raise ValueError(f"cost model is missing {sorted(missing)}")
-        return cls(
-            verify_seconds=list(data["verify_seconds"]),
-            draft_seconds_per_token=float(data.get("draft_seconds_per_token", 0.0)),
-            draft_overhead_seconds=float(data.get("draft_overhead_seconds", 0.0)),
-            tree_nodes=int(data.get("tree_nodes", 0)),
-        )
 
 
 def fit_verify_curve(ks: Sequence[int], seconds: Sequence[float]) -> list[float]:
@@ -246,34 +170,6 @@ class AcceptanceEstimator:
         return total
 
 
-@runtime_checkable
-class SpeculationController(Protocol):
-    k_histogram: dict[int, int]
-
-    def choose(self, bucket: int | None = None) -> int:
-        """Draft length for the next step, 0 for a plain decode step."""
-
-    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
-        """This step's verified draft length and accepted draft tokens."""
-
-
-class FixedController:
-    """Always K = k."""
-
-    def __init__(self, k: int) -> None:
-        if k < 0:
-            raise ValueError(f"draft length must be >= 0, got {k}")
-        self.k = k
-        self.k_histogram: dict[int, int] = {}
-
-    def choose(self, bucket: int | None = None) -> int:
-        return self.k
-
-    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
-        _check_step(num_draft, num_accepted)
-        _count(self.k_histogram, num_draft)
-
-
 class HeuristicController:
     """transformers' assisted-generation schedule: +2 when all drafts pass, else -1 (min 1)."""
 
@@ -298,133 +194,6 @@ class HeuristicController:
             self.k = min(self.k + 2, self.max_k)
         else:
             self.k = max(self.k - 1, 1)
-
-
-class CostAwareController:
-    """Pick K in 0..max_k maximizing E[tokens](K) / step_seconds(K), and probe when at 0.
-
-    At K = 0 no acceptance evidence arrives, so the controller probes: after
-    `probe_interval` plain steps it drafts `probe_k` tokens once. A probe whose first token
-    is rejected doubles the interval (from `min_probe_interval` up to a cap); an accepted
-    one probes again at the next step, so a prompt that turns predictable is back to
-    speculating a few steps after the next probe. The cap is set from the cost model so
-    probing costs at most `probe_budget` of the time on a hopeless prompt:
-        cap = ceil((step_seconds(probe_k) - step_seconds(0)) / (probe_budget * step_seconds(0)))
-    e.g. 30 plain steps per probe for verify_seconds 1.0, 1.3, ... and a 1% budget.
-    A probe that gets no draft (n-gram miss, num_draft = 0) costs a plain step and stays
-    pending: the next step probes again.
-    """
-
-    def __init__(
-        self,
-        cost: CostModel,
-        max_k: int,
-        prior_mean: float = 0.6,
-        prior_strength: float = 2.0,
-        decay: float = 0.85,
-        probe_k: int = 1,
-        probe_budget: float = 0.01,
-        min_probe_interval: int = 4,
-    ) -> None:
-        if not 1 <= max_k <= cost.max_k:
-            raise ValueError(f"max_k must be in 1..{cost.max_k} (the cost model's), got {max_k}")
-        if not 1 <= probe_k <= max_k:
-            raise ValueError(f"probe_k must be in 1..{max_k}, got {probe_k}")
-        if not probe_budget > 0:
-            raise ValueError(f"probe_budget must be > 0, got {probe_budget}")
-        if min_probe_interval < 1:
-            raise ValueError(f"min_probe_interval must be >= 1, got {min_probe_interval}")
-        self.cost = cost
-        self.max_k = max_k
-        self.probe_k = probe_k
-        self.estimator = AcceptanceEstimator(max_k, prior_mean, prior_strength, decay)
-        extra = cost.step_seconds(probe_k) - cost.step_seconds(0)
-        cap = math.ceil(max(extra, 0.0) / (probe_budget * cost.step_seconds(0)) - 1e-9)
-        self.max_probe_interval = max(min_probe_interval, cap)
-        self.min_probe_interval = min_probe_interval
-        self.probe_interval = min_probe_interval
-        self.k_histogram: dict[int, int] = {}
-        self.num_probes = 0
-        self._plain_steps = 0  # plain steps chosen since the last probe or speculative step
-        self._probe_pending = False
-
-    def best_k(self) -> int:
-        """argmax_K E[tokens](K) / step_seconds(K) under the current estimate (ties: smaller K)."""
-        return self.best()[0]
-
-    def best(self) -> tuple[int, float]:
-        """(best K, its expected tokens per second)."""
-        return self.estimator.best_rate(self.cost.step_seconds)
-
-    def choose(self, bucket: int | None = None) -> int:
-        if self._probe_pending:
-            return self.probe_k
-        k = self.best_k()
-        if k > 0:
-            self._plain_steps = 0
-            self.probe_interval = self.min_probe_interval
-            return k
-        if self._plain_steps >= self.probe_interval:
-            self._probe_pending = True
-            self.num_probes += 1
-            return self.probe_k
-        self._plain_steps += 1
-        return 0
-
-    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
-        _check_step(num_draft, num_accepted)
-        _count(self.k_histogram, num_draft)
-        self.estimator.observe(num_draft, num_accepted)
-        if self._probe_pending and num_draft > 0:
-            self._probe_pending = False
-            self._plain_steps = 0
-            if num_accepted > 0:
-                self.probe_interval = 0
-            else:
-                doubled = max(self.min_probe_interval, 2 * self.probe_interval)
-                self.probe_interval = min(doubled, self.max_probe_interval)
-
-
-class BucketedController:
-    """One `CostAwareController` per draft class (module docstring), made at first use
-    by `make(bucket)`, so each class may also have its own cost model (the engine gives
-    each class its own measured draft cost: a hybrid proposer's n-gram drafts are free,
-    its EAGLE drafts are not).
-
-    A class seen for the first time starts from the prior, like a new request; steps
-    without a class (bucket None) share one controller. `k_histogram` counts every step.
-    """
-
-    def __init__(self, make: Callable[[int | None], CostAwareController]) -> None:
-        self._make = make
-        self.controllers: dict[int | None, CostAwareController] = {}
-        self.k_histogram: dict[int, int] = {}
-
-    def _controller(self, bucket: int | None) -> CostAwareController:
-        controller = self.controllers.get(bucket)
-        if controller is None:
-            controller = self.controllers[bucket] = self._make(bucket)
-        return controller
-
-    def choose(self, bucket: int | None = None) -> int:
-        return self._controller(bucket).choose()
-
-    def pick(self, options: Sequence[int]) -> int:
-        """The class with the highest expected tokens per second at its best K (ties: the
-        first). A class not tried yet in this request starts from the prior, so each is
-        tried once another has done worse than the prior promises."""
-        if not options:
-            raise ValueError("pick needs at least one draft class")
-        rates = [self._controller(b).best()[1] for b in options]
-        return options[max(range(len(options)), key=lambda i: (rates[i], -i))]
-
-    def observe(self, num_draft: int, num_accepted: int, bucket: int | None = None) -> None:
-        self._controller(bucket).observe(num_draft, num_accepted)
-        _count(self.k_histogram, num_draft)
-
-    @property
-    def num_probes(self) -> int:
-        return sum(c.num_probes for c in self.controllers.values())
 
 
 class ConfidencePruner:

@@ -1,37 +1,52 @@
-"""The one generation loop, for every proposer and for plain decoding.
+"""The one generation loop: continuous batching with speculation; a single request is a batch
+of one. The CLI, `LLM`, the server and bench all run `Engine.step`.
 
-    1) prefill   the prompt through the target; the first token comes from its last logits
-    2) propose   K draft tokens (K chosen by the controller; K = 0 is a plain decode step)
-    3) verify    one target forward over [last, d_1 .. d_K] (K+1 positions), then the pure
-                 verifier keeps the longest accepted prefix and adds a recovered or bonus token
-    4) commit    the emitted tokens; roll back the target cache past the rejected drafts,
-                 and let the proposer roll back or extend its own state (observe)
-    5) emit      a StepOutput with the tokens and each token's fate
+Each running request owns one row of a pre-allocated `[L, B_max, H_kv, S_max, D]` target
+cache, with its own SamplingParams, generator, proposer (one per row), speculation policy
+(planner.py's `RowPolicy`), statistics and cache length. Requests join (`add`, which runs
+1) and leave (finish, `cancel`) between steps; `step` runs 2) to 5) over every running row:
 
-Invariant between steps: the target cache holds every committed token except the newest,
-which is fed as the first input of the next verify pass. So after a step that drafted K
-and accepted a, the cache grew by K+1 and is rolled back by K-a. A tree draft (the
-proposal carries `tree`) is verified over its N nodes with the tree's ancestor mask, and
-the cache keeps the root and the accepted path by `compact` instead of a rollback.
+    1) prefill   a new request's prompt, alone in its row; its first token comes from the
+                 last logits
+    2) propose   each row names its draft class, the planner picks k_b for every row from
+                 one cost surface and the rows' acceptance (planner.py), each row's proposer
+                 drafts a chain of k_b tokens or a tree of depth k_b, and the pruner may
+                 keep only the part worth verifying
+    3) verify    ONE target forward over every row's newest token and drafts: a chain row
+                 sends [last, d_1 .. d_k], a tree row its nodes with their ancestor mask and
+                 depth positions; then the pure verifier per row (verify.py, verify_tree.py)
+                 with that row's params and generator
+    4) commit    per row: the accepted tokens and one recovered or bonus token; a chain row's
+                 rejected entries lie past its length and are overwritten later, a tree
+                 row's accepted path is compacted into place; proposer.observe
+    5) emit      a StepOutput per row; finished rows free their slot
 
-The loop never asks which kind of proposer it has.
+With one running row the forward is the one-sequence pass (`cache.row_view`), which is
+what batch-invariant mode and non-native targets run; with more, the ragged forward packs
+N = sum_b (tokens of row b), every matmul runs once over them, and each row's attention
+reads its own cache (models/llama.py). Each row consumes its generator in a fixed order (its
+proposal, then its verification), so a seeded row reproduces its solo run.
+
+Invariant per row: its cache holds every committed token except the newest, which is the
+first input of the next verify pass; so seq_len = committed tokens - 1.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.calibrate import make_controller, make_pruner, prunes
-from specdec.engine.controller import ConfidencePruner, CostModel, blend_cost
+from specdec.drafts import DraftProposal, SequenceState
+from specdec.engine.planner import CostSurface, Planner, RowPolicy
 from specdec.engine.stats import SpecStats
-from specdec.proposers.base import DraftProposal, Proposer, SequenceState
-from specdec.verify import verify
+from specdec.proposers.base import Proposer
+from specdec.verify import VerifyResult, verify
 from specdec.verify_tree import verify_tree
 
 FATE_PLAIN = "plain"  # a K = 0 step (or the token after prefill)
@@ -44,7 +59,7 @@ FATE_BONUS = "bonus"  # sampled from p after all K drafts passed
 class StepOutput:
     token_ids: list[int]  # committed this step (after EOS/length truncation)
     fates: list[str]  # one per committed token
-    draft_ids: list[int]  # what the proposer offered (rejected ones included)
+    draft_ids: list[int]  # what was verified (rejected ones included; a tree's nodes)
     num_accepted: int
     finish_reason: str | None = None  # "stop" (EOS) | "length"; None while running
     draft_class: str | None = None  # the proposer's name for this draft's class, if it names them
@@ -60,6 +75,31 @@ class GenerationResult:
     steps: list[StepOutput] = field(default_factory=list)
 
 
+@dataclass
+class Request:
+    """One running request: its row and everything that is its own."""
+
+    request_id: str
+    row: int
+    params: SamplingParams
+    state: SequenceState
+    proposer: Proposer | None
+    policy: RowPolicy
+    stats: SpecStats
+    seq_len: int = 0  # entries in this row's cache
+    num_generated: int = 0
+    t_decode: float = 0.0
+
+
+@dataclass
+class _Draft:
+    """One row's part of a step between propose and commit."""
+
+    proposal: DraftProposal
+    num_pruned: int = 0
+    confidence: tuple[list[float], list[int]] | None = None  # the pruner's (scores, depths) of kept nodes
+
+
 def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed if seed is not None else secrets.randbits(63))
@@ -67,38 +107,58 @@ def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
 
 
 class Engine:
-    """Runs requests one at a time over a pre-allocated target cache."""
-
     def __init__(
         self,
         target,  # LoadedModel
-        proposer: Proposer | None = None,
+        proposers: Proposer | None | Sequence[Proposer | None] = None,  # one per row; one value: one row
         spec: SpeculativeConfig | None = None,
         max_seq_len: int = 4096,
-        cost_model=None,
+        cost: CostSurface | None = None,
     ) -> None:
+        proposers = list(proposers) if isinstance(proposers, (list, tuple)) else [proposers]
+        if not proposers:
+            raise ValueError("need at least one row (one proposer entry per row, None for plain)")
+        if len(proposers) > 1 and not target.is_native:
+            raise ValueError(f"batching {len(proposers)} rows needs a native Llama-family target, "
+                             f"{target.name} runs through transformers (one row)")
+        layers = {p.target_hidden_layers for p in proposers if p is not None}
+        if len(layers) > 1:
+            raise ValueError(f"the rows' proposers read different target layers {sorted(layers)}; one forward serves all")
+        self.hidden_layers: tuple[int, ...] = layers.pop() if layers else ()
         self.target = target
         self.model = target.model
-        self.proposer = proposer
         self.spec = spec or SpeculativeConfig()
-        self.cost_model = cost_model
-        self.max_seq_len = min(max_seq_len, getattr(self.model, "max_seq_len", max_seq_len))
-        self.cache = self.model.new_cache(1, self.max_seq_len)
+        self.proposers = proposers
+        self.max_batch_size = len(proposers)
+        self.max_seq_len = min(max_seq_len, self.model.max_seq_len)
+        self.cache = self.model.new_cache(self.max_batch_size, self.max_seq_len)
+        self.cost = cost
+        self.planner = Planner(cost)
         self.eos_ids = set(target.config.eos_token_ids)
         eos = getattr(target.tokenizer, "eos_token_id", None)
         if eos is not None:
             self.eos_ids.add(eos)
-        self.hidden_layers: tuple[int, ...] = tuple(getattr(proposer, "target_hidden_layers", ()))
-        self._draft_bucket = getattr(proposer, "draft_bucket", None)  # optional (proposers/base.py)
-        self._draft_options = getattr(proposer, "draft_options", None)  # optional, ditto
-        self._drafts_tree = getattr(proposer, "drafts_tree", None)  # optional, ditto
-        self._class_name = getattr(proposer, "class_name", None)  # optional, ditto
-        # each draft class's cost model: the calibrated verify curve, its own draft cost
-        self._bucket_costs: dict[int | None, CostModel] = {}
+        self.stats = SpecStats()  # aggregate over every request, for metrics
+        self._requests: dict[str, Request] = {}
+        self._rows: list[str | None] = [None] * self.max_batch_size
+        self._ids = 0
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def proposer(self) -> Proposer | None:
+        """Row 0's proposer (the solo surfaces' one)."""
+        return self.proposers[0]
+
+    @property
+    def num_running(self) -> int:
+        return len(self._requests)
+
+    @property
+    def num_free(self) -> int:
+        return self.max_batch_size - len(self._requests)
 
     def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
         if not prompt_ids:
@@ -110,170 +170,283 @@ class Engine:
                 f"exceeds the context of {self.max_seq_len} tokens"
             )
 
+    # --- whole requests ---------------------------------------------------------------
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams, stats: SpecStats | None = None) -> Iterator[StepOutput]:
+        """One request alone, step by step; stats (if given) accumulate its statistics."""
+        if self._requests:
+            raise RuntimeError(f"stream runs one request alone; {self.num_running} are running (use add/step)")
+        self._ids += 1
+        request_id = f"stream-{self._ids}"
+        req, first = self.add(request_id, prompt_ids, params)
+        try:
+            yield first
+            finish = first.finish_reason
+            while not finish:
+                [(_, out)] = self.step()
+                finish = out.finish_reason
+                yield out
+        finally:
+            self.cancel(request_id)
+            if stats is not None:
+                stats.merge(req.stats)
+
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationResult:
-        stats = SpecStats()
-        steps = list(self.stream(prompt_ids, params, stats))
-        tokens = [t for s in steps for t in s.token_ids]
-        return GenerationResult(list(prompt_ids), tokens, steps[-1].finish_reason or "length", stats, steps)
+        return self.generate_batch([prompt_ids], params)[0]
+
+    def generate_batch(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams | list[SamplingParams],
+        on_step: Callable[[int, StepOutput], None] | None = None,
+        progress: bool = False,
+        stop: Callable[[int], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Every prompt to completion as one continuous batch: rows are refilled from the
+        queue as requests finish. on_step(index, output) sees every step of every request;
+        stop(index) True ends that request after the step (a stop string completed)."""
+        if self._requests:
+            raise RuntimeError(f"generate_batch needs an idle engine; {self.num_running} requests are running")
+        params = list(params) if isinstance(params, list) else [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+        for ids, p in zip(prompts, params):
+            self.check_request(ids, p)
+        steps: list[list[StepOutput]] = [[] for _ in prompts]
+        stats: list[SpecStats] = [SpecStats() for _ in prompts]
+        index_of: dict[str, int] = {}
+        pending = list(range(len(prompts)))[::-1]
+        bar = tqdm(total=len(prompts), desc="requests", unit="req", disable=not progress, leave=False)
+
+        def record(i: int, rid: str, out: StepOutput) -> None:
+            if on_step is not None:
+                on_step(i, out)
+            if out.finish_reason is None and stop is not None and stop(i):
+                self.cancel(rid)
+                out.finish_reason = "stop"
+            steps[i].append(out)
+            if out.finish_reason:
+                bar.update(1)
+
+        try:
+            while pending or self._requests:
+                while pending and self.num_free:
+                    i = pending.pop()
+                    self._ids += 1
+                    rid = f"batch-{self._ids}"
+                    req, first = self.add(rid, prompts[i], params[i])
+                    stats[i] = req.stats
+                    index_of[rid] = i
+                    record(i, rid, first)
+                for req, out in self.step():
+                    record(index_of[req.request_id], req.request_id, out)
+        finally:
+            for rid in list(self._requests):
+                self.cancel(rid)
+            bar.close()
+        return [
+            GenerationResult(list(ids), [t for s in st for t in s.token_ids], st[-1].finish_reason or "length", s, st)
+            for ids, st, s in zip(prompts, steps, stats)
+        ]
+
+    # --- the step loop ----------------------------------------------------------------
+
+    def _row_cache(self, row: int, seq_len: int):
+        """Row `row` as a one-sequence cache holding seq_len tokens."""
+        if not self.target.is_native:  # the transformers adapter: one row, its own cache
+            self.cache.truncate(seq_len)
+            return self.cache
+        return self.cache.row_view(row, seq_len)
 
     @torch.inference_mode()
-    def stream(
-        self, prompt_ids: list[int], params: SamplingParams, stats: SpecStats | None = None
-    ) -> Iterator[StepOutput]:
+    def add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, speculative: bool = True) -> tuple[Request, StepOutput]:
+        """1) prefill a new request into a free row; returns it and its first token."""
         self.check_request(prompt_ids, params)
-        stats = stats if stats is not None else SpecStats()
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already running")
+        if not self.num_free:
+            raise RuntimeError(f"all {self.max_batch_size} rows are busy")
+        row = self._rows.index(None)
         generator = new_generator(params.seed, self.device)
         state = SequenceState(list(prompt_ids), len(prompt_ids), params, generator)
-        controller = make_controller(self.spec, self.cost_model, self._cost_for) if self.proposer else None
-        pruner = make_pruner(self.spec, self.cost_model) if self.proposer else None
-        self.cache.reset()
-        num_generated = 0
-
-        # 1) prefill
+        proposer = self.proposers[row] if speculative else None
+        policy = RowPolicy(self.spec, enabled=proposer is not None, max_probe_interval=self.planner.max_probe_interval())
+        req = Request(request_id, row, params, state, proposer, policy, SpecStats())
         t0 = time.perf_counter()
         ids = torch.tensor([prompt_ids], device=self.device)
         positions = torch.arange(len(prompt_ids), device=self.device)[None]
-        out = self.model(ids, positions, self.cache, hidden_layers=self.hidden_layers, logits_indices=slice(-1, None))
+        out = self.model(ids, positions, self._row_cache(row, 0), hidden_layers=self.hidden_layers,
+                         logits_indices=slice(-1, None))
         result = verify(ids[:, :0], None, out.logits, params, generator)
         first = int(result.output_ids[0, 0])
         state.token_ids.append(first)
-        state.target_hidden = self._hidden(out, slice(None))
-        if self.proposer is not None:
-            self.proposer.start(state)
-        stats.prefill_seconds += time.perf_counter() - t0
-        num_generated = 1
-        finish = stop_reason([first], num_generated, params, self.eos_ids)
-        yield StepOutput([first], [FATE_PLAIN], [], 0, finish)
-        if finish:
-            return
+        state.target_hidden = self._features(out, 0)
+        if proposer is not None:
+            proposer.start(state)
+        req.seq_len = len(prompt_ids)
+        req.num_generated = 1
+        req.stats.prefill_seconds += time.perf_counter() - t0
+        req.t_decode = time.perf_counter()
+        finish = stop_reason([first], 1, params, self.eos_ids)
+        if not finish:
+            self._requests[request_id] = req
+            self._rows[row] = request_id
+        return req, StepOutput([first], [FATE_PLAIN], [], 0, finish)
 
-        t_decode = time.perf_counter()
-        while True:
-            # 2) propose
-            t_step = time.perf_counter()
-            room = min(params.max_tokens - num_generated - 1, self.cache.num_free - 1)
-            bucket = self._choose_class(state, controller) if controller else None
-            k = min(controller.choose(bucket), room) if controller else 0
-            if k > 0 and self._draft_options:
-                proposal = self.proposer.propose(state, k, bucket=bucket)
-            elif k > 0:
-                proposal = self.proposer.propose(state, k)
+    def cancel(self, request_id: str) -> bool:
+        """Free a running request's row between steps; False if it is not running."""
+        req = self._requests.pop(request_id, None)
+        if req is None:
+            return False
+        self._rows[req.row] = None
+        return True
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Request, StepOutput]]:
+        """One decode step over every running row: 2) propose 3) verify 4) commit 5) emit."""
+        running = sorted(self._requests.values(), key=lambda r: r.row)
+        if not running:
+            return []
+        drafts = self._propose(running)  # 2)
+        t_verify = time.perf_counter()
+        results = self._verify(running, drafts)  # 3)
+        verify_seconds = time.perf_counter() - t_verify
+        outputs = [(req, self._commit(req, draft, result, verify_seconds)) for req, draft, result in zip(running, drafts, results)]  # 4) 5)
+        if self.cost is not None:
+            num_tokens = sum(1 + d.proposal.num_tokens for d in drafts)
+            self.cost.observe_forward(len(running), num_tokens, time.perf_counter() - t_verify)
+        return outputs
+
+    def _propose(self, running: list[Request]) -> list[_Draft]:
+        for req in running:
+            if req.proposer is not None:
+                options = req.proposer.draft_classes(req.state)
+                trees = [req.proposer.drafts_tree(c) for c in options]
+                i = req.policy.pick(options, trees, self.cost)
+                req.policy.select(options[i], trees[i])
+        rooms = [min(r.params.max_tokens - r.num_generated - 1, self.max_seq_len - r.seq_len - 1) for r in running]
+        ks = self.planner.plan([r.policy for r in running], rooms)
+        drafts, seconds = [], []
+        for req, k in zip(running, ks):
+            t0 = time.perf_counter()
+            if k > 0:
+                proposal = req.proposer.propose(req.state, k, req.policy.draft_class)
             else:
-                proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long, device=self.device))
-            num_draft = proposal.num_tokens
-            num_levels = k if proposal.tree is not None else num_draft  # draft steps taken
-            t_verify = time.perf_counter()
-            stats.draft_seconds += t_verify - t_step
-            if num_draft and self.cost_model is not None:
-                self._observe_draft_cost(bucket, (t_verify - t_step) / num_levels)
-            num_pruned, confidence = 0, None
-            if num_draft and pruner is not None:
-                proposal, confidence = prune(proposal, pruner, self._cost_for(bucket).verify_cost, t_verify - t_step)
-                num_pruned = num_draft - proposal.num_tokens
-                stats.num_pruned_tokens += num_pruned
-                num_draft = proposal.num_tokens
-            # the controller counts a tree by its depth, stats by its nodes
-            tested = int(proposal.tree.depths.max()) if proposal.tree is not None else num_draft
+                proposal = DraftProposal(torch.empty(1, 0, dtype=torch.long))
+            seconds.append(time.perf_counter() - t0)
+            req.stats.draft_seconds += seconds[-1]
+            if proposal.num_tokens:
+                req.policy.observe_draft_cost(seconds[-1] / proposal.num_levels)
+            room = self.max_seq_len - req.seq_len  # cache slots left for this pass
+            if proposal.tree is not None and proposal.tree.num_nodes > room:
+                tree = proposal.tree.prefix(room)  # parents come first: a prefix is a tree
+                proposal = DraftProposal(tree.token_ids[1:][None], None, tree)
+            drafts.append(_Draft(proposal))
+        num_tokens = sum(1 + d.proposal.num_tokens for d in drafts)
+        for req, draft, s in zip(running, drafts, seconds):
+            n = draft.proposal.num_tokens
+            if n and req.policy.pruner is not None:
+                verify_cost = self.planner.prune_cost(len(running), num_tokens - 1 - n)
+                draft.proposal, draft.confidence = prune(draft.proposal, req.policy.pruner, verify_cost, s)
+                draft.num_pruned = n - draft.proposal.num_tokens
+                num_tokens -= draft.num_pruned
+        return drafts
 
-            # 3) verify: one target forward over the newest token and the drafts
-            if proposal.tree is not None:  # 3+4) tree drafts: verify, then compact the accepted path
-                result, num_draft = self._verify_tree(state, proposal.tree, params, generator)
-                num_accepted = int(result.num_accepted[0])
+    def _inputs(self, req: Request, proposal: DraftProposal) -> tuple[list[int], torch.Tensor, torch.Tensor | None]:
+        """A row's verify inputs: token ids, positions [T] and its [T, T] mask (None: causal)."""
+        tree = proposal.tree
+        if tree is None:
+            ids = [req.state.token_ids[-1]] + proposal.token_ids[0].tolist()
+            return ids, torch.arange(req.seq_len, req.seq_len + len(ids)), None
+        ids = [req.state.token_ids[-1]] + tree.token_ids[1:].tolist()
+        return ids, req.seq_len + tree.depths, tree.attention_mask
+
+    def _verify(self, running: list[Request], drafts: list[_Draft]) -> list:
+        """One target forward over every row's inputs, then the pure verifier per row;
+        tree rows compact their accepted path into place."""
+        dev = self.device
+        inputs = [self._inputs(r, d.proposal) for r, d in zip(running, drafts)]
+        if len(running) == 1:
+            req, (ids, positions, mask) = running[0], inputs[0]
+            out = self.model(torch.tensor([ids], device=dev), positions[None].to(dev), self._row_cache(req.row, req.seq_len),
+                             attn_mask=None if mask is None else mask[None].to(dev), hidden_layers=self.hidden_layers)
+            logits, features = [out.logits[0]], [self._features(out, 0)]
+        else:
+            num_rows, width = running[-1].row + 1, max(len(ids) for ids, _, _ in inputs)
+            token_ids = torch.zeros(num_rows, width, dtype=torch.long)
+            pos = torch.zeros(num_rows, width, dtype=torch.long)
+            seq_lens = torch.zeros(num_rows, dtype=torch.long)
+            num_new = torch.zeros(num_rows, dtype=torch.long)
+            masks = None
+            if any(mask is not None for _, _, mask in inputs):
+                masks = torch.ones(num_rows, width, width, dtype=torch.bool).tril()
+            for req, (ids, positions, mask) in zip(running, inputs):
+                b, n = req.row, len(ids)
+                token_ids[b, :n], pos[b, :n] = torch.tensor(ids), positions
+                seq_lens[b], num_new[b] = req.seq_len, n
+                if mask is not None:
+                    masks[b, :n, :n] = mask
+            out = self.model(token_ids.to(dev), pos.to(dev), self.cache, seq_lens=seq_lens.to(dev), num_new=num_new.to(dev),
+                             attn_mask=None if masks is None else masks.to(dev), hidden_layers=self.hidden_layers)
+            sizes = [len(ids) for ids, _, _ in inputs]
+            logits = list(out.logits.split(sizes))  # packed [N, V] -> rows
+            features = self._features(out, None, sizes)
+        results = []
+        for req, draft, lg, feats in zip(running, drafts, logits, features):
+            p = draft.proposal
+            if p.tree is None:
+                result = verify(p.token_ids.to(dev), p.probs, lg[None], req.params, req.state.generator)
+                keep = slice(0, int(result.num_accepted[0]) + 1)
             else:
-                start = self.cache.length
-                inputs = torch.cat(
-                    [torch.tensor([[state.token_ids[-1]]], device=self.device), proposal.token_ids.to(self.device)],
-                    dim=1,
-                )
-                positions = torch.arange(start, start + num_draft + 1, device=self.device)[None]
-                out = self.model(inputs, positions, self.cache, hidden_layers=self.hidden_layers)
-                result = verify(proposal.token_ids, proposal.probs, out.logits, params, generator)
-                num_accepted = int(result.num_accepted[0])
-            emitted = result.output_ids[0, : num_accepted + 1].tolist()
-            stats.verify_seconds += time.perf_counter() - t_verify
+                tree_result = verify_tree(p.tree, lg, req.params, req.state.generator)
+                self._row_cache(req.row, req.seq_len + p.tree.num_nodes).compact(req.seq_len, tree_result.path)
+                result = tree_result.to_verify_result()
+                keep = torch.tensor(tree_result.path, device=dev)
+            req.state.target_hidden = None if feats is None else feats[keep]
+            results.append(result)
+        return results
 
-            # 4) commit / rollback
-            if proposal.tree is None:
-                self.cache.rollback(num_draft - num_accepted)
-                state.target_hidden = self._hidden(out, slice(0, num_accepted + 1))
-            fates = [FATE_ACCEPTED] * num_accepted + [
-                FATE_PLAIN if num_draft == 0 else FATE_BONUS if bool(result.bonus[0]) else FATE_RECOVERED
-            ]
-            emitted, fates, finish = truncate_step(emitted, fates, num_generated, params, self.eos_ids)
-            state.token_ids.extend(emitted)
-            num_generated += len(emitted)
-            draft_class = self._class_name(bucket) if num_draft and bucket is not None and self._class_name else None
+    def _commit(self, req: Request, draft: _Draft, result: VerifyResult, verify_seconds: float) -> StepOutput:
+        proposal = draft.proposal
+        num_draft = proposal.num_tokens
+        num_accepted = int(result.num_accepted[0])
+        emitted = result.output_ids[0, : num_accepted + 1].tolist()
+        req.seq_len += num_accepted + 1
+        fates = [FATE_ACCEPTED] * num_accepted + [
+            FATE_PLAIN if num_draft == 0 else FATE_BONUS if bool(result.bonus[0]) else FATE_RECOVERED
+        ]
+        emitted, fates, finish = truncate_step(emitted, fates, req.num_generated, req.params, self.eos_ids)
+        req.state.token_ids.extend(emitted)
+        req.num_generated += len(emitted)
+        draft_class = req.proposer.class_name(req.policy.draft_class) if num_draft and req.proposer is not None else None
+        for stats in (req.stats, self.stats):
             stats.observe(num_draft, num_accepted, draft_class)
-            if controller:
-                controller.observe(tested, num_accepted, bucket)
-            if num_draft and confidence is not None:
-                pruner.observe(*confidence, num_accepted)
-            if self.proposer is not None and not finish:
-                self.proposer.observe(state, result)
-            stats.num_generated_tokens = num_generated - 1
-            stats.decode_seconds = time.perf_counter() - t_decode
+            stats.num_pruned_tokens += draft.num_pruned
+        if req.policy.enabled:
+            req.policy.observe(proposal.num_levels if num_draft else 0, num_accepted)
+        if num_draft and draft.confidence is not None:
+            req.policy.pruner.observe(*draft.confidence, num_accepted)
+        if req.proposer is not None and not finish:
+            req.proposer.observe(req.state, result)
+        req.stats.verify_seconds += verify_seconds
+        req.stats.num_generated_tokens = req.num_generated - 1
+        req.stats.decode_seconds = time.perf_counter() - req.t_decode
+        self.stats.num_generated_tokens += len(emitted)
+        if finish:
+            self.cancel(req.request_id)
+        return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class, draft.num_pruned)
 
-            # 5) emit
-            yield StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class, num_pruned)
-            if finish:
-                return
-
-    def _verify_tree(self, state: SequenceState, tree, params: SamplingParams, generator: torch.Generator):
-        """One target forward over the tree (root = the newest token) with its ancestor mask
-        and depth positions; keep the accepted path's cache entries with compact.
-
-        Returns the path as a chain VerifyResult and the number of draft nodes verified.
-        """
-        if tree.num_nodes > self.cache.num_free:
-            tree = tree.prefix(self.cache.num_free)  # parents come first: a prefix is a tree
-        start = self.cache.length
-        token_ids = tree.token_ids.clone()
-        token_ids[0] = state.token_ids[-1]
-        positions = (start + tree.depths)[None].to(self.device)
-        out = self.model(
-            token_ids[None].to(self.device),
-            positions,
-            self.cache,
-            attn_mask=tree.attention_mask[None].to(self.device),
-            hidden_layers=self.hidden_layers,
-        )
-        tree_result = verify_tree(tree, out.logits[0], params, generator)
-        self.cache.compact(start, tree_result.path)
-        state.target_hidden = self._hidden(out, torch.tensor(tree_result.path, device=self.device))
-        return tree_result.to_verify_result(), tree.num_nodes - 1
-
-    def _choose_class(self, state: SequenceState, controller) -> int | None:
-        """The coming draft's class: the proposer's only one, or the controller's pick of
-        its alternatives (the first one for controllers without estimates)."""
-        if self._draft_options:
-            options = self._draft_options(state)
-            pick = getattr(controller, "pick", None)
-            return pick(options) if pick and len(options) > 1 else options[0]
-        return self._draft_bucket(state) if self._draft_bucket else None
-
-    def _cost_for(self, bucket: int | None) -> CostModel:
-        """The cost model of one draft class, kept across requests (made at first use)."""
-        cost = self._bucket_costs.get(bucket)
-        if cost is None:
-            # pruned trees plan as chains; a hybrid's n-gram classes draft chains
-            trees = self._drafts_tree(bucket) if self._drafts_tree else True
-            tree_nodes = 0 if prunes(self.spec) or not trees else self.spec.tree_nodes
-            cost = CostModel.from_dict({**self.cost_model.to_dict(), "tree_nodes": tree_nodes})
-            self._bucket_costs[bucket] = cost
-        return cost
-
-    def _observe_draft_cost(self, bucket: int | None, seconds_per_token: float) -> None:
-        cost = self._cost_for(bucket)
-        cost.draft_seconds_per_token = blend_cost(cost.draft_seconds_per_token, seconds_per_token)
-
-    def _hidden(self, out, index) -> torch.Tensor | None:
+    def _features(self, out, row: int | None, sizes: list[int] | None = None):
+        """The target features at hidden_layers: [T, F] of a one-row forward (row 0), or a
+        list of [T_b, F] per row of a packed ragged one; None (a list of them) without."""
         if not self.hidden_layers:
-            return None
-        return target_features(out, self.hidden_layers, (0, index))
+            return None if row is not None else [None] * len(sizes)
+        feats = target_features(out, self.hidden_layers)
+        return feats[row] if row is not None else list(feats.split(sizes))
 
 
-def prune(proposal: DraftProposal, pruner: ConfidencePruner, verify_cost, draft_seconds: float):
-    """The part of a draft worth verifying, by its own confidence (ConfidencePruner).
+def prune(proposal: DraftProposal, pruner, verify_cost, draft_seconds: float):
+    """The part of a draft worth verifying, by its own confidence (controller.py's ConfidencePruner).
 
     Returns (proposal, (scores, depths) of the kept draft nodes for pruner.observe), or the
     proposal unchanged and None when it carries no scores. Kept: a chain's first n tokens,

@@ -46,6 +46,8 @@ seen to differ).
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 from pathlib import Path
@@ -183,6 +185,13 @@ def _padded_matmul(layer: CPULinear | BlockedLinear, x: torch.Tensor, weight: to
     return layer._matmul(x, weight, layer.bias)
 
 
+@functools.cache
+def blocked_supported() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU (AVX-512 BF16, AMX or AVX-NE-CONVERT); without
+    it the blocked weights cannot be made and bfloat16 linears stay CPULinear."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def pack_linears_for_cpu(model: nn.Module, batch_invariant: bool = False) -> nn.Module:
     """Swap every nn.Linear of a CPU inference model for a PackedLinear (float32 with the C
     kernel), a BlockedLinear (bfloat16) or a CPULinear (otherwise); a no-op elsewhere.
@@ -266,7 +275,7 @@ def _swap_linears(module: nn.Module, batch_invariant: bool, shared: set[int]) ->
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear) and native_linear_supported(child.weight.dtype, child.weight.device):
             setattr(module, name, PackedLinear(child, keep_dense=id(child.weight) in shared))
-        elif isinstance(child, nn.Linear) and child.weight.dtype in BLOCKED_DTYPES:
+        elif isinstance(child, nn.Linear) and child.weight.dtype in BLOCKED_DTYPES and blocked_supported():
             setattr(module, name, BlockedLinear(child, batch_invariant, keep_dense=id(child.weight) in shared))
         elif isinstance(child, nn.Linear):
             setattr(module, name, CPULinear(child, batch_invariant))

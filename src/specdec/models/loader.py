@@ -21,6 +21,7 @@ from specdec.models.default import default_model_path
 from specdec.models.linear import pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
 from specdec.models.native import native_attention_supported, native_linear_supported
+from specdec.models.target import TargetModel
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BATCH_INVARIANT_CHOICES = ("auto", "on", "off")
@@ -56,7 +57,7 @@ def resolve_batch_invariant(choice: str | bool, dtype: str, quant: str = "none",
 
 @dataclass
 class LoadedModel:
-    model: torch.nn.Module  # LlamaModel or TransformersAdapter: same forward interface
+    model: TargetModel  # LlamaModel or TransformersAdapter (models/target.py)
     tokenizer: object
     config: ModelConfig
     path: Path

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from specdec.proposers.base import DraftProposal, SequenceState
+from specdec.drafts import DraftProposal, SequenceState
+from specdec.proposers.base import Proposer
 from specdec.sampling import greedy, logits_to_probs, sample
 
 # Strings whose token ids must agree between target and draft tokenizers.
@@ -54,7 +55,7 @@ def check_tokenizers(target_tokenizer, draft_tokenizer, target_vocab: int, draft
             raise ValueError(f"special token {token!r}: target id {t_id} != draft id {d_id}")
 
 
-class DraftModelProposer:
+class DraftModelProposer(Proposer):
     def __init__(self, draft, max_seq_len: int = 4096) -> None:
         """draft: a LoadedModel (native or adapter)."""
         self.draft = draft
@@ -69,7 +70,7 @@ class DraftModelProposer:
         self.cached_ids = []
         self._num_checked = 0
         # Prefill the draft with the prompt now, inside the engine's prefill: left to the first
-        # propose, it lands in the first step's draft time and the cost-aware controller reads
+        # propose, it lands in the first step's draft time and the planner reads
         # it as a per-token drafting cost, dear enough to keep K at 1 for the whole request.
         prompt = state.token_ids[:-1]  # the newest token is fed by propose
         if prompt and len(prompt) < self.cache.num_free:
@@ -80,7 +81,7 @@ class DraftModelProposer:
             self._num_checked = len(prompt)
 
     @torch.inference_mode()
-    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+    def propose(self, state: SequenceState, num_tokens: int, draft_class: int | None = None) -> DraftProposal:
         committed = state.token_ids
         self._rollback_to_common_prefix(committed)
         room = self.cache.num_free - (len(committed) - self.cache.length)

@@ -1,6 +1,6 @@
 """The EAGLE proposer: a draft head that reads the target's features (models/eagle.py).
 
-It declares `target_hidden_layers`, so after every step the engine hands it
+It sets `target_hidden_layers`, so after every step the engine hands it
 `state.target_hidden`: the target's features of the tokens committed in that step, minus
 the newest token (which the target has not seen yet). Those features are queued; each
 `propose` first feeds the queued (feature, next token) pairs into the head's KV cache
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from specdec.proposers.base import DraftProposal, SequenceState
-from specdec.proposers.tree import DraftTree
+from specdec.drafts import DraftProposal, DraftTree, SequenceState
+from specdec.proposers.base import Proposer
 from specdec.sampling import logits_to_probs, sample
 
 
@@ -48,7 +48,7 @@ class TreeConfig:
             raise ValueError(f"tree top_k {self.top_k} and num_nodes {self.num_nodes} must be >= 1")
 
 
-class EagleProposer:
+class EagleProposer(Proposer):
     def __init__(self, head, target_model, max_seq_len: int = 4096, tree: TreeConfig | None = None) -> None:
         """head: an EagleHead; target_model: the native target whose embedding (and LM head)
         the head shares."""
@@ -72,6 +72,9 @@ class EagleProposer:
         self._queue(state.target_hidden)
         self._last = self._catch_up(state)
 
+    def drafts_tree(self, draft_class: int | None) -> bool:
+        return self.tree is not None
+
     def observe(self, state: SequenceState, result) -> None:
         self.cache.truncate(self.num_real)
         self._queue(state.target_hidden)
@@ -84,7 +87,7 @@ class EagleProposer:
         self.pending = features if self.pending is None else torch.cat((self.pending, features))
 
     @torch.inference_mode()
-    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+    def propose(self, state: SequenceState, num_tokens: int, draft_class: int | None = None) -> DraftProposal:
         hidden, logits = self._catch_up(state)
         if self.tree is not None:
             return self._propose_tree(state, hidden, logits, num_tokens)
@@ -106,8 +109,8 @@ class EagleProposer:
         hidden_in = head.fuse_features(self.pending.to(dev))[None]  # [1, T, D]
         token_ids = torch.tensor([tokens], device=dev)
         # Feed in chunks of power-of-two lengths (100 = 64 + 32 + 4): a prompt or a run of
-        # n-gram steps gives any length, and each new matmul shape costs ~3 ms on CPU
-        # the first time (oneDNN builds a kernel per shape); these few shapes warm up at once.
+        # n-gram steps gives any length, and each new matmul shape is slow on CPU the first
+        # time (oneDNN builds a kernel per shape); these few shapes warm up at once.
         done = 0
         while done < t:
             size = 1 << ((t - done).bit_length() - 1)

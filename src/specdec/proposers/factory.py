@@ -36,29 +36,35 @@ def quantized_self_draft(target: LoadedModel, quant: str, dtype: str, device: st
     return draft
 
 
-def build_proposer(
-    spec: SpeculativeConfig, target: LoadedModel, dtype: str, device: str, max_seq_len: int
-) -> Proposer | None:
+def build_proposers(spec: SpeculativeConfig, target: LoadedModel, dtype: str, device: str, max_seq_len: int,
+                    num_rows: int = 1, draft: LoadedModel | None = None) -> list[Proposer | None]:
+    """One proposer per engine row. What can be shared is loaded once: a draft model (each
+    row keeps its own cache) and an EAGLE head (each row keeps its own head cache). draft:
+    an already loaded draft model for method "draft" (else spec.draft_model is loaded)."""
+    if num_rows < 1:
+        raise ValueError(f"need at least one row, got {num_rows}")
     if spec.method == "none":
-        return None
+        return [None] * num_rows
     if spec.method == "ngram":
         from specdec.proposers.ngram import NgramProposer
 
-        return NgramProposer(spec.ngram_min, spec.ngram_max)
+        return [NgramProposer(spec.ngram_min, spec.ngram_max) for _ in range(num_rows)]
     if spec.method == "draft":
         from specdec.proposers.draft_model import DraftModelProposer, check_tokenizers
 
-        draft = resolve_draft(spec.draft_model, target, dtype, device, max_seq_len)
+        if draft is None:
+            draft = resolve_draft(spec.draft_model, target, dtype, device, max_seq_len)
         check_tokenizers(target.tokenizer, draft.tokenizer, target.config.vocab_size, draft.config.vocab_size)
-        return DraftModelProposer(draft, max_seq_len)
-    if spec.method == "eagle":
-        return build_eagle(spec, target, dtype, max_seq_len)
-    if spec.method == "hybrid":
+        return [DraftModelProposer(draft, max_seq_len) for _ in range(num_rows)]
+    if spec.method in ("eagle", "hybrid"):
         from specdec.proposers.hybrid import HybridProposer
         from specdec.proposers.ngram import NgramProposer
 
-        ngram = NgramProposer(spec.ngram_min, spec.ngram_max)
-        return HybridProposer(ngram, build_eagle(spec, target, dtype, max_seq_len), graft=spec.graft)
+        head = build_eagle_head(spec, target, dtype)
+        eagles = [build_eagle(spec, target, dtype, max_seq_len, head) for _ in range(num_rows)]
+        if spec.method == "eagle":
+            return eagles
+        return [HybridProposer(NgramProposer(spec.ngram_min, spec.ngram_max), e, graft=spec.graft) for e in eagles]
     raise ValueError(f"speculative method {spec.method!r} is not available in this build")
 
 
@@ -75,9 +81,9 @@ def build_eagle(spec: SpeculativeConfig, target: LoadedModel, dtype: str, max_se
 def build_eagle_head(spec: SpeculativeConfig, target: LoadedModel, dtype: str):
     """--draft-model DIR (native or public EAGLE layout); none: the head shipped for the default model."""
     from specdec.models.default import is_default_model
-    from specdec.models.linear import pack_linears_for_cpu
+    from specdec.models.linear import blocked_supported, pack_linears_for_cpu
     from specdec.models.loader import TORCH_DTYPES
-    from specdec.train.export import load_head
+    from specdec.models.head_io import load_head
 
     if not target.is_native:
         raise ValueError(f"--speculative {spec.method} needs a native Llama-family target, {target.name} runs through transformers")
@@ -87,7 +93,9 @@ def build_eagle_head(spec: SpeculativeConfig, target: LoadedModel, dtype: str):
             raise ValueError(f"{spec.method} drafts need an EAGLE head for {target.name} (an EAGLE head ships only for the "
                              "default model): --draft-model DIR, or serve's --speculative-draft-model-path DIR")
         path = DEFAULT_EAGLE_HEAD
-    # On CPU the head runs in bfloat16 whatever the target's dtype: drafting reads its ~9M
-    # weights once per draft token, and its precision cannot change what verification accepts.
-    head_dtype = torch.bfloat16 if target.model.device.type == "cpu" else TORCH_DTYPES[dtype]
+    # On a CPU with bfloat16 kernels the head runs in bfloat16 whatever the target's dtype:
+    # drafting reads its weights once per draft token, and its precision cannot change what
+    # verification accepts. Without them bfloat16 is emulated and slower: the target's dtype.
+    fast_bf16 = target.model.device.type == "cpu" and blocked_supported()
+    head_dtype = torch.bfloat16 if fast_bf16 else TORCH_DTYPES[dtype]
     return pack_linears_for_cpu(load_head(path, target, head_dtype))

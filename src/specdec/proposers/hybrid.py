@@ -1,28 +1,26 @@
 """n-gram drafts where the context repeats itself, EAGLE drafts everywhere else.
 
 Contract: each step drafts from exactly one class (an EAGLE tree step may carry the n-gram
-draft grafted on, below). `draft_options(state)` lists the
+draft grafted on, below). `draft_classes(state)` lists the
 draft classes open to the coming step, from the n-gram match length n of the context's
 suffix (`NgramIndex.match_length`), the default (for ties and fixed K) first:
 
     n >= min_match       (n,)                n-gram only (off by default: min_match is
                                              ngram_max + 1)
-    2 <= n < min_match   (n, EAGLE_BUCKET)   either; the engine's controller picks the
+    2 <= n < min_match   (n, EAGLE_BUCKET)   either; the engine's planner picks the
     n == 1               (EAGLE_BUCKET, 1)   one with the higher expected tokens per
                                              second under this request's acceptance so far
     n == 0               (EAGLE_BUCKET,)     the head (no n-gram draft exists)
 
-and `propose(state, k, bucket)` drafts from that class. The controller keeps separate
+and `propose(state, k, draft_class)` drafts from that class. The planner keeps separate
 acceptance estimates and draft costs for each n-gram match length and for EAGLE.
 
-Why a choice: on the default model's greedy output (bfloat16, grounded prompts) the
-first n-gram token is right 0.35 of the time after a 1-token match and 0.94 after a
-2-token one; the shipped head's first token is right about half the time anywhere. But
-which is better depends on the text: in a copy task a right 1-token match starts a long
-copy, in counting or free text even 2-token matches (", 1") mislead. On 12 bench
-prompts (bfloat16, the same bench command run once per setting) letting the controller
-choose at every match length beat forcing n-gram drafts from 2-token matches on:
-predictable 1.96x against 1.66x, grounded 2.89x against 2.51x, the rest within noise.
+Why a choice: a 1-token n-gram match is right far less often than a longer one, and the
+shipped head's first token is right about as often anywhere; but which is better depends on
+the text: in a copy task a right 1-token match starts a long copy, in counting or free text
+even 2-token matches (", 1") mislead. Letting the planner choose at every match length beat
+forcing n-gram drafts from 2-token matches on in the bench's predictable and grounded
+categories (`specdec bench --speculative hybrid` measures it).
 
 The EAGLE proposer sees every step, whoever drafted it: it queues the target features of
 every committed token (`observe`) and feeds them at its next draft, so its cache never
@@ -34,13 +32,13 @@ lossless exactly as with either proposer alone.
 With EAGLE trees (`EagleProposer.tree`), an EAGLE step also carries the n-gram draft: the
 n-gram continuation of up to K tokens is grafted onto the head's tree as one more branch
 (`proposers.tree.graft_chain`: merged where the head drafted the same tokens), so a step
-whose text is copied from the context can take the copy even when the controller picked the
+whose text is copied from the context can take the copy even when the planner picked the
 head, and a step where the copy breaks off still has the head's alternatives. Each grafted
 token is scored with `CopyConfidence`'s estimate for the match length, the chance that an
 n-gram token of such a match is right given the ones before it were, learned from this
 request's own steps. Both drafts are deterministic and siblings stay distinct, so the tree
 verifier (q one-hot) keeps greedy and sampled output lossless; the scores only decide which
-nodes are verified (engine/controller.py: ConfidencePruner), and they read past steps only.
+nodes are verified (engine/planner.py: confidence pruning), and they read past steps only.
 """
 
 from __future__ import annotations
@@ -48,7 +46,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from specdec.proposers.base import DraftProposal, SequenceState
+from specdec.drafts import DraftProposal, SequenceState
+from specdec.proposers.base import Proposer
 from specdec.proposers.eagle import EagleProposer
 from specdec.proposers.ngram import NgramProposer
 from specdec.proposers.tree import graft_chain
@@ -67,7 +66,7 @@ class CopyConfidence:
     target's own, whatever was verified or pruned).
 
     Priors (prior_strength pretend tokens, forgotten like real ones) from the default
-    model's greedy output (bfloat16, grounded prompts; engine/controller.py): the first
+    model's greedy output (bfloat16, grounded prompts; benchmarks/controller_replay.py): the first
     n-gram token is right about 1 time in 3 after a 1-token match and 9 in 10 after a
     2-token or longer one; the prior is set lower for n >= 2 because free text (creative
     prompts) matches less well than copying prompts.
@@ -112,7 +111,7 @@ class CopyConfidence:
         entry[1] = self.decay * entry[1] + seen
 
 
-class HybridProposer:
+class HybridProposer(Proposer):
     def __init__(self, ngram: NgramProposer, eagle: EagleProposer, min_match: int | None = None,
                  graft: bool = True) -> None:
         """graft: on EAGLE tree steps, hang the n-gram continuation on the head's tree (module
@@ -141,7 +140,7 @@ class HybridProposer:
         self.copy_confidence = CopyConfidence()
         self._copy_draft = None
 
-    def draft_options(self, state: SequenceState) -> tuple[int, ...]:
+    def draft_classes(self, state: SequenceState) -> tuple[int, ...]:
         """The classes open to the coming draft (module docstring), the default first."""
         n = self.ngram.draft_bucket(state)
         if n >= self.min_match:
@@ -150,16 +149,16 @@ class HybridProposer:
             return (n, EAGLE_BUCKET)
         return (EAGLE_BUCKET, n) if n > 0 else (EAGLE_BUCKET,)
 
-    def class_name(self, bucket: int) -> str:
-        return "eagle" if bucket == EAGLE_BUCKET else self.ngram.class_name(bucket)
+    def class_name(self, draft_class: int | None) -> str:
+        return "eagle" if draft_class == EAGLE_BUCKET else self.ngram.class_name(draft_class)
 
-    def drafts_tree(self, bucket: int | None) -> bool:
-        """Whether drafts of this class are trees (the engine's verify-cost model differs)."""
-        return bucket == EAGLE_BUCKET and self.eagle.tree is not None
+    def drafts_tree(self, draft_class: int | None) -> bool:
+        return draft_class == EAGLE_BUCKET and self.eagle.tree is not None
 
-    def propose(self, state: SequenceState, num_tokens: int, bucket: int | None = None) -> DraftProposal:
-        """Draft from class bucket (one of draft_options; None: the first)."""
-        options = self.draft_options(state)
+    def propose(self, state: SequenceState, num_tokens: int, draft_class: int | None = None) -> DraftProposal:
+        """Draft from one of draft_classes(state) (None: the first)."""
+        bucket = draft_class
+        options = self.draft_classes(state)
         if bucket is None:
             bucket = options[0]
         elif bucket not in options:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from specdec.proposers.base import DraftProposal, SequenceState
+from specdec.drafts import DraftProposal, SequenceState
+from specdec.proposers.base import Proposer
 
 if TYPE_CHECKING:
     from specdec.verify import VerifyResult
@@ -100,7 +101,7 @@ class NgramIndex:
         return draft
 
 
-class NgramProposer:
+class NgramProposer(Proposer):
     """Prompt lookup decoding as a Proposer (batch size 1: the state is one sequence)."""
 
     def __init__(self, ngram_min: int = 1, ngram_max: int = 4, periodic: bool = True) -> None:
@@ -118,9 +119,11 @@ class NgramProposer:
         """The length of the suffix match the next draft copies from (0: no draft)."""
         return self._synced(state).match_length()
 
-    @staticmethod
-    def class_name(bucket: int) -> str:
-        return f"ngram:{bucket}"
+    def draft_classes(self, state: SequenceState) -> tuple[int, ...]:
+        return (self.draft_bucket(state),)
+
+    def class_name(self, draft_class: int | None) -> str:
+        return f"ngram:{draft_class}"
 
     def _synced(self, state: SequenceState) -> NgramIndex:
         index = self._index
@@ -134,7 +137,7 @@ class NgramProposer:
         index.extend(state.token_ids[len(index) :])
         return index
 
-    def propose(self, state: SequenceState, num_tokens: int) -> DraftProposal:
+    def propose(self, state: SequenceState, num_tokens: int, draft_class: int | None = None) -> DraftProposal:
         draft = self._synced(state).lookup(num_tokens)
         token_ids = torch.tensor(draft, dtype=torch.long).reshape(1, len(draft))  # [B=1, K']
         return DraftProposal(token_ids=token_ids, probs=None)

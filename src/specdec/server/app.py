@@ -145,59 +145,36 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="OpenAI-compatible HTTP server (continuous batching, speculation)")
-    p.add_argument("-m", "--model", default=None, help="GGUF file or HF model directory (default: embedded SmolLM2-135M-Instruct)")
+    from specdec.options import add_model_args, add_spec_args
+
+    p = subparsers.add_parser("serve", help="OpenAI-compatible HTTP server (continuous batching, speculation)",
+                              description="An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, "
+                              "/v1/models, /health, /metrics) over one engine that decodes up to --max-batch-size "
+                              "requests together, each speculating losslessly with the proposer chosen here.")
+    add_model_args(p, max_model_len=2048, batch_invariant=False)
     p.add_argument("--served-model-name", default=None, help="model id clients send (default: the file or directory name)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=30000)
-    p.add_argument("--speculative-algorithm", default="none", choices=["none", "auto", "draft", "ngram", "eagle", "hybrid"],
-                   help="auto: as generate's --speculative auto (a draft model if one is named, else hybrid on the "
-                        "default model and ngram on others)")
-    p.add_argument("--speculative-draft-model-path", default=None, help="draft model path, or self:DTYPE; for eagle and hybrid an EAGLE head directory (default: the head shipped for the default model)")
-    p.add_argument("--speculative-num-draft-tokens", default="auto", help="draft length K, or 'auto' (chosen per step from batch size and acceptance)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--quant", default="none", choices=["none", "int8", "int4"],
-                   help="weight-only quantization of a native model (int8 per channel, int4 groups of 32)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--max-model-len", type=int, default=2048, help="context per request (KV cache rows are pre-allocated)")
-    p.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together")
-    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=30000, help="(default: %(default)s)")
+    add_spec_args(p, default="none", serve_aliases=True)
+    p.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body (default: %(default)s)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="(default: %(default)s)")
     p.set_defaults(func=run_serve)
 
 
 def build_state(args: argparse.Namespace) -> ServerState:
-    import torch
-
-    from specdec.config import EngineConfig, SpeculativeConfig
-    from specdec.engine.batch import BatchEngine, build_row_proposers
-    from specdec.engine.batch_plan import load_or_calibrate_batch
-    from specdec.models.loader import load_model
+    from specdec.api import load_engine
+    from specdec.options import configs_from_args
     from specdec.server.metrics import ServerMetrics, SpecCollector
     from specdec.server.scheduler import Scheduler
 
     if args.max_batch_size < 1 or args.max_queue < 0 or args.max_body_bytes < 1:
         raise ValueError("--max-batch-size and --max-body-bytes must be >= 1, --max-queue >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from specdec.cli import resolve_speculative
-
-    spec = SpeculativeConfig(
-        method=resolve_speculative(args.speculative_algorithm, args.speculative_draft_model_path, model=args.model),
-        draft_model=args.speculative_draft_model_path,
-        num_speculative_tokens=args.speculative_num_draft_tokens,
-    )
-    EngineConfig(args.model, args.dtype, args.device, args.threads, args.max_model_len)  # validates
     # The batched forward packs rows of different lengths into one pass: it is not batch-invariant
     # (models/attention.py), so served greedy output is exact in float32 only.
-    target = load_model(args.model, args.dtype, args.device, args.max_model_len, quant=args.quant, batch_invariant=False)
-    proposers = build_row_proposers(spec, target, args.dtype, args.device, args.max_model_len, args.max_batch_size)
-    cost = None
-    if spec.enabled and spec.auto and spec.adaptive == "cost":
-        cost = load_or_calibrate_batch(target, args.max_batch_size, spec.max_speculative_tokens)
-    engine = BatchEngine(target, proposers, spec, args.max_model_len, cost)
+    engine_config, spec = configs_from_args(args, batch_invariant=False)
+    target, engine = load_engine(engine_config, spec)
     metrics = ServerMetrics()
     scheduler = Scheduler(engine, target.tokenizer, metrics, args.max_queue)
     metrics.attach(SpecCollector(lambda: engine.stats, lambda: scheduler.num_waiting, lambda: scheduler.num_running))

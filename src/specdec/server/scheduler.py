@@ -1,4 +1,4 @@
-"""The engine worker: one thread owns the `BatchEngine`; the event loop talks to it by queues.
+"""The engine worker: one thread owns the `Engine`; the event loop talks to it by queues.
 
 Contract:
 - `submit` (event loop) puts a request in a bounded FIFO and returns a `Handle` whose
@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from specdec.config import SamplingParams
-from specdec.engine.batch import BatchEngine
+from specdec.engine.engine import Engine
 from specdec.engine.detokenizer import Detokenizer
 from specdec.engine.engine import StepOutput
 from specdec.engine.stats import SpecStats
@@ -94,7 +94,7 @@ class _Running:
 
 
 class Scheduler:
-    def __init__(self, engine: BatchEngine, tokenizer, metrics: ServerMetrics, max_queue: int = 64) -> None:
+    def __init__(self, engine: Engine, tokenizer, metrics: ServerMetrics, max_queue: int = 64) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.metrics = metrics
