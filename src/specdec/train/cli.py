@@ -80,9 +80,10 @@ def run_export_draft(args: argparse.Namespace) -> int:
     """Load a native or public head against its target and write it in the public layout."""
     import torch
 
+    from specdec.models.head_io import load_head
     from specdec.models.loader import load_model
     from specdec.proposers.factory import DEFAULT_EAGLE_HEAD
-    from specdec.train.export import export_head, load_head
+    from specdec.train.export import export_head
 
     head_dir = Path(args.head) if args.head else DEFAULT_EAGLE_HEAD
     out = Path(args.out)
@@ -102,6 +103,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
     import torch
 
     from specdec.models.eagle import EagleConfig, EagleHead, draft_vocab_from_counts, save_head
+    from specdec.models.head_io import target_lm_head_weight
     from specdec.models.loader import load_model
     from specdec.train.data import (
         DEFAULT_PROMPTS,
@@ -113,7 +115,6 @@ def run_train_draft(args: argparse.Namespace) -> int:
         reply_passages,
     )
     from specdec.train.corpus import grounded_in
-    from specdec.train.export import target_lm_head_weight
     from specdec.train.trainer import TrainConfig, Trainer, hold_freed_memory
 
     hold_freed_memory()
