@@ -13,17 +13,24 @@ drive RoPE only, so tree nodes can share a position. `attn_mask` ([B, T, T] bool
 = may attend) masks the new tokens among themselves; every new token sees the whole
 cached prefix. Without a mask the new tokens are causal.
 
-Ragged batches (the server's `BatchEngine`) pass `seq_lens` [B]: row b's cache holds
+Ragged batches (the server's batch engine) pass `seq_lens` [B]: row b's cache holds
 seq_lens[b] tokens and its first `num_new[b]` of the T inputs are real (the rest is
 padding). Only real tokens are computed: they are packed into N = sum(num_new) rows for
 every matmul, their K/V go to row b's slots [seq_lens[b], seq_lens[b] + num_new[b]), and
-elsewhere attention runs once over the padded [B, T] layout with a per-row causal key mask. The
-caller owns the per-row lengths (`cache.length` is not touched) and gets packed logits
-[N, V]. Worked example: seq_lens [5, 2], num_new [3, 1], T = 3: N = 4 tokens, row 0
-writes slots 5..7 and row 1 slot 2; row 1's query sees keys 0..2, row 0's last sees 0..7.
+elsewhere attention runs once over the padded [B, T] layout with a per-row key mask. Row b's
+new tokens see its whole cached prefix and, among themselves, are causal, or, with
+`attn_mask` [B, T, T] bool, see what attn_mask[b, :num_new[b], :num_new[b]] allows (an
+EAGLE-2 tree verified per row; positions carry the nodes' depths for RoPE). Entries past
+num_new[b] are ignored, and a row whose mask is causal there runs as the causal row it is.
+A row with an empty cache whose mask leaves a token no key is an error. The caller owns the
+per-row lengths (`cache.length` is not touched) and gets packed logits [N, V]. Worked
+example: seq_lens [5, 2], num_new [3, 1], T = 3: N = 4 tokens, row 0 writes slots 5..7 and
+row 1 slot 2; row 1's query sees keys 0..2, row 0's last sees 0..7 (or, with a tree mask
+whose last row is [1, 0, 1], keys 0..4, 5 and 7).
 On the CPU in float32 and bfloat16 attention takes the C kernel's ragged entry instead
-(`native_attention_rows`): each row's queries over its own cache, no padding, and each row
-bit for bit what the kernel computes for that sequence alone; where every piece is native
+(`native_attention_rows`, each tree row's [n, n] mask packed into one uint8 buffer per
+forward): each row's queries over its own cache, no padding, and each row bit for bit what
+the kernel computes for that sequence alone with the same mask; where every piece is native
 the whole ragged batch runs through the C stack (`NativeStack.forward_rows`).
 
 One sequence on the CPU, with every piece native (the C linears, norms, SwiGLU and an
@@ -72,6 +79,8 @@ class RowLayout:
     native: bool = False  # attention through the C kernel's ragged entry (native_attention_rows)
     offsets: torch.Tensor | None = None  # native: [B + 1] int64 CPU, row b's packed tokens [offsets[b], offsets[b+1])
     starts: torch.Tensor | None = None  # native: [B] int64 CPU, seq_lens
+    masks: torch.Tensor | None = None  # native: 1-D uint8 CPU, the tree rows' [n_b, n_b] masks packed; None: all causal
+    mask_offsets: torch.Tensor | None = None  # native: [B] int64 CPU, row b's mask at masks[mask_offsets[b]]; -1: causal
 
 
 @dataclass
@@ -185,7 +194,7 @@ class Attention(nn.Module):
         k_cache[rows.row_ids, :, rows.slots] = qk[:, h:]  # [N, H_kv, D] into per-row slots
         v_cache[rows.row_ids, :, rows.slots] = qkv[:, h + h_kv :]
         if rows.native:
-            return self.wo(native_attention_rows(q, k_cache, v_cache, rows.offsets, rows.starts))
+            return self.wo(native_attention_rows(q, k_cache, v_cache, rows.offsets, rows.starts, rows.masks, rows.mask_offsets))
         q_pad = q.new_zeros(b, t, h, d)
         q_pad[rows.valid] = q
         rep = h // h_kv
@@ -365,7 +374,7 @@ class LlamaModel(NativeStackHolder, nn.Module):
         token_ids: torch.Tensor,  # [B, T]
         positions: torch.Tensor,  # [B, T]
         cache: KVCache,
-        attn_mask: torch.Tensor | None = None,  # [B, T, T] bool
+        attn_mask: torch.Tensor | None = None,  # [B, T, T] bool, True = may attend (among the new tokens)
         hidden_layers: tuple[int, ...] = (),
         logits_indices: torch.Tensor | slice | None = None,
         seq_lens: torch.Tensor | None = None,  # [B] int64: per-row cache lengths (ragged batch)
@@ -375,12 +384,11 @@ class LlamaModel(NativeStackHolder, nn.Module):
 
         logits_indices selects which of the T positions get logits (prefill needs one).
         With seq_lens the batch is ragged (module docstring) and logits are packed [N, V];
-        logits_indices then selects among the N packed rows.
+        logits_indices then selects among the N packed rows. attn_mask then masks each row's
+        first num_new[b] tokens among themselves (entries past them are ignored).
         """
         if seq_lens is not None:
-            if attn_mask is not None:
-                raise ValueError("a ragged batch forward (seq_lens) takes no attn_mask")
-            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new, hidden_layers, logits_indices)
+            return self._forward_rows(token_ids, positions, cache, seq_lens, num_new, hidden_layers, logits_indices, attn_mask)
         b, t = token_ids.shape
         start = cache.reserve(t)
         cos_table, sin_table = self.rope_tables()
@@ -412,8 +420,12 @@ class LlamaModel(NativeStackHolder, nn.Module):
             x = x[:, logits_indices]
         return ModelOutput(self.lm_head(x), hidden)
 
-    def row_layout(self, seq_lens: torch.Tensor, num_new: torch.Tensor, num_tokens: int, cache: KVCache) -> RowLayout:
-        """Slots and the per-row causal key mask for a ragged batch of T = num_tokens."""
+    def row_layout(
+        self, seq_lens: torch.Tensor, num_new: torch.Tensor, num_tokens: int, cache: KVCache,
+        attn_mask: torch.Tensor | None = None,  # [B, T, T] bool: row b's new tokens among themselves; None: causal
+    ) -> RowLayout:
+        """Slots and the per-row key masks (causal, or a row's tree) for a ragged batch of
+        T = num_tokens."""
         dev = self.device
         b = seq_lens.shape[0]
         if b > cache.batch_size:
@@ -429,21 +441,50 @@ class LlamaModel(NativeStackHolder, nn.Module):
         row_ids = torch.arange(b, device=dev)[:, None].expand(b, num_tokens)[valid]  # [N]
         query_slots = seq_lens[:, None] + offsets[None]  # [B, T]
         slots = query_slots[valid]  # [N]
+        tree_rows = None  # [B] bool: rows whose mask is not causal over their new tokens
+        if attn_mask is not None:
+            if tuple(attn_mask.shape) != (b, num_tokens, num_tokens):
+                raise ValueError(f"a ragged batch's attn_mask must be [B, T, T] = [{b}, {num_tokens}, {num_tokens}], "
+                                 f"got {tuple(attn_mask.shape)}")
+            attn_mask = attn_mask.to(device=dev, dtype=torch.bool)
+            pairs = valid[:, :, None] & valid[:, None, :]  # [B, T, T]: the entries that count
+            causal = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=dev).tril()
+            tree_rows = ((attn_mask != causal) & pairs).flatten(1).any(1)
+            blind = valid & ~(attn_mask & valid[:, None, :]).any(-1) & (seq_lens == 0)[:, None]  # [B, T]
+            if bool(blind.any()):
+                bad = blind.nonzero()[0].tolist()
+                raise ValueError(f"attn_mask leaves row {bad[0]}'s new token {bad[1]} no key (its cache is empty)")
+            if not bool(tree_rows.any()):
+                tree_rows = None  # every row causal: the causal layout
         if native_attention_supported(self.dtype, dev, self.config.head_dim):
             offsets = torch.zeros(b + 1, dtype=torch.long)
-            offsets[1:] = num_new.cpu().cumsum(0)
-            return RowLayout(valid, row_ids, slots, max(num_keys, 1), None, True, offsets, seq_lens.cpu())
-        mask = torch.arange(max(num_keys, 1), device=dev)[None, None] <= query_slots[:, :, None]  # [B, T, S]
+            counts = num_new.cpu()
+            offsets[1:] = counts.cumsum(0)
+            masks = mask_offsets = None
+            if tree_rows is not None:  # each tree row's [n, n] mask, row-major, one after another
+                tree_cpu = tree_rows.cpu()
+                sizes = torch.where(tree_cpu, counts * counts, 0)
+                mask_offsets = torch.where(tree_cpu, sizes.cumsum(0) - sizes, -1)
+                masks = attn_mask[pairs & tree_rows[:, None, None]].to(device="cpu", dtype=torch.uint8)
+            return RowLayout(valid, row_ids, slots, max(num_keys, 1), None, True, offsets, seq_lens.cpu(), masks, mask_offsets)
+        keys = torch.arange(max(num_keys, 1), device=dev)[None, None]  # [1, 1, S]
+        mask = keys <= query_slots[:, :, None]  # [B, T, S] causal
+        if tree_rows is not None:
+            rel = keys - seq_lens[:, None, None]  # [B, 1, S]: the key's index among row b's new tokens
+            new = attn_mask.gather(2, rel.clamp(0, num_tokens - 1).expand(b, num_tokens, -1))
+            tree = (rel < 0) | (new & (rel >= 0) & (rel < num_new[:, None, None]))
+            mask = torch.where((valid & tree_rows[:, None])[:, :, None], tree, mask)  # padding keeps causal rows
         rep = self.config.num_heads // self.config.num_kv_heads
         mask = mask.unsqueeze(1).repeat(1, 1, rep, 1)
         return RowLayout(valid, row_ids, slots, max(num_keys, 1), mask)
 
-    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new, hidden_layers=(), logits_indices=None) -> ModelOutput:
+    def _forward_rows(self, token_ids, positions, cache, seq_lens, num_new, hidden_layers=(), logits_indices=None,
+                      attn_mask=None) -> ModelOutput:
         b, t = token_ids.shape
         dev = self.device
         seq_lens = torch.as_tensor(seq_lens, dtype=torch.long, device=dev)
         num_new = torch.full((b,), t, device=dev) if num_new is None else torch.as_tensor(num_new, dtype=torch.long, device=dev)
-        rows = self.row_layout(seq_lens, num_new, t, cache)
+        rows = self.row_layout(seq_lens, num_new, t, cache, attn_mask)
         cos_table, sin_table = self.rope_tables()
         flat_positions = positions.to(dev)[rows.valid]  # [N]
         cos = cos_table[flat_positions].unsqueeze(1)  # [N, 1, D]
@@ -457,7 +498,7 @@ class LlamaModel(NativeStackHolder, nn.Module):
                 if 0 < i <= len(self.layers):
                     hidden[i] = torch.empty_like(x)
             stack.forward_rows(x, cos[:, 0].contiguous(), sin[:, 0].contiguous(), cache.k, cache.v, rows.offsets,
-                               rows.starts, {i: h for i, h in hidden.items() if i > 0})
+                               rows.starts, rows.masks, rows.mask_offsets, {i: h for i, h in hidden.items() if i > 0})
         else:
             for i, layer in enumerate(self.layers):
                 x = layer(x, cos, sin, cache.k[i], cache.v[i], 0, None, rows)

@@ -2,6 +2,7 @@
 
     lib = native_library()          # None where no C compiler works (a warning says why)
     native_attention(q, k_cache, v_cache, start, mask) -> [1, T, H*D]
+    native_attention_rows(q, k_cache, v_cache, offsets, starts, masks, mask_offsets) -> [N, H*D]
 
 Why C: on this CPU a decode step's attention through SDPA or batched matmuls costs 45-100 us
 per layer at a few hundred tokens of context, nearly all of it per-call overhead (the
@@ -38,7 +39,7 @@ from specdec.models.gguf_file import cache_dir
 
 SOURCES = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.c")))  # one shared object
 HEADERS = tuple(sorted((Path(__file__).with_name("csrc")).glob("*.h")))
-ABI_VERSION = 9
+ABI_VERSION = 10
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"],
     ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno"],
@@ -49,7 +50,7 @@ _c_void_p, _i64, _int, _float = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, c
 _ATTENTION_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _c_void_p,
                    _int, _int, _int, _int, _int, _c_void_p, _int, _float, _c_void_p, _int]
 _ATTENTION_ROWS_ARGS = [_c_void_p, _i64, _i64, _c_void_p, _c_void_p, _i64, _i64, _c_void_p,
-                        _int, _c_void_p, _c_void_p, _int, _int, _int, _float, _c_void_p, _int]
+                        _int, _c_void_p, _c_void_p, _c_void_p, _c_void_p, _int, _int, _int, _float, _c_void_p, _int]
 _NORM_ARGS = [_c_void_p, _c_void_p, _c_void_p, _i64, _int, _float]
 
 
@@ -168,8 +169,8 @@ def native_library() -> ctypes.CDLL | None:
                                               _c_void_p, _int, _c_void_p, _c_void_p, _i64, _i64, _c_void_p, _int]
         lib.specdec_stack_forward.restype = _int
         lib.specdec_stack_forward_rows.argtypes = [ctypes.POINTER(_Stack), _c_void_p, _int, _int, _c_void_p, _c_void_p,
-                                                   _c_void_p, _c_void_p, _c_void_p, _c_void_p, _i64, _i64, _i64,
-                                                   _c_void_p, _int]
+                                                   _c_void_p, _c_void_p, _c_void_p, _c_void_p, _c_void_p, _c_void_p,
+                                                   _i64, _i64, _i64, _c_void_p, _int]
         lib.specdec_stack_forward_rows.restype = _int
         return lib
     warnings.warn("building the C kernels failed; the engine runs its slower pure-PyTorch attention:\n" + "\n".join(errors), stacklevel=2)
@@ -242,22 +243,49 @@ def _ragged_layout(offsets: torch.Tensor, starts: torch.Tensor, n: int, cache_ro
     return offsets, starts, b, int(num_new.max()) if b else 0, max_keys
 
 
+def _ragged_mask_args(masks: torch.Tensor | None, mask_offsets: torch.Tensor | None, offsets: torch.Tensor):
+    """Checked (masks, mask_offsets) of a ragged batch's per-row tree masks, or (None, None)
+    where every row is causal: row r's [n_r, n_r] uint8 mask starts at masks[mask_offsets[r]]
+    (n_r = offsets[r + 1] - offsets[r]); mask_offsets[r] < 0 keeps row r causal."""
+    if mask_offsets is None:
+        return None, None
+    b = offsets.shape[0] - 1
+    mask_offsets = mask_offsets.contiguous()
+    if mask_offsets.dtype != torch.int64 or mask_offsets.shape != (b,) or mask_offsets.device.type != "cpu":
+        raise ValueError(f"mask_offsets must be [B = {b}] int64 on the CPU, got {mask_offsets.dtype} {tuple(mask_offsets.shape)}")
+    if masks is None or masks.dtype != torch.uint8 or masks.dim() != 1 or not masks.is_contiguous() or masks.device.type != "cpu":
+        raise ValueError("masks must be a contiguous 1-D uint8 CPU tensor (the rows' [n, n] masks, packed)")
+    n = offsets[1:] - offsets[:-1]
+    if bool(((mask_offsets >= 0) & (mask_offsets + n * n > masks.numel())).any()):
+        raise ValueError(f"a row's [n, n] mask runs past the {masks.numel()} mask bytes")
+    return masks, mask_offsets
+
+
+def _ptr(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
 def native_attention_rows(
     q: torch.Tensor,  # [N, H, D] packed queries of a ragged batch (a view is fine: last dim contiguous)
     k_cache: torch.Tensor,  # [B', H_kv, S_max, D] with B' >= B, every row's new slots written
     v_cache: torch.Tensor,
     offsets: torch.Tensor,  # [B + 1] int64 CPU: row r's queries are q[offsets[r]:offsets[r + 1]]
     starts: torch.Tensor,  # [B] int64 CPU: tokens already in row r's cache (its first query's slot)
+    masks: torch.Tensor | None = None,  # 1-D uint8 CPU: the rows' [n_r, n_r] tree masks, packed
+    mask_offsets: torch.Tensor | None = None,  # [B] int64 CPU: row r's mask at masks[mask_offsets[r]]; < 0 / None: causal
     threads: int | None = None,  # default torch's; the result is the same for any count
 ) -> torch.Tensor:  # [N, H*D]
-    """Causal attention of every row's new tokens over its own cache (csrc/attention.c): each
-    row bit for bit what `native_attention` gives it alone."""
+    """Attention of every row's new tokens over its own cache (csrc/attention.c): the whole
+    cached prefix, and among the row's own new tokens causal or what its tree mask allows
+    (mask[t, u] != 0: query t sees new token u). Each row bit for bit what `native_attention`
+    gives it alone with that [n_r, n_r] mask (or none)."""
     lib = native_library()
     n, h, d = q.shape
     h_kv = k_cache.shape[1]
     if q.stride(2) != 1 or k_cache.stride(3) != 1 or k_cache.stride(2) != d or v_cache.stride() != k_cache.stride():
         raise ValueError("native attention needs a last-dim-contiguous query and [B, H_kv, S, D]-contiguous caches")
     offsets, starts, b, max_new, max_keys = _ragged_layout(offsets, starts, n, k_cache.shape[0], k_cache.shape[2])
+    masks, mask_offsets = _ragged_mask_args(masks, mask_offsets, offsets)
     fn = lib.specdec_attention_rows_bf16 if q.dtype == torch.bfloat16 else lib.specdec_attention_rows_f32
     out = torch.empty(n, h * d, dtype=q.dtype)
     if n == 0:
@@ -266,10 +294,12 @@ def native_attention_rows(
     work = torch.empty(lib.specdec_attention_rows_work_floats(max_new, h, h_kv, d, max_keys, threads), dtype=torch.float32)
     rc = fn(
         q.data_ptr(), q.stride(0), q.stride(1), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0), k_cache.stride(1),
-        out.data_ptr(), b, offsets.data_ptr(), starts.data_ptr(), h, h_kv, d, 1.0 / d**0.5, work.data_ptr(), threads,
+        out.data_ptr(), b, offsets.data_ptr(), starts.data_ptr(), _ptr(masks), _ptr(mask_offsets), h, h_kv, d, 1.0 / d**0.5,
+        work.data_ptr(), threads,
     )
     if rc != 0:
-        raise RuntimeError(f"native ragged attention rejected its arguments (code {rc}): B={b} H={h} H_kv={h_kv} D={d}")
+        why = ": a masked row with no cached prefix has a query that sees no key" if rc == 2 else ""
+        raise RuntimeError(f"native ragged attention rejected its arguments (code {rc}){why}: B={b} H={h} H_kv={h_kv} D={d}")
     return out
 
 
@@ -529,23 +559,28 @@ class NativeStack:
         v_cache: torch.Tensor,
         offsets: torch.Tensor,  # [B + 1] int64 CPU: row r's tokens are x[offsets[r]:offsets[r + 1]]
         starts: torch.Tensor,  # [B] int64 CPU: tokens already in row r's cache
+        masks: torch.Tensor | None = None,  # 1-D uint8 CPU: the rows' [n_r, n_r] tree masks, packed
+        mask_offsets: torch.Tensor | None = None,  # [B] int64 CPU: row r's mask at masks[mask_offsets[r]]; < 0 / None: causal
         captures: dict[int, torch.Tensor] | None = None,  # layer i (1-based) -> [N, hidden] to fill
         threads: int | None = None,
     ) -> None:
-        """A ragged batch through the stack (csrc/layers.c): each row bit for bit `forward` on
-        that sequence alone."""
+        """A ragged batch through the stack (csrc/layers.c), each row causal or under its tree
+        mask (`native_attention_rows`): each row bit for bit `forward` on that sequence alone
+        with that mask over its new tokens."""
         t = x.shape[0]
         if k_cache.stride(3) != self.head_dim or k_cache.stride(4) != 1 or v_cache.stride() != k_cache.stride():
             raise ValueError("the native stack needs [L, B, H_kv, S, D] caches with contiguous slots")
         if x.dtype != self.dtype or not x.is_contiguous() or x.shape[1] != self.hidden:
             raise ValueError(f"the native stack takes contiguous [N, {self.hidden}] {self.dtype} rows")
         offsets, starts, b, _, _ = _ragged_layout(offsets, starts, t, k_cache.shape[1], k_cache.shape[3])
+        masks, mask_offsets = _ragged_mask_args(masks, mask_offsets, offsets)
         slots = ctypes.c_void_p * self.num_layers
         capture = slots(*[captures[i + 1].data_ptr() if i + 1 in captures else None for i in range(self.num_layers)]) if captures else None
         rc = self.lib.specdec_stack_forward_rows(
-            ctypes.byref(self._stack), x.data_ptr(), t, b, offsets.data_ptr(), starts.data_ptr(), cos.data_ptr(),
-            sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0), k_cache.stride(1),
-            k_cache.stride(2), capture, threads or torch.get_num_threads(),
+            ctypes.byref(self._stack), x.data_ptr(), t, b, offsets.data_ptr(), starts.data_ptr(), _ptr(masks),
+            _ptr(mask_offsets), cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0),
+            k_cache.stride(1), k_cache.stride(2), capture, threads or torch.get_num_threads(),
         )
         if rc != 0:
-            raise RuntimeError(f"the native decoder stack failed on a ragged batch (code {rc}): N={t} B={b}")
+            raise RuntimeError(f"the native decoder stack failed on a ragged batch (code {rc}; 1 includes a masked row "
+                               f"with no cached prefix whose query sees no key): N={t} B={b}")

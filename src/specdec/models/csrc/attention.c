@@ -31,6 +31,8 @@
  * mask over the last W = mask_keys slots (T <= W <= start + T; W = T masks the new tokens
  * only), first = start + T - W: it sees slots [0, first) and, among slots first + u, those
  * with mask[t * W + u] != 0 (an EAGLE tree draft's earlier levels are such masked slots).
+ * The ragged entry (specdec_attention_rows_*) takes such a mask per row, W = that row's
+ * new-token count, or none (causal).
  * Head h reads KV head h / (H / H_kv) (grouped-query attention).
  * Scores, softmax and the value sum are float32; out is rounded once to the cache dtype.
  * work: specdec_attention_work_floats(...) floats. Head dims up to MAX_HEAD_DIM (256).
@@ -158,6 +160,17 @@ static int visible_slots(const struct call *a, int t, int32_t *visible) {
         for (int u = 0; u <= t; u++) visible[n++] = first + u;
     }
     return n;
+}
+
+/* 1 when a row of the [t_new, mask_keys] mask allows no slot: with nothing before the
+ * masked slots (mask_first 0) its query would see no key. */
+static int mask_blind(const uint8_t *mask, int t_new, int mask_keys) {
+    for (int t = 0; t < t_new; t++) {
+        int seen = 0;
+        for (int u = 0; u < mask_keys; u++) seen |= mask[(int64_t)t * mask_keys + u];
+        if (!seen) return 1;
+    }
+    return 0;
 }
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
@@ -461,12 +474,7 @@ DEFINE_HEAD(f32, float, f32_load)
         struct call a = {q_tok, q_head, kv_head, t_new, h, h_kv, d, start, mask, mask_keys, scale}; \
         if (h_kv <= 0 || h % h_kv != 0 || d <= 0 || d > MAX_HEAD_DIM || t_new <= 0 || start < 0) return 1; \
         if (mask && (mask_keys < t_new || mask_keys > start + t_new)) return 1;                 \
-        if (mask && mask_first(&a) == 0)                                                        \
-            for (int t = 0; t < t_new; t++) {                                                   \
-                int seen = 0;                                                                   \
-                for (int u = 0; u < mask_keys; u++) seen |= mask[(int64_t)t * mask_keys + u];   \
-                if (!seen) return 2; /* a row that sees no key */                               \
-            }                                                                                   \
+        if (mask && mask_first(&a) == 0 && mask_blind(mask, t_new, mask_keys)) return 2;       \
         struct split sp = split_work(t_new, h_kv, threads);                                     \
         const int64_t per_thread = unit_work_floats(&a, sp.chunk);                              \
         _Pragma("omp parallel for schedule(static) num_threads(sp.threads) if (sp.threads > 1)") \
@@ -478,15 +486,22 @@ DEFINE_HEAD(f32, float, f32_load)
         return 0;                                                                               \
     }
 
-/* A ragged batch: row r of the KV cache holds starts[r] tokens and takes the packed queries
- * [offsets[r], offsets[r + 1]) at slots starts[r], starts[r] + 1, ... (causal among
- * themselves). Every row is computed by the units a one-sequence call would run on it, so a
- * row's result is, bit for bit, what specdec_attention_* gives that row alone.
+/* A ragged batch: row r of the KV cache holds starts[r] tokens and takes the n_r packed
+ * queries [offsets[r], offsets[r + 1]) at slots starts[r], starts[r] + 1, .... Each query
+ * sees its row's whole cached prefix, slots [0, starts[r]), and among the row's new tokens:
+ *   - causal (masks NULL, mask_offsets NULL or mask_offsets[r] < 0): itself and those before it;
+ *   - a tree (mask_offsets[r] >= 0): the n_r x n_r uint8 mask at masks + mask_offsets[r],
+ *     row-major, query t seeing new token u where mask[t * n_r + u] != 0 (an EAGLE-2 tree
+ *     verified per row), i.e. the one-sequence call's mask with mask_keys = n_r.
+ * Every row is computed by the units a one-sequence call would run on it, so a row's result
+ * is, bit for bit, what specdec_attention_* gives that row alone with the same mask (or none).
  *   q    [N, H, D]          packed query t at q + t * q_tok + h * q_head
  *   k, v [B, H_kv, S, D]    row r's KV head g at k + r * kv_row + g * kv_head
  *   out  [N, H, D]          contiguous
- * Units are (row, KV group, a run of up to MAX_UNIT_POSITIONS queries), spread over the
- * threads; work: specdec_attention_rows_work_floats(...) floats. */
+ * Returns 0, 1 on bad arguments, 2 when a masked row with an empty prefix has a query that
+ * sees no key (as the one-sequence entry). Units are (row, KV group, a run of up to
+ * MAX_UNIT_POSITIONS queries), spread over the threads; work:
+ * specdec_attention_rows_work_floats(...) floats. */
 int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads) {
     if (h_kv <= 0 || max_new <= 0) return 0;
     int chunk = max_new < MAX_UNIT_POSITIONS ? max_new : MAX_UNIT_POSITIONS;
@@ -513,16 +528,40 @@ int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, 
     return 0;
 }
 
+/* Row r's tree mask (NULL: causal) of a ragged batch's masks / mask_offsets. */
+static const uint8_t *row_mask(const uint8_t *masks, const int64_t *mask_offsets, int r) {
+    return masks && mask_offsets && mask_offsets[r] >= 0 ? masks + mask_offsets[r] : 0;
+}
+
+/* A ragged batch's tree masks checked as the one-sequence entry checks its mask: 0 fine, 1 a
+ * row's mask given as an offset without a buffer, 2 a masked row with an empty prefix
+ * (starts[r] == 0) and a query that sees no key. Shared with layers.c's stack, which checks
+ * before it writes the cache. */
+int specdec_ragged_masks_check(int b, const int64_t *offsets, const int64_t *starts, const uint8_t *masks,
+                               const int64_t *mask_offsets) {
+    if (!mask_offsets) return 0;
+    for (int r = 0; r < b; r++) {
+        if (mask_offsets[r] < 0) continue;
+        if (!masks) return 1;
+        int n = (int)(offsets[r + 1] - offsets[r]);
+        if (n > 0 && starts[r] == 0 && mask_blind(masks + mask_offsets[r], n, n)) return 2;
+    }
+    return 0;
+}
+
 #define DEFINE_ATTENTION_ROWS(SUFFIX, ELEM)                                                     \
     int specdec_attention_rows_##SUFFIX(const ELEM *q, int64_t q_tok, int64_t q_head, const ELEM *k, \
                                         const ELEM *v, int64_t kv_row, int64_t kv_head, ELEM *out, \
-                                        int b, const int64_t *offsets, const int64_t *starts, int h, \
+                                        int b, const int64_t *offsets, const int64_t *starts,     \
+                                        const uint8_t *masks, const int64_t *mask_offsets, int h, \
                                         int h_kv, int d, float scale, float *work, int threads) { \
         if (b <= 0) return 0;                                                                   \
         if (h_kv <= 0 || h % h_kv != 0 || d <= 0 || d > MAX_HEAD_DIM) return 1;                 \
         int max_new, max_keys, units = 0;                                                       \
         if (specdec_ragged_extent(b, offsets, starts, &max_new, &max_keys)) return 1;           \
         if (max_new == 0) return 0;                                                             \
+        int bad = specdec_ragged_masks_check(b, offsets, starts, masks, mask_offsets);          \
+        if (bad) return bad;                                                                    \
         int *first_unit = (int *)__builtin_alloca(sizeof(int) * (b + 1));                       \
         for (int r = 0; r < b; r++) {                                                           \
             int n = (int)(offsets[r + 1] - offsets[r]);                                         \
@@ -543,7 +582,8 @@ int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, 
             }                                                                                   \
             int r = lo, j = u - first_unit[r];                                                  \
             int n = (int)(offsets[r + 1] - offsets[r]);                                         \
-            struct call a = {q_tok, q_head, kv_head, n, h, h_kv, d, (int)starts[r], 0, 0, scale}; \
+            const uint8_t *mask = row_mask(masks, mask_offsets, r);                             \
+            struct call a = {q_tok, q_head, kv_head, n, h, h_kv, d, (int)starts[r], mask, mask ? n : 0, scale}; \
             int g = j % h_kv, t0 = (j / h_kv) * MAX_UNIT_POSITIONS;                             \
             int t1 = t0 + MAX_UNIT_POSITIONS < n ? t0 + MAX_UNIT_POSITIONS : n;                 \
             attend_unit_##SUFFIX(&a, q + offsets[r] * q_tok, k + r * kv_row, v + r * kv_row,    \
@@ -559,4 +599,4 @@ DEFINE_ATTENTION(f32, float, f32_load, F32_STORE, 0)
 DEFINE_ATTENTION_ROWS(bf16, uint16_t)
 DEFINE_ATTENTION_ROWS(f32, float)
 
-int specdec_abi_version(void) { return 9; }
+int specdec_abi_version(void) { return 10; }

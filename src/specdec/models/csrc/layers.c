@@ -24,6 +24,8 @@
  *            j * head_dim; the T new tokens go to slots start .. start + T - 1
  *   mask     [T, W] uint8 over the last W = mask_keys slots (W = T: the new tokens), or NULL
  *            (causal): attention.c
+ *   masks    ragged batches: row r's [n_r, n_r] uint8 tree mask over its own new tokens at
+ *            masks + mask_offsets[r], or causal where mask_offsets[r] < 0 (or either is NULL)
  *   capture  NULL, or num_layers pointers; capture[i] != NULL receives x after layer i
  * Weights: packed panels (matmul.c) for the linears, E vectors for the norms, and an
  * optional float32 bias of the fused q/k/v projection. A NULL attn_norm is the identity
@@ -52,13 +54,17 @@ int specdec_attention_bf16(const uint16_t *q, int64_t q_tok, int64_t q_head, con
                            int64_t kv_head, uint16_t *out, int t_new, int h, int h_kv, int d, int start,
                            const uint8_t *mask, int mask_keys, float scale, float *work, int threads);
 int specdec_ragged_extent(int b, const int64_t *offsets, const int64_t *starts, int *max_new, int *max_keys);
+int specdec_ragged_masks_check(int b, const int64_t *offsets, const int64_t *starts, const uint8_t *masks,
+                               const int64_t *mask_offsets);
 int64_t specdec_attention_rows_work_floats(int max_new, int h, int h_kv, int d, int max_keys, int threads);
 int specdec_attention_rows_f32(const float *q, int64_t q_tok, int64_t q_head, const float *k, const float *v,
                                int64_t kv_row, int64_t kv_head, float *out, int b, const int64_t *offsets,
-                               const int64_t *starts, int h, int h_kv, int d, float scale, float *work, int threads);
+                               const int64_t *starts, const uint8_t *masks, const int64_t *mask_offsets, int h,
+                               int h_kv, int d, float scale, float *work, int threads);
 int specdec_attention_rows_bf16(const uint16_t *q, int64_t q_tok, int64_t q_head, const uint16_t *k, const uint16_t *v,
                                 int64_t kv_row, int64_t kv_head, uint16_t *out, int b, const int64_t *offsets,
-                                const int64_t *starts, int h, int h_kv, int d, float scale, float *work, int threads);
+                                const int64_t *starts, const uint8_t *masks, const int64_t *mask_offsets, int h,
+                                int h_kv, int d, float scale, float *work, int threads);
 
 struct specdec_layer_weights {
     const void *attn_norm;
@@ -178,11 +184,20 @@ static void add(int bf16, void *x, const void *y, int64_t n) {
 
 /* The stack over T tokens: one sequence (rows == NULL: slots start .. start + T - 1, the
  * mask or causal), or a ragged batch (rows: the tokens of cache row r are x's rows
- * [offsets[r], offsets[r + 1]) at slots starts[r], starts[r] + 1, ..., causal; row r's
- * cache at + r * row_stride). Attention is attention.c's one-sequence or ragged entry;
- * everything else is per token, so a ragged row is, bit for bit, the same sequence alone.
- * 0 on success; 1 bad arguments, 2 out of memory, 3 a kernel rejected its arguments. */
-struct ragged { int b; const int64_t *offsets, *starts; int64_t row_stride; };
+ * [offsets[r], offsets[r + 1]) at slots starts[r], starts[r] + 1, ..., each row causal or
+ * under its own tree mask (masks, mask_offsets: attention.c's ragged entry); row r's cache
+ * at + r * row_stride). Attention is attention.c's one-sequence or ragged entry; everything
+ * else is per token, so a ragged row is, bit for bit, the same sequence alone with the same
+ * mask. 0 on success; 1 bad arguments (a ragged row's mask that leaves a query no key
+ * included, found before the cache is written), 2 out of memory, 3 a kernel rejected its
+ * arguments. */
+struct ragged {
+    int b;
+    const int64_t *offsets, *starts;
+    const uint8_t *masks;        /* tree masks of the rows, packed; NULL: every row causal */
+    const int64_t *mask_offsets; /* [b]: row r's mask at masks + mask_offsets[r]; < 0 or NULL: causal */
+    int64_t row_stride;
+};
 
 static int stack_forward(const struct specdec_stack *s, void *x, int t, int start, const void *cos, const void *sin,
                          const uint8_t *mask, int mask_keys, const struct ragged *rows, void *k_base, void *v_base, int64_t layer_stride,
@@ -194,7 +209,8 @@ static int stack_forward(const struct specdec_stack *s, void *x, int t, int star
     const int64_t es = bf16 ? 2 : 4, nqkv = (int64_t)(h + 2 * h_kv) * d, inter = s->inter;
     int max_new = 0, max_keys = 0;
     if (rows && (rows->b <= 0 || rows->offsets[0] != 0 || rows->offsets[rows->b] != t ||
-                 specdec_ragged_extent(rows->b, rows->offsets, rows->starts, &max_new, &max_keys)))
+                 specdec_ragged_extent(rows->b, rows->offsets, rows->starts, &max_new, &max_keys) ||
+                 specdec_ragged_masks_check(rows->b, rows->offsets, rows->starts, rows->masks, rows->mask_offsets)))
         return 1;
     /* scratch: normed x, qkv, attention out, projection out, gate/up, activation */
     const int64_t sizes[6] = {t * (int64_t)hid, t * nqkv, t * (int64_t)h * d, t * (int64_t)hid, t * 2 * inter, t * inter};
@@ -239,11 +255,11 @@ static int stack_forward(const struct specdec_stack *s, void *x, int t, int star
         }
         if (rows)
             rc |= bf16 ? specdec_attention_rows_bf16(qkv, nqkv, d, (const uint16_t *)kc, (const uint16_t *)vc, rows->row_stride,
-                                                     kv_head_stride, attn, rows->b, rows->offsets, rows->starts, h, h_kv, d,
-                                                     s->scale, work, threads)
+                                                     kv_head_stride, attn, rows->b, rows->offsets, rows->starts, rows->masks,
+                                                     rows->mask_offsets, h, h_kv, d, s->scale, work, threads)
                        : specdec_attention_rows_f32(qkv, nqkv, d, (const float *)kc, (const float *)vc, rows->row_stride,
-                                                    kv_head_stride, attn, rows->b, rows->offsets, rows->starts, h, h_kv, d,
-                                                    s->scale, work, threads);
+                                                    kv_head_stride, attn, rows->b, rows->offsets, rows->starts, rows->masks,
+                                                    rows->mask_offsets, h, h_kv, d, s->scale, work, threads);
         else
             rc |= bf16 ? specdec_attention_bf16(qkv, nqkv, d, (const uint16_t *)kc, (const uint16_t *)vc, kv_head_stride, attn,
                                                 t, h, h_kv, d, start, mask, mask_keys, s->scale, work, threads)
@@ -270,12 +286,13 @@ int specdec_stack_forward(const struct specdec_stack *s, void *x, int t, int sta
     return stack_forward(s, x, t, start, cos, sin, mask, mask_keys, 0, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
 }
 
-/* The ragged batch: b rows, tokens packed by row (offsets [b + 1], starts [b]). */
+/* The ragged batch: b rows, tokens packed by row (offsets [b + 1], starts [b]), each causal
+ * or under its tree mask (masks, mask_offsets [b]; both NULL: every row causal). */
 int specdec_stack_forward_rows(const struct specdec_stack *s, void *x, int t, int b, const int64_t *offsets,
-                               const int64_t *starts, const void *cos, const void *sin, void *k_base, void *v_base,
-                               int64_t layer_stride, int64_t row_stride, int64_t kv_head_stride, void *const *capture,
-                               int threads) {
+                               const int64_t *starts, const uint8_t *masks, const int64_t *mask_offsets,
+                               const void *cos, const void *sin, void *k_base, void *v_base, int64_t layer_stride,
+                               int64_t row_stride, int64_t kv_head_stride, void *const *capture, int threads) {
     if (!offsets || !starts) return 1;
-    struct ragged rows = {b, offsets, starts, row_stride};
+    struct ragged rows = {b, offsets, starts, masks, mask_offsets, row_stride};
     return stack_forward(s, x, t, 0, cos, sin, 0, 0, &rows, k_base, v_base, layer_stride, kv_head_stride, capture, threads);
 }
