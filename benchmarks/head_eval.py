@@ -35,7 +35,7 @@ from safetensors import safe_open
 from specdec.models.eagle import load_native_head
 from specdec.models.loader import load_model
 from specdec.train.data import load_dataset
-from specdec.train.export import target_lm_head_weight
+from specdec.models.head_io import target_lm_head_weight
 from specdec.train.trainer import TrainConfig, Trainer
 
 

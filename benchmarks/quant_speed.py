@@ -26,9 +26,8 @@ import torch
 
 from specdec.api import encode_prompt
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.calibrate import load_or_calibrate
-from specdec.engine.controller import CostModel
 from specdec.engine.engine import Engine
+from specdec.engine.planner import CostSurface, load_or_calibrate
 from specdec.models.loader import load_model
 from specdec.models.quant import gguf_groups, quantize_model, weight_bytes
 from specdec.proposers.draft_model import DraftModelProposer
@@ -57,7 +56,7 @@ def run_once(cfg: Config, models: dict, prompt_ids: list[int], params: SamplingP
         spec = SpeculativeConfig(method="draft", draft_model=f"self:{cfg.draft}", num_speculative_tokens=cfg.k)
         proposer = DraftModelProposer(models[f"{cfg.target}+{cfg.draft}"], MAX_SEQ_LEN)
         # a fresh copy per run: the engine learns the draft cost into it as it goes
-        cost_model = CostModel.from_dict(cost[cfg.target].to_dict()) if cfg.k == "auto" else None
+        cost_model = CostSurface.from_dict(cost[cfg.target].to_dict()) if cfg.k == "auto" else None
         engine = Engine(target, proposer, spec, MAX_SEQ_LEN, cost_model)
     result = engine.generate(prompt_ids, params)
     cfg.tokens_per_second.append(result.stats.tokens_per_second)
@@ -93,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         models[f"{dtype}+int4/{head}"] = loaded
     cost = {}
     if "auto" in args.ks:
-        cost = {dtype: load_or_calibrate(models[dtype], 8) for dtype in targets}
+        spec = SpeculativeConfig(method="draft", draft_model="self", num_speculative_tokens="auto", max_speculative_tokens=8)
+        cost = {dtype: load_or_calibrate(models[dtype], spec) for dtype in targets}
 
     configs = [Config(f"plain {key}", key) for key in models]
     ks = [k if k == "auto" else int(k) for k in args.ks.split(",")]

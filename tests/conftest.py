@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from specdec.engine.planner import CostSurface
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY_LLAMA = dict(
@@ -87,3 +89,12 @@ def default_model():
     from specdec.models.loader import load_model
 
     return load_model(None, "float32", "cpu", 1024)
+
+
+class FrozenCost(CostSurface):
+    """A cost surface that does not follow measured step times: a test's auto K is then
+    planned by the curve it gives, whatever this machine's load (the engine blends real step
+    times into a CostSurface, which on a tiny model can rightly turn speculation off)."""
+
+    def observe_forward(self, num_rows: int, num_tokens: int, seconds: float, weight: float = 0.2) -> None:
+        pass

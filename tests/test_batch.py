@@ -12,7 +12,7 @@ import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
-from specdec.engine.planner import CostSurface
+from conftest import FrozenCost
 from specdec.proposers.factory import build_proposers
 from specdec.models.loader import load_model
 from specdec.proposers.ngram import NgramProposer
@@ -80,7 +80,10 @@ def test_ragged_forward_matches_one_row_forwards(tiny_model_dir, dtype):
     entry), within float tolerance on the PyTorch path."""
     target = load_model(str(tiny_model_dir), dtype, "cpu", 256)
     model = target.model
-    exact = model.row_layout(torch.tensor([0]), torch.tensor([1]), 1, model.new_cache(1, 64)).native
+    from specdec.models.native import native_linear_supported
+
+    exact = model.row_layout(torch.tensor([0]), torch.tensor([1]), 1, model.new_cache(1, 64)).native and \
+        native_linear_supported(model.dtype)  # row-invariant linears too, or rows may round differently
     prompts = [encode(target, p) for p in PROMPTS[:4]]
     new = [[11, 12, 13], [], [14], [15, 16]]
     cache = model.new_cache(4, 128)
@@ -130,7 +133,7 @@ def test_batched_bfloat16_rows_equal_solo_plain_engine_bit_for_bit(tiny_model_di
 
 def check_batched_greedy_rows(target, k, dtype="float32"):
     spec = SpeculativeConfig(method="ngram", num_speculative_tokens=k)
-    cost = CostSurface([0.01 + 0.001 * n for n in range(1, 40)])  # memory-bound: drafts pay
+    cost = FrozenCost([1.0 + 0.02 * n for n in range(1, 40)])  # memory-bound: drafts pay
     engine = Engine(target, build_proposers(spec, target, dtype, "cpu", 256, 4), spec, 256, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     jobs = {f"r{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:4])}
@@ -165,7 +168,8 @@ def eagle_rows(target, method: str, num_rows: int, monkeypatch) -> list:
 
     head = make_head(target)
     monkeypatch.setattr(factory, "build_eagle_head", lambda spec, target, dtype: head)
-    spec = SpeculativeConfig(method=method, num_speculative_tokens="auto")
+    # a random head's confidence is near zero: the pruner would drop every draft it makes
+    spec = SpeculativeConfig(method=method, num_speculative_tokens="auto", prune=False)
     return spec, build_proposers(spec, target, "float32", "cpu", 256, num_rows)
 
 
@@ -175,7 +179,7 @@ def test_batched_eagle_and_hybrid_rows_equal_solo_plain_engine(target, method, m
     spec, proposers = eagle_rows(target, method, 4, monkeypatch)
     heads = {id(p.eagle.head if method == "hybrid" else p.head) for p in proposers}
     assert len({id(p) for p in proposers}) == 4 and len(heads) == 1  # one head, a cache per row
-    cost = CostSurface([0.01 + 0.001 * n for n in range(1, 40)])
+    cost = FrozenCost([1.0 + 0.02 * n for n in range(1, 40)])
     engine = Engine(target, proposers, spec, 256, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     jobs = {f"e{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:4])}
@@ -196,7 +200,7 @@ def test_batched_hybrid_rows_keep_the_eagle_cache_aligned(target, monkeypatch):
     from test_eagle import features_for
 
     spec, proposers = eagle_rows(target, "hybrid", 2, monkeypatch)
-    engine = Engine(target, proposers, spec, 256, CostSurface([0.01 + 0.001 * n for n in range(1, 40)]))
+    engine = Engine(target, proposers, spec, 256, FrozenCost([1.0 + 0.02 * n for n in range(1, 40)]))
     params = SamplingParams(temperature=0, max_tokens=150, ignore_eos=True)
     jobs = {f"a{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:2])}
     engine.add("a0", *jobs["a0"])
@@ -242,27 +246,31 @@ def test_batched_eagle_asks_for_a_head(target):
 
 
 @pytest.mark.parametrize("method", ["eagle", "hybrid"])
-@pytest.mark.parametrize("k", [3, "auto"])
-def test_batched_tree_rows_equal_solo_plain_engine(target, method, k, monkeypatch):
+@pytest.mark.parametrize("k, prune", [(3, False), ("auto", False), ("auto", True)])
+def test_batched_tree_rows_equal_solo_plain_engine(target, method, k, prune, monkeypatch):
     """EAGLE-2 trees (and the hybrid's grafts) in a batch: one ragged pass with each row's tree
-    mask, each row's accepted path compacted into place; greedy rows equal plain decoding."""
+    mask, each row's accepted path compacted into place; greedy rows equal plain decoding.
+    With confidence pruning (auto K) each row's tree is cut by its own pruner."""
     from test_eagle import make_head
 
     from specdec.proposers import factory
 
     head = make_head(target)
     monkeypatch.setattr(factory, "build_eagle_head", lambda spec, target, dtype: head)
-    spec = SpeculativeConfig(method=method, num_speculative_tokens=k, tree_nodes=8)
-    cost = CostSurface([0.01 + 0.0001 * n for n in range(1, 80)])  # memory-bound: trees pay
+    spec = SpeculativeConfig(method=method, num_speculative_tokens=k, tree_nodes=8, prune=prune)
+    cost = FrozenCost([1.0 + 0.002 * n for n in range(1, 80)])  # memory-bound: trees pay
     engine = Engine(target, build_proposers(spec, target, "float32", "cpu", 256, 3), spec, 256, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     jobs = {f"t{i}": (encode(target, p), params) for i, p in enumerate(PROMPTS[:3])}
     tokens, steps = run_batch(engine, jobs, join_at={"t2": 3})
     for rid, (prompt, _) in jobs.items():
         assert tokens[rid] == solo(target, prompt, params), rid
-    batched_trees = [s for s in steps if sum(len(o.draft_ids) > 1 for o in s.values()) > 1]
-    assert batched_trees, "no step verified trees of several rows together"
-    assert engine.stats.num_drafts > 0
+    if prune:  # a random head's trees promise little: the rows' pruners cut them
+        assert engine.stats.num_pruned_tokens > 0
+    else:
+        batched_trees = [s for s in steps if sum(len(o.draft_ids) > 1 for o in s.values()) > 1]
+        assert batched_trees, "no step verified trees of several rows together"
+        assert engine.stats.num_drafts > 0
 
 
 def test_llm_generate_runs_a_list_as_one_continuous_batch(tiny_model_dir):

@@ -52,7 +52,7 @@ def test_heads_sample_with_trees_by_default():
 
 
 def test_speculative_auto_resolution():
-    from specdec.cli import resolve_speculative
+    from specdec.options import resolve_speculative
 
     from specdec.models.default import default_model_path
 

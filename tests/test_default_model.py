@@ -105,20 +105,26 @@ def test_hybrid_greedy_equals_plain(default_model, tree_nodes):
     """n-gram or the shipped head, picked per step by the cost-aware controller (a fixed
     stand-in cost curve, so no calibration runs here): both draft, output is plain's. With
     16-node trees the head's steps carry the n-gram continuation grafted on."""
-    from specdec.engine.planner import CostSurface
+    from conftest import FrozenCost
+
     from specdec.proposers.factory import build_proposers
 
     spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto", tree_nodes=tree_nodes)
-    cost = CostSurface([0.010 + 0.0008 * k for k in range(17)])
+    cost = FrozenCost([1.0 + 0.08 * k for k in range(17)])  # seconds: the head's real steps cost little beside
     hybrid = Engine(default_model, build_proposers(spec, default_model, "float32", "cpu", 1024), spec, 1024, cost)
     plain = Engine(default_model, max_seq_len=1024)
+    drafted = set()
     for prompt in PROMPTS + ["Repeat exactly: the quick brown fox jumps over the lazy dog, twice."]:
         ids = encode_prompt(default_model.tokenizer, prompt)
-        out = hybrid.generate(ids, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
-        assert out.token_ids == greedy(plain, ids, 48), prompt
-    # a class's draft cost is measured only when it drafted: EAGLE (-1) and n-gram both did
-    drafted = {b for b, c in hybrid._bucket_costs.items() if c.draft_seconds_per_token > 0}
-    assert -1 in drafted and drafted - {-1}
+        params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+        req, first = hybrid.add("r", ids, params)
+        tokens = list(first.token_ids)
+        while hybrid.num_running:
+            tokens += hybrid.step()[0][1].token_ids
+        assert tokens == greedy(plain, ids, 48), prompt
+        # a class's draft cost is measured only when it drafted
+        drafted |= {c for c, seconds in req.policy.draft_costs.items() if seconds > 0}
+    assert -1 in drafted and drafted - {-1}  # EAGLE (-1) and n-gram both drafted
 
 
 def test_seeded_sampling_is_reproducible(default_model):

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from specdec.config import SamplingParams, SpeculativeConfig
-from specdec.engine.planner import CostSurface
+from conftest import FrozenCost
 from specdec.models.linear import blocked_supported
 from specdec.engine.engine import Engine
 from specdec.models.eagle import EagleConfig, EagleHead, load_native_head, save_head
@@ -175,7 +175,7 @@ def test_auto_k_with_confidence_pruning_greedy_equals_plain(tree):
     for prompt in ([1, 4, 2], [3, 3, 5, 0], [2, 1, 2, 1, 2]):
         plain = Engine(target, None, None, 64).generate(prompt, params)
         proposer = EagleProposer(make_head(target), target.model, 64, tree)
-        result = Engine(target, proposer, spec, 64, cost=CostSurface(list(STEEP))).generate(prompt, params)
+        result = Engine(target, proposer, spec, 64, cost=FrozenCost(list(STEEP))).generate(prompt, params)
         assert result.token_ids == plain.token_ids
         pruned += result.stats.num_pruned_tokens
         drafts += result.stats.num_drafts
@@ -190,7 +190,7 @@ def test_sampled_joint_matches_target(tree, auto):
     target = tiny_native(0)
     proposer = EagleProposer(make_head(target), target.model, 64, tree)
     spec = SpeculativeConfig("eagle", None, "auto" if auto else 2, tree_nodes=tree.num_nodes if tree else 0)
-    engine = Engine(target, proposer, spec, 64, cost=CostSurface(list(STEEP)) if auto else None)
+    engine = Engine(target, proposer, spec, 64, cost=FrozenCost(list(STEEP)) if auto else None)
     stats = check_joint(engine, target, [1, 4, 2], top_k=0)
     # trees are deterministic top-k nodes, so the pruner may cut them when sampling; sampled
     # chains carry no scores (pruning by a sampled token's own q is biased)

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from specdec.config import SamplingParams, SpeculativeConfig
+from conftest import FrozenCost
+
 from specdec.engine.planner import CostSurface, Planner, RowPolicy
 from specdec.engine.engine import Engine
 from specdec.models.loader import load_model
@@ -202,7 +204,7 @@ def test_engine_keeps_draft_costs_per_class(tiny_target):
     """The engine measures draft seconds per class: EAGLE steps (EAGLE_BUCKET) have a head step
     to pay, and n-gram classes get their own entries."""
     proposer, ngram, eagle = hybrid(tiny_target)
-    cost = CostSurface([0.01, 0.011, 0.012, 0.013, 0.014, 0.015])
+    cost = FrozenCost([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
     spec = SpeculativeConfig(method="hybrid", num_speculative_tokens="auto", max_speculative_tokens=5)
     engine = Engine(tiny_target, proposer, spec, 512, cost)
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
@@ -258,7 +260,7 @@ def test_hybrid_tree_sampled_joint_matches_target(count_grafts, auto):
     tree = TreeConfig(top_k=2, num_nodes=4)
     proposer = HybridProposer(NgramProposer(1, 2), EagleProposer(make_head(target), target.model, 64, tree), 3)
     spec = SpeculativeConfig("hybrid", None, "auto" if auto else 2, tree_nodes=4)
-    engine = Engine(target, proposer, spec, 64, cost=CostSurface(list(STEEP)) if auto else None)
+    engine = Engine(target, proposer, spec, 64, cost=FrozenCost(list(STEEP)) if auto else None)
     stats = check_joint(engine, target, [1, 2, 3, 1, 2, 3, 4, 2], top_k=0)
     # fixed K takes EAGLE (the first option) at every 1-token match; auto K picks the free
     # n-gram drafts for most of them

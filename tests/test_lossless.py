@@ -90,13 +90,15 @@ def test_ngram_greedy_equals_plain(tiny_pair, k):
 
 
 def test_adaptive_k_greedy_equals_plain(tiny_pair):
+    from conftest import FrozenCost
+
     from specdec.engine.planner import CostSurface
 
     target, draft = tiny_pair
     cost = CostSurface([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8])
     for proposer in (NgramProposer(1, 3), DraftModelProposer(draft, 512)):
         spec = SpeculativeConfig(method="ngram", num_speculative_tokens="auto")
-        engine = Engine(target, proposer, spec, 512, cost=CostSurface(list(cost.forward_seconds)))
+        engine = Engine(target, proposer, spec, 512, cost=FrozenCost(list(cost.forward_seconds)))
         for prompt in PROMPTS:
             ids = target.tokenizer.encode(prompt)
             params = SamplingParams(temperature=0, max_tokens=50, ignore_eos=True)

@@ -12,10 +12,9 @@ see, in slot order, by the same steps whatever else the call holds (csrc/attenti
 a decode step and a chain or tree verify pass agree with no padding and no thread pinning.
 It serves every pass in batch-invariant mode (prefill included: both plain and speculative
 decoding prefill the same way, and invariance must not hinge on a length threshold) and,
-outside it, passes of up to NATIVE_MAX_ROWS tokens. Per layer (9 heads, D 64, 2 threads):
-decode ~17 us at 300 tokens of context against SDPA's 40-65; 17-token verify 137 us against
-SDPA's 191 (300 tokens) and 395 against 495 (1000 tokens); the row-at-a-time first version
-of the kernel took 223 and 714 there.
+outside it, passes of up to NATIVE_MAX_ROWS tokens, where it is faster than SDPA for decode
+steps and verify passes alike (tests/test_native.py checks it against SDPA; the speed is
+measured by `specdec bench` with SPECDEC_NATIVE=0 against the default).
 Tree drafts are invariant too: node i sees the prefix and its
 ancestors, which after `KVCache.compact` are the decode step's keys in the same order.
 
@@ -28,7 +27,7 @@ prefix and, among the new tokens, itself and its predecessors (causal) or what
 
 Batch-invariant plan: a verify pass must score slot i bit for bit as a single-token
 decode at slot i does, or greedy speculative output drifts from plain output at
-near-ties (bfloat16 especially). Measured on this CPU, SDPA's result for one query
+near-ties (bfloat16 especially). On CPU, SDPA's result for one query
 depends on (1) how many keys the call reads, (2) how many query rows share its GEMM,
 and (3) how the flash kernel spreads its (batch, head) items over threads (a decode
 step's 3 items on 2 threads differ, rarely, from the same items in a larger call; seen
@@ -45,22 +44,20 @@ Worked example, KEY_BLOCK 64, chain verify at slots 62..65 (T = 4): queries at 6
 63 read slots [0, 64), those at 64 and 65 read [0, 128); a decode step at slot 63
 reads [0, 64) with the same mask row, so both compute the identical sum.
 
-In bfloat16 on CPU (where it was measured) the invariant plan skips SDPA: one call per
-query costs ~30 us per query per layer on one thread (an 8-token verify pass at 1000
-tokens of context spent 20 ms in attention). The group's queries are folded into the rows of
+In bfloat16 on CPU the invariant plan skips SDPA, whose one call per query on one thread
+makes a verify pass at long contexts spend most of its time in attention. The group's queries are folded into the rows of
 batched matmuls instead, softmax(scale * q k^T + mask) v with float32 scores and softmax
 (the math of transformers' eager attention). Each KV head's GEMMs get rep * T rows
 (padded to 2 when that is 1), and oneDNN's bfloat16 matmul gives a row the same bits in
-any product of >= 2 rows, for any key count and thread count (measured for T = 1..17,
-S = 64..4096, 1 and 2 threads; tests/test_batch_invariance.py), so it needs neither
-per-query calls nor one thread. The keys are copied contiguous first: bmm over the
-cache's strided batch copies them transposed, 2x slower. Measured per layer (2 threads,
-~900 tokens of context): decode 89 us (SDPA, one thread: ~107), 9-token verify 141 us
-(~930). float32 keeps the SDPA plan: its batched matmul (MKL) is not row-invariant.
-Quantized models keep it too (`LlamaModel.fold_attention`, cleared by quantize_model):
-their decode step is ~10 ms, so folding's ~1 ms extra per decode step (a contiguous key
-copy and two GEMM calls per layer against one SDPA call) costs 7-10% of plain decoding,
-while their verify passes stay short (the int4 kernel's cost steps every 4 rows).
+any product of >= 2 rows, for any key count and thread count (tests/test_batch_invariance.py
+checks T = 1..17, S = 64..4096, 1 and 2 threads), so it needs neither per-query calls nor
+one thread. The keys are copied contiguous first: bmm over the cache's strided batch copies
+them transposed, which is slower. float32 keeps the SDPA plan: its batched matmul (MKL) is
+not row-invariant. Quantized models keep it too (`LlamaModel.fold_attention`, cleared by
+quantize_model): their decode step is long, so folding's extra work per decode step (a
+contiguous key copy and two GEMM calls per layer against one SDPA call) costs a visible
+share of plain decoding, while their verify passes stay short (the int4 kernel's cost steps
+every 4 rows; benchmarks/quant_speed.py measures both).
 Tree masks are not supported: a tree node's keys (prefix plus its ancestors) are not a
 prefix of the cache, and gathering them per node costs more than the tree saves.
 """
@@ -78,10 +75,8 @@ from specdec.models.native import native_attention, native_attention_supported
 
 KEY_BLOCK = 64
 # Outside batch-invariant mode the C kernel takes passes of up to this many new tokens
-# (decode steps, verify passes, short prompts); longer ones (prefill) go to SDPA. Measured
-# (2 threads, 9 heads, D 64, per layer, `attend`): bfloat16 at 300 tokens of context
-# native 84 / 137 / 453 us vs SDPA 132 / 191 / 570 for T = 9 / 17 / 64, at 1000 tokens
-# 233 / 395 / 1432 vs 332 / 495 / 1642; float32 alike (about even at T = 64, 1000 tokens).
+# (decode steps, verify passes, short prompts); longer ones (prefill) go to SDPA, which
+# catches up with the kernel around this many tokens at long contexts.
 NATIVE_MAX_ROWS = 64
 
 

@@ -36,8 +36,8 @@ the whole ragged batch runs through the C stack (`NativeStack.forward_rows`).
 One sequence on the CPU, with every piece native (the C linears, norms, SwiGLU and an
 attention plan of the C kernel), runs the whole decoder stack as one C call
 (`LlamaModel.native_stack`, csrc/layers.c): the same kernels with RoPE, the cache writes and
-the residual adds in C, bit for bit the layers' result, without ~130 us of Python and ATen
-calls per layer. Replacing modules or parameters afterwards (quantize_model,
+the residual adds in C, bit for bit the layers' result, without the Python and ATen calls of
+each layer. Replacing modules or parameters afterwards (quantize_model,
 pack_linears_for_cpu, `to()`) drops it, and the next forward builds it again.
 """
 
@@ -120,11 +120,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 statistics and weight product, one rounding at the end: closer to the
-        # float32 result than transformers' formula (cast back, then the weight in bfloat16:
-        # max error 0.047 vs 0.015 against float32 on random inputs). On CPU the engine's C
-        # kernel does it in one call (~3 us vs F.rms_norm's ~12 for a decode step's row, 61
-        # calls per step; models/native.py); F.rms_norm elsewhere and for training. Mixed
-        # dtypes take transformers' formula.
+        # float32 result than transformers' formula (cast back, then the weight in bfloat16;
+        # tests/test_model.py compares the two). On CPU the engine's C kernel does it in one
+        # call, cheaper than F.rms_norm's for a decode step's row (models/native.py);
+        # F.rms_norm elsewhere and for training. Mixed dtypes take transformers' formula.
         if native_rms_norm_supported(x, self.weight):
             return native_rms_norm(x, self.weight, self.eps)
         if x.dtype == self.weight.dtype:

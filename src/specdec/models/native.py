@@ -4,19 +4,18 @@
     native_attention(q, k_cache, v_cache, start, mask) -> [1, T, H*D]
     native_attention_rows(q, k_cache, v_cache, offsets, starts, masks, mask_offsets) -> [N, H*D]
 
-Why C: on this CPU a decode step's attention through SDPA or batched matmuls costs 45-100 us
-per layer at a few hundred tokens of context, nearly all of it per-call overhead (the
-arithmetic is ~1 MFLOP), and making those calls batch-invariant costs more again
-(models/attention.py). A C kernel that computes every row by the same fixed steps is both
-faster (decode ~17 us, a 17-token verify ~140 us) and invariant by construction
-(csrc/attention.c).
+Why C: a decode step's attention through SDPA or batched matmuls is nearly all per-call
+overhead at a few hundred tokens of context (the arithmetic is tiny), and making those calls
+batch-invariant costs more again (models/attention.py). A C kernel that computes every row
+by the same fixed steps is both faster and invariant by construction (csrc/attention.c;
+`SPECDEC_NATIVE=0` runs the PyTorch paths, for comparing them with `specdec bench`).
 
 Build: `$CC` (default `cc`) with -O3 -march=native -ffp-contract=off -fopenmp, retried
 without -fopenmp, then without -march=native; -fopenmp's libgomp.so.1 resolves to the one
 torch already loaded, so the kernel's threads are torch's own pool. The shared object is
 cached in the user cache directory under a hash of the sources, the flags, the compiler
 and the CPU's flags, so edits, upgrades and other CPUs rebuild. No Python headers and no
-torch headers are needed, so a build takes ~1 s. SPECDEC_NATIVE=0 turns the kernels off
+torch headers are needed, so a build is quick. SPECDEC_NATIVE=0 turns the kernels off
 (the engine then runs its pure-PyTorch paths, which tests compare against).
 """
 
