@@ -38,7 +38,7 @@ def test_heads_sample_with_trees_by_default():
     methods, and where trees would turn batch invariance off."""
     import torch
 
-    from specdec.cli import SAMPLING_TREE_NODES, default_tree_nodes
+    from specdec.options import SAMPLING_TREE_NODES, default_tree_nodes
     from specdec.models.native import native_attention_supported
 
     trees = SAMPLING_TREE_NODES if native_attention_supported(torch.float32, "cpu") else 0
