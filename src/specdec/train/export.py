@@ -85,17 +85,3 @@ def export_head(head: EagleHead, out_dir: str | Path, dtype: torch.dtype = torch
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in to_public_state(head).items()}
     save_file(state, str(out / "model.safetensors"))
     return out
-
-
-def export_head(head: EagleHead, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write `head` in the public layout of its arch (config.json + model.safetensors)."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = public_config(head)
-    config["torch_dtype"] = str(dtype).removeprefix("torch.")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in to_public_state(head).items()}
-    save_file(state, str(out / "model.safetensors"))
-    return out
