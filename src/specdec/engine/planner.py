@@ -366,15 +366,14 @@ def measure_surface(model, max_rows: int, max_tokens: int, repeats: int = 3) -> 
     The minimum, not the median: on a shared machine other work only ever adds time, and a
     transient burst must not end up cached as this model's cost."""
     dev = model.device
-    one_row_tokens = max_tokens
-    context = calibration_context(model, one_row_tokens)
-    rows = max_rows if hasattr(model, "row_layout") else 1
-    cache = model.new_cache(rows, context + one_row_tokens)
+    context = calibration_context(model, max_tokens)
+    rows = max_rows
+    cache = model.new_cache(rows, context + max_tokens)
     prefix = torch.arange(context, device=dev)[None] % 1000 + 100
     for b in range(rows):
         view = cache.row_view(b, 0) if rows > 1 else cache
         model(prefix, torch.arange(context, device=dev)[None], view, logits_indices=slice(-1, None))
-    points = calibration_points(one_row_tokens)
+    points = calibration_points(max_tokens)
     row_points = sorted({b for b in (2, 4, 8, 16, 32, 64) if b < rows} | ({rows} if rows > 1 else set()))
     one: dict[int, list[float]] = {n: [] for n in points}
     many: dict[int, list[float]] = {b: [] for b in row_points}
@@ -424,7 +423,7 @@ def load_or_calibrate(loaded, spec: SpeculativeConfig, max_rows: int = 1, refres
               f"step, {now * 1e3:.1f} ms measured now: calibrating again", file=sys.stderr)
     print(f"specdec: calibrating the verify cost ({max_rows} row{'s' if max_rows > 1 else ''}, up to {max_tokens} "
           "tokens a pass; cached for later runs)", file=sys.stderr)
-    surface = measure_surface(loaded.model, max_rows, max_tokens)
+    surface = measure_surface(loaded.model, max_rows if loaded.is_native else 1, max_tokens)  # the adapter runs one row
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(surface.to_dict()))
     return surface
