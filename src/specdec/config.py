@@ -13,6 +13,7 @@ from typing import Any
 DTYPES = ("float32", "bfloat16", "float16")
 SPECULATIVE_METHODS = ("none", "draft", "ngram", "eagle", "hybrid")
 QUANTS = ("none", "int8", "int4")
+SAMPLING_VERIFY = ("coupled", "rejection")
 
 
 @dataclass
@@ -58,16 +59,27 @@ class ModelConfig:
 class SamplingParams:
     """How to pick tokens, in vLLM's vocabulary.
 
-    temperature == 0 means greedy. top_k <= 0 and top_p == 1 disable those filters.
+    temperature == 0 means greedy. top_k <= 0, top_p == 1 and min_p == 0 disable those
+    filters. The logits processors (penalties, logit_bias, min_tokens) change the target's
+    logits at each position from the tokens before it, so the verifier applies them at each
+    drafted position exactly as plain decoding would there (sampling.py).
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0  # drop tokens below min_p * (the top token's probability)
     max_tokens: int = 16
+    min_tokens: int = 0  # EOS and stop_token_ids are masked until this many tokens exist
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)  # end the request like EOS (kept in the output)
     ignore_eos: bool = False
+    presence_penalty: float = 0.0  # OpenAI's: minus this once for every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times the token's count in the output
+    repetition_penalty: float = 1.0  # CTRL's / vLLM's: divide positive logits (multiply negative) of seen tokens
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    logprobs: int | None = None  # None: none; n >= 0: the chosen token's logprob and the top n
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -82,10 +94,35 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop strings must be non-empty strings, got {self.stop!r}")
+        if not isinstance(self.min_p, (int, float)) or not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p!r}")
+        if not isinstance(self.min_tokens, int) or not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens must be an integer in [0, max_tokens={self.max_tokens}], got {self.min_tokens!r}")
+        if any(not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in self.stop_token_ids):
+            raise ValueError(f"stop_token_ids must be non-negative token ids, got {self.stop_token_ids!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not -2.0 <= value <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2], got {value!r}")
+        if not isinstance(self.repetition_penalty, (int, float)) or not 0.0 < self.repetition_penalty <= 10.0:
+            raise ValueError(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty!r}")
+        for token, bias in self.logit_bias.items():
+            if not isinstance(token, int) or isinstance(token, bool) or token < 0:
+                raise ValueError(f"logit_bias keys must be non-negative token ids, got {token!r}")
+            if not isinstance(bias, (int, float)) or not -100.0 <= bias <= 100.0:
+                raise ValueError(f"logit_bias values must be in [-100, 100], got {bias!r} for token {token}")
+        if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
+            raise ValueError(f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def processes_logits(self) -> bool:
+        """Whether a logits processor changes the target's logits before the choice."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0
+                    or self.logit_bias or self.min_tokens)
 
 
 @dataclass
@@ -113,6 +150,11 @@ class SpeculativeConfig:
     prune: bool = True
     # hybrid trees: graft the n-gram continuation onto the EAGLE tree (proposers/hybrid.py)
     graft: bool = True
+    # how sampled drafts are verified (verify.py): "coupled" draws every token by the
+    # Gumbel-max trick with noise keyed by (seed, position), so a seed gives the plain
+    # decoder's sample whatever the proposer, K or batch; "rejection" is Leviathan et al.'s
+    # rejection sampling, exact in distribution only
+    sampling_verify: str = "coupled"
 
     def __post_init__(self) -> None:
         if self.method not in SPECULATIVE_METHODS:
@@ -143,6 +185,8 @@ class SpeculativeConfig:
             raise ValueError(f"need tree_nodes >= 0 and tree_top_k >= 1, got {self.tree_nodes}, {self.tree_top_k}")
         if self.tree_nodes and self.method not in ("eagle", "hybrid"):
             raise ValueError(f"tree drafts (tree_nodes={self.tree_nodes}) need --speculative eagle or hybrid")
+        if self.sampling_verify not in SAMPLING_VERIFY:
+            raise ValueError(f"sampling_verify must be one of {', '.join(SAMPLING_VERIFY)}, got {self.sampling_verify!r}")
         if self.adaptive not in ("cost", "heuristic"):
             raise ValueError(f"adaptive must be 'cost' or 'heuristic', got {self.adaptive!r}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from specdec.config import EngineConfig, SpeculativeConfig
+from specdec.config import SAMPLING_VERIFY, EngineConfig, SpeculativeConfig
 
 SPECULATIVE_CHOICES = ("auto", "none", "draft", "ngram", "eagle", "hybrid")
 # The tree size drafted by default when sampling with an EAGLE head (docs/benchmarks.md has
@@ -69,6 +69,11 @@ def add_spec_args(p: argparse.ArgumentParser, default: str = "auto", serve_alias
                    "confidence says will not pay for its verify cost)")
     p.add_argument("--no-graft", dest="graft", action="store_false",
                    help="hybrid trees: draft the EAGLE tree alone (default: graft the n-gram continuation onto it)")
+    p.add_argument("--sampling-verify", default="coupled", choices=list(SAMPLING_VERIFY),
+                   help="sampling at temperature > 0: coupled draws each token by Gumbel-max with noise keyed by "
+                   "(seed, position), so a seed gives plain decoding's sample whatever the proposer, K or batch; "
+                   "rejection is Leviathan et al.'s rejection sampling, equal to plain in distribution only "
+                   "(default: %(default)s)")
 
 
 def default_tree_nodes(method: str, temperature: float | None, dtype: str, device: str) -> int:
@@ -120,6 +125,7 @@ def make_configs(
     tree_top_k: int = 8,
     draft_prune: bool = True,
     graft: bool = True,
+    sampling_verify: str = "coupled",
     temperature: float | None = None,
 ) -> tuple[EngineConfig, SpeculativeConfig]:
     """The engine and speculative configs these settings name. tree_nodes None takes the
@@ -140,6 +146,7 @@ def make_configs(
         tree_top_k=tree_top_k,
         prune=draft_prune,
         graft=graft,
+        sampling_verify=sampling_verify,
     )
     if tree_nodes > 0:  # trees are batch-invariant only with the C kernel: else "on" raises, "auto" is off
         batch_invariant = resolve_batch_invariant(batch_invariant, dtype, quant, device, trees=True)
