@@ -261,7 +261,7 @@ BAD_INPUTS = [
     ("completions", {"prompt": []}, 400, "prompt"),
     ("completions", {"prompt": [1, 10**9]}, 400, "prompt"),
     ("completions", {"prompt": "x", "model": "gpt-4"}, 404, "model"),
-    ("completions", {"prompt": "x", "n": 2}, 400, "n"),
+    ("completions", {"prompt": "x", "n": 0}, 400, "n"),
     ("completions", {"prompt": "x", "stop": [""]}, 400, "stop"),
     ("completions", {"prompt": "x", "stream": "yes"}, 400, "stream"),
     ("completions", {}, 400, "prompt"),

@@ -1,9 +1,10 @@
 """The engine worker: one thread owns the `Engine`; the event loop talks to it by queues.
 
 Contract:
-- `submit` (event loop) puts a request in a bounded FIFO and returns a `Handle` whose
-  asyncio queue receives `Event`s; a full FIFO raises `QueueFull`, a stopping scheduler
-  `ShuttingDown`.
+- `submit` (event loop) puts requests (a request's n choices) in a bounded FIFO, all or
+  none, and returns a `Handle` for each whose asyncio queue receives `Event`s; a full FIFO
+  raises `QueueFull` (a request's choices may overfill it by n - 1), a stopping scheduler `ShuttingDown`. `merge` reads
+  several handles' events as one stream of (choice index, event).
 - The worker loops: apply cancellations, admit waiting requests into free rows (prefill,
   first token), run one batched step, detokenize and deliver. Requests join and leave
   between steps. Every request ends with exactly one event whose `finish_reason` is set
@@ -85,6 +86,30 @@ class Handle:
             yield event
 
 
+async def merge(handles: list[Handle]):
+    """Every handle's events as (index in handles, event), in arrival order, until all end."""
+    if len(handles) == 1:
+        async for event in handles[0].events():
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+    async def pump(i: int, handle: Handle) -> None:
+        async for event in handle.events():
+            queue.put_nowait((i, event))
+
+    tasks = [asyncio.ensure_future(pump(i, h)) for i, h in enumerate(handles)]
+    try:
+        remaining = len(handles)
+        while remaining:
+            i, event = await queue.get()
+            remaining -= event.finish_reason is not None
+            yield i, event
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 @dataclass
 class _Running:
     handle: Handle
@@ -126,16 +151,16 @@ class Scheduler:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self._ids)}-{int(time.time() * 1000) % 10**8}"
 
-    def submit(self, request: Request, loop: asyncio.AbstractEventLoop) -> Handle:
-        handle = Handle(request, loop, self)
+    def submit(self, requests: list[Request], loop: asyncio.AbstractEventLoop) -> list[Handle]:
+        handles = [Handle(r, loop, self) for r in requests]
         with self._cond:
             if not self.alive:
                 raise ShuttingDown("the server is shutting down")
-            if len(self._waiting) >= self.max_queue:
+            if len(self._waiting) >= self.max_queue:  # a request's choices are queued together
                 raise QueueFull(f"the request queue is full ({self.max_queue} waiting); retry later")
-            self._waiting.append(handle)
+            self._waiting.extend(handles)
             self._cond.notify()
-        return handle
+        return handles
 
     def cancel(self, request_id: str) -> None:
         with self._cond:
