@@ -688,8 +688,8 @@ def test_export_draft_cli_writes_a_head_that_imports_back(tiny_target, tmp_path,
     head.config.lm_head_from_target = True
     save_head(head, tmp_path / "native", torch.float32)
     assert main(["export-draft", str(tmp_path / "native"), "--model", str(tiny_target.path),
-                 "--out", str(tmp_path / "public"), "--dtype", "float32"]) == 0
-    assert "method eagle" in capsys.readouterr().out
+                 "--out", str(tmp_path / "public"), "--dtype", "float32", "--format", "sglang"]) == 0
+    assert "sglang layout" in capsys.readouterr().out
     config = json.loads((tmp_path / "public" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["draft_vocab_size"] == 3000
     back = import_head(tmp_path / "public", tiny_target.config).state_dict()

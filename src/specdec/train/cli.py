@@ -67,23 +67,27 @@ def register(sub) -> None:
                    help="comma list of target layers to record (default: the head's; e.g. 2,15,27,-1 serves eagle1 and eagle3)")
     p.set_defaults(func=run_train_draft)
 
-    e = sub.add_parser("export-draft", help="write a draft head in the public EAGLE/EAGLE-3 layout (SGLang, vLLM)")
+    e = sub.add_parser("export-draft", help="write a draft head in vLLM's or SGLang's EAGLE/EAGLE-3 layout")
     e.add_argument("head", nargs="?", default=None,
                    help="head directory (train-draft's OUT; default: the head shipped for the default model)")
     e.add_argument("--out", required=True, help="output directory (config.json + model.safetensors)")
     e.add_argument("-m", "--model", default=None, help="the head's target (default: embedded SmolLM2-135M-Instruct)")
+    e.add_argument("--format", default="vllm", choices=["vllm", "sglang"],
+                   help="vllm: what vLLM's EAGLE/EAGLE-3 loaders read (eagle1: full vocabulary, fc bias folded into "
+                   "embed_tokens); sglang: SGLang/SpecForge names with d2t/t2d (train/export.py documents both)")
     e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="weight dtype written")
     e.set_defaults(func=run_export_draft)
 
 
 def run_export_draft(args: argparse.Namespace) -> int:
-    """Load a native or public head against its target and write it in the public layout."""
+    """Load a native or public head against its target, write it in the chosen layout, read it
+    back, and print what was checked."""
     import torch
 
-    from specdec.models.head_io import load_head
+    from specdec.models.head_io import load_head, read_weights
     from specdec.models.loader import load_model
     from specdec.proposers.factory import DEFAULT_EAGLE_HEAD
-    from specdec.train.export import export_head
+    from specdec.train.export import check_export, export_head
 
     head_dir = Path(args.head) if args.head else DEFAULT_EAGLE_HEAD
     out = Path(args.out)
@@ -91,11 +95,31 @@ def run_export_draft(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --out {out} is the head's own directory; choose another")
     target = load_model(args.model, "float32", "cpu", 1024, batch_invariant=False)
     head = load_head(head_dir, target)
-    export_head(head, out, getattr(torch, args.dtype))
+    embed = target.model.embed.weight.detach().float()
+    export_head(head, out, getattr(torch, args.dtype), args.format, embed)
+    problems = check_export(out, args.format)
+    if problems:
+        raise SystemExit(f"error: {out} does not fit the {args.format} layout: " + "; ".join(problems))
     c = head.config
-    print(f"wrote {c.arch} head ({c.draft_vocab_size}-token draft vocabulary, feature layers "
-          f"{list(c.feature_layers)}) to {out}: load it with SGLang's --speculative-draft-model-path "
-          f"or vLLM's speculative_config method {'eagle3' if c.arch == 'eagle3' else 'eagle'}")
+    vocab = f"{c.draft_vocab_size}-token draft vocabulary"
+    if args.format == "sglang":
+        schema = "SpecForge's LlamaForCausalLMEagle3" if c.arch == "eagle3" else "the EAGLE-1 (yuhuili) layout"
+        print(f"wrote {c.arch} head ({vocab}, feature layers {list(c.feature_layers)}) to {out} in the sglang layout; "
+              f"checked: tensor names, shapes and config against {schema}; not loaded in SGLang here")
+        return 0
+    note = ""
+    if c.arch == "eagle1":
+        vocab = f"the full {c.vocab_size}-token vocabulary" + (f" (was {c.draft_vocab_size})" if c.reduced_vocab else "")
+        if head.fc.bias is not None:
+            written = read_weights(out)["embed_tokens.weight"].double()
+            w_e = head.fc.weight[:, : c.hidden_size].double()
+            error = ((written - embed.double()) @ w_e.T - head.fc.bias.double()).abs().max()
+            note = f"; fc bias folded into embed_tokens (max |error| {float(error):.2g} at {args.dtype})"
+    method = "eagle3" if c.arch == "eagle3" else "eagle"
+    print(f"wrote {c.arch} head ({vocab}, feature layers {list(c.feature_layers)}) to {out} in the vllm layout{note}; "
+          f"checked: tensor names, shapes and config against vLLM's {'Eagle3' if method == 'eagle3' else 'Eagle'}"
+          f"LlamaForCausalLM loader; load it with speculative_config={{\"method\": \"{method}\", \"model\": \"{out}\", "
+          f"\"num_speculative_tokens\": K}}; benchmarks/vllm_head_check.py measures it in vLLM")
     return 0
 
 
