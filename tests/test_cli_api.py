@@ -128,10 +128,71 @@ def test_corrupt_and_non_gguf_files(tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
 
 
-def test_stdin_prompt(tiny_model_dir):
-    proc = run_cli("generate", "-m", str(tiny_model_dir), "-n", "4", "--temp", "0", "--json", stdin="Hello from stdin")
+def test_stdin_prompt_loses_one_trailing_newline_as_p_has_it(tiny_model_dir):
+    """`echo TEXT | specdec generate` answers as `-p TEXT` does (issue 38)."""
+    common = ("generate", "-m", str(tiny_model_dir), "-n", "4", "--temp", "0", "--json")
+    piped = run_cli(*common, stdin="Hello from stdin\n")
+    given = run_cli(*common, "-p", "Hello from stdin")
+    assert piped.returncode == 0 and given.returncode == 0, piped.stderr + given.stderr
+    piped_json, given_json = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (piped, given))
+    assert piped_json["num_prompt_tokens"] == given_json["num_prompt_tokens"]
+    assert piped_json["text"] == given_json["text"]
+
+
+def test_stdin_prompt_strips_only_one_newline():
+    from specdec.cli import stdin_prompt
+
+    assert stdin_prompt("a\n") == "a" and stdin_prompt("a\r\n") == "a"
+    assert stdin_prompt("a\n\n") == "a\n" and stdin_prompt("a") == "a" and stdin_prompt("  a  ") == "  a  "
+
+
+def test_json_streams_the_text_first_and_names_quant_and_dtype(tiny_model_dir):
+    proc = run_cli("generate", "-m", str(tiny_model_dir), "-p", "Hello", "-n", "6", "--temp", "0", "--json", "--no-chat")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["num_generated_tokens"] <= 4
+    streamed, last = proc.stdout.rstrip("\n").rsplit("\n", 1)
+    data = json.loads(last)
+    assert streamed == data["text"]  # the stream, then the JSON line
+    assert (data["quant"], data["dtype"]) == ("none", "float32")
+    assert "specdec: loading" in proc.stderr  # the wait says what it is doing
+
+
+HELP_WITHOUT_TORCH = """
+import sys
+from specdec.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert e.code == 0, e.code
+heavy = sorted(m for m in ("torch", "transformers", "fastapi") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+@pytest.mark.parametrize("command", [
+    "",
+    *(pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="server/app.py imports torch at module import"))
+      if c == "serve" else c for c in ("generate", "theory", "memory", "bench", "doctor", "serve", "train-draft",
+                                       "export-draft")),
+])
+def test_help_imports_no_torch(command):
+    """`specdec --help` and each subcommand's `--help` build only that parser: no torch import
+    (the time it takes lives in benchmarks/first_run.py, not here)."""
+    args = [command, "--help"] if command else ["--help"]
+    proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: specdec" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_the_command_table_matches_each_module_help():
+    """cli.SUBCOMMANDS lists each subcommand's help without importing it: the same line the
+    module registers."""
+    from specdec.cli import SUBCOMMANDS, build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    registered = {c.dest: c.help for c in action._choices_actions}
+    assert registered == {name: help_text for name, (_, help_text) in SUBCOMMANDS.items()}
 
 
 def test_python_api_vllm_shape(tiny_model_dir, tiny_draft_dir):

@@ -1,6 +1,8 @@
 """One options path: generate, serve, bench and doctor share one flag dialect, and the flags
 (or LLM's keyword arguments) become the engine and speculative configs in one function."""
 
+import argparse
+
 import pytest
 
 from specdec.cli import build_parser
@@ -56,3 +58,51 @@ def test_make_configs_resolves_auto_and_the_tree_default():
     assert explicit.tree_nodes == 0
     with pytest.raises(ValueError, match="quant"):
         make_configs(quant="int3")
+
+
+def all_subparsers():
+    parser = build_parser()
+    return next(a for a in parser._subparsers._group_actions if a.dest == "command").choices
+
+
+# train/cli.py's flags (another engineer's open change) lack help texts and defaults yet.
+HELP_TODO = pytest.mark.xfail(strict=True, reason="train/cli.py: flags without help or default")
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=HELP_TODO) if c in ("train-draft", "export-draft") else c
+                                     for c in sorted(all_subparsers())])
+def test_every_option_has_help_and_every_value_option_shows_its_default(command):
+    """Issue 38: every flag says what it does; one that takes a value says its default."""
+    sub = all_subparsers()[command]
+    for action in sub._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        assert action.help and action.help.strip("() "), f"{command} {action.option_strings[0]} has no help"
+        takes_value = action.nargs != 0 and not action.required
+        if takes_value:
+            assert "default" in action.help, f"{command} {action.option_strings[0]}: help shows no default"
+
+
+@pytest.mark.parametrize("command", ["generate", "bench", "doctor"])
+def test_generate_bench_and_doctor_default_to_the_same_proposer(command, monkeypatch):
+    """The fastest lossless proposer (options.resolve_speculative) is every command's default."""
+    from specdec.bench import doctor, flags
+    from specdec.options import resolve_speculative
+
+    expected = resolve_speculative("auto", None)
+    args = parse(command, *(["-p", "x"] if command == "generate" else []))
+    if command == "generate":
+        assert configs_from_args(args, temperature=0.0)[1].method == expected
+    elif command == "bench":
+        assert args.speculative is None and flags.default_methods(None, None) == ["none", expected]
+    else:
+        seen = {}
+        monkeypatch.setattr(doctor, "diagnose", lambda a: seen.setdefault("method", a.speculative) and 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            doctor.run(args)
+        assert seen["method"] == expected
+    assert expected == "hybrid"  # on the default model
+
+
+def test_bench_help_lists_hybrid():
+    assert "hybrid" in all_subparsers()["bench"].format_help()

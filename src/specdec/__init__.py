@@ -1,17 +1,32 @@
-"""specdec: lossless speculative decoding for Llama-family models."""
+"""specdec: lossless speculative decoding for Llama-family models.
 
-from specdec.api import LLM, CompletionOutput, RequestOutput
-from specdec.config import EngineConfig, ModelConfig, SamplingParams, SpeculativeConfig
-from specdec.engine.stats import SpecStats
+The public names load on first use (PEP 562), so `import specdec.cli` and every `--help`
+run without importing torch."""
 
-__all__ = [
-    "LLM",
-    "CompletionOutput",
-    "EngineConfig",
-    "ModelConfig",
-    "RequestOutput",
-    "SamplingParams",
-    "SpecStats",
-    "SpeculativeConfig",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "LLM": "specdec.api",
+    "CompletionOutput": "specdec.api",
+    "RequestOutput": "specdec.api",
+    "EngineConfig": "specdec.config",
+    "ModelConfig": "specdec.config",
+    "SamplingParams": "specdec.config",
+    "SpeculativeConfig": "specdec.config",
+    "SpecStats": "specdec.engine.stats",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'specdec' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -8,34 +8,45 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
-SUBCOMMAND_MODULES = (
-    "specdec.bench.theory",
-    "specdec.bench.memory",
-    "specdec.bench.runner",
-    "specdec.bench.doctor",
-    "specdec.server.app",
-    "specdec.train.cli",
-)
+# Every subcommand: the module whose `register(subparsers)` adds its parser, and its one-line
+# help for `specdec --help`. Only the module of the subcommand run is imported, so `--help`
+# loads no torch (tests/test_cli_api.py checks the help lines against the modules').
+SUBCOMMANDS = {
+    "generate": ("specdec.cli", "generate text from a prompt (stdin if no -p)"),
+    "theory": ("specdec.bench.theory", "expected tokens/step and speedup: paper vs lab formulas, simulation, best K"),
+    "memory": ("specdec.bench.memory", "memory for target/draft weights and KV cache"),
+    "bench": ("specdec.bench.flags", "benchmark speculative configs against plain decoding (interleaved)"),
+    "doctor": ("specdec.bench.doctor", "check a target/draft pair: compatibility, memory, losslessness, speed"),
+    "serve": ("specdec.server.app", "OpenAI-compatible HTTP server (continuous batching, speculation)"),
+    "train-draft": ("specdec.train.cli", "train an EAGLE draft head on the target's own outputs"),
+    "export-draft": ("specdec.train.cli", "write a draft head in vLLM's or SGLang's EAGLE/EAGLE-3 layout"),
+}
 
 
-def add_generate(sub) -> None:
+def register(sub) -> None:
     from specdec.options import add_model_args, add_spec_args
 
-    p = sub.add_parser("generate", help="generate text from a prompt (stdin if no -p)")
+    p = sub.add_parser("generate", help=SUBCOMMANDS["generate"][1],
+                       description="Generate text from a prompt, streaming it to stdout as it is decoded; "
+                       "speculative decoding leaves the output unchanged (lossless). Progress goes to stderr.")
     add_model_args(p)
     add_spec_args(p)
-    p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read from stdin)")
+    p.add_argument("-p", "--prompt", default=None,
+                   help="the prompt (default: read from stdin, less one trailing newline)")
     p.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens to generate at most (default: %(default)s)")
     p.add_argument("--temp", type=float, default=0.8, help="sampling temperature, 0 = greedy (default: %(default)s)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens, 0 = all (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--stop", action="append", default=[], help="stop string, repeatable (default: none)")
     p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--json", action="store_true",
+                   help="after the streamed text, print one JSON object as the last line (text, token counts, "
+                   "timings, tokens/s, the proposer and its statistics, quant and dtype): `| tail -n 1` keeps it")
     p.add_argument("--draft-debug", action="store_true", help="one line per verify step on stderr")
     p.set_defaults(func=run_generate)
 
@@ -46,7 +57,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from specdec.engine.stats import SpecStats
     from specdec.options import configs_from_args
 
-    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    prompt = args.prompt if args.prompt is not None else stdin_prompt(sys.stdin.read())
     params = SamplingParams(
         temperature=args.temp,
         top_p=args.top_p,
@@ -58,6 +69,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise ValueError("the prompt is empty (pass -p TEXT or pipe text on stdin)")
     engine_config, spec = configs_from_args(args, temperature=args.temp)
+    status(f"loading {engine_config.model or 'the default model'} ({engine_config.dtype}"
+           f"{'' if engine_config.quant == 'none' else ', ' + engine_config.quant}, speculative {spec.method})"
+           f"{first_run_note()}")
     target, engine = load_engine(engine_config, spec)
     prompt_ids = encode_prompt(target.tokenizer, prompt, chat=not args.no_chat)
     text, tokens, stats = [], [], SpecStats()
@@ -75,10 +89,8 @@ def run_generate(args: argparse.Namespace) -> int:
         elif args.draft_debug and step.fates == ["plain"] and engine.proposer is not None:
             pruned = f", {step.num_pruned} drafted tokens pruned unverified" if step.num_pruned else ""
             print(f"draft: K=0 (plain decode step{pruned})", file=sys.stderr)
-        if not args.json:
-            print(event.text, end="", flush=True)
-    if not args.json:
-        print()
+        print(event.text, end="", flush=True)
+    print()
     if args.draft_debug:
         print(
             f"draft summary: acceptance rate {stats.acceptance_rate:.3f}, mean acceptance length "
@@ -105,6 +117,8 @@ def run_generate(args: argparse.Namespace) -> int:
                     "tokens_per_second": round(stats.tokens_per_second, 3),
                     "load_seconds": round(target.load_seconds, 3),
                     "speculative": spec.method,
+                    "quant": target.quant,
+                    "dtype": str(target.model.dtype).removeprefix("torch."),
                     "tree_nodes": spec.tree_nodes,
                     "spec": stats.to_dict(),
                 }
@@ -113,17 +127,41 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
+def stdin_prompt(text: str) -> str:
+    """A prompt read from stdin, less the one trailing newline `echo` adds (as -p has it)."""
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
+
+def status(message: str) -> None:
+    print(f"specdec: {message}", file=sys.stderr, flush=True)
+
+
+def first_run_note() -> str:
+    """A note for a first run on this cache directory, which builds and probes the kernels."""
+    from specdec.models.gguf_file import cache_dir
+
+    kernels = cache_dir() / "kernels"
+    return "" if kernels.is_dir() else f"; first run: building and probing the kernels into {kernels}"
+
+
+def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; commands: the subcommands whose modules are imported for their flags (None:
+    all). The others are listed by name and help only."""
     parser = argparse.ArgumentParser(prog="specdec", description="Lossless speculative decoding.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_generate(sub)
-    for name in SUBCOMMAND_MODULES:
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    modules = {module for name, (module, _) in SUBCOMMANDS.items() if commands is None or name in commands}
+    registered = set()
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if module_name not in modules:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        if module_name in registered:  # one module may register several subcommands
+            continue
+        registered.add(module_name)
         try:
-            module = importlib.import_module(name)
+            module = sys.modules[__name__] if module_name == __name__ else importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name != name:  # a missing dependency inside an existing module is a real error
+            if e.name != module_name:  # a missing dependency inside an existing module is a real error
                 raise
             continue
         module.register(sub)
@@ -131,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser([command] if command in SUBCOMMANDS else []).parse_args(argv)
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError) as e:

@@ -36,9 +36,9 @@ def add_model_args(p: argparse.ArgumentParser, max_model_len: int = 4096, batch_
 def add_batch_invariant_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-invariant", default="auto", choices=["auto", "on", "off"],
                    help="verify passes score each position bit for bit as decode steps do, so greedy "
-                   "speculative output equals plain output in every dtype (auto: on for CPU bfloat16 "
-                   "and quantized models, off for float32, where plain and verify passes agree without it; "
-                   "default: %(default)s)")
+                   "speculative output equals plain output bit for bit (auto: on for CPU bfloat16, quantized models, "
+                   "and float32 where its linears run through the engine's C kernel (AVX-512); off otherwise, where "
+                   "plain and verify passes matched in every run measured but are not guaranteed to; on: exact at a cost in speed; default: %(default)s)")
 
 
 def add_spec_args(p: argparse.ArgumentParser, default: str = "auto", serve_aliases: bool = False) -> None:
@@ -56,7 +56,7 @@ def add_spec_args(p: argparse.ArgumentParser, default: str = "auto", serve_alias
                    "copy; for eagle and hybrid an EAGLE head directory (default: the head shipped for the default model)")
     p.add_argument(*names("--draft-n", "--speculative-num-draft-tokens"), dest="draft_n", default="auto",
                    help="draft length K, or 'auto' (chosen per step from the cost surface and acceptance; default: %(default)s)")
-    p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy (default: %(default)s)")
+    p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy: expected tokens/s from the cost surface, or transformers' +2/-1 (default: %(default)s)")
     p.add_argument("--ngram-min", type=int, default=1, help="shortest suffix an n-gram draft matches (default: %(default)s)")
     p.add_argument("--ngram-max", type=int, default=4, help="longest suffix an n-gram draft matches (default: %(default)s)")
     p.add_argument("--tree-nodes", type=int, default=None,

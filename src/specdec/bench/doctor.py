@@ -17,8 +17,10 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 PROBE_CATEGORIES = ("grounded", "creative")
@@ -58,6 +60,8 @@ def cpu_flags() -> set[str]:
 
 
 def available_bytes(device: torch.device) -> int | None:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -71,6 +75,8 @@ def available_bytes(device: torch.device) -> int | None:
 
 def check_device(d: Diagnosis, device: str, dtype: str) -> bool:
     from specdec.bench.runner import oversubscribed
+    import torch
+
     from specdec.models.native import cpu_model
 
     dev = torch.device(device)
@@ -112,6 +118,8 @@ def check_memory(d: Diagnosis, model, draft_model, dtype: str, quant: str, devic
     except (ValueError, FileNotFoundError) as e:
         d.add("memory", FAIL, str(e))
         return
+    import torch
+
     need, have = est.total_bytes, available_bytes(torch.device(device))
     what = f"needs ~{_bytes(need)} (weights {_bytes(est.weight_bytes)}, KV cache {_bytes(est.kv_bytes)} at {context} tokens)"
     if have is None:
@@ -140,7 +148,7 @@ def probe(d: Diagnosis, target, draft, args) -> None:
     max_seq_len = max(map(len, ids)) + args.max_tokens + 16
     cost = None
     if args.draft_n == "auto":
-        cost = load_or_calibrate(target, SpeculativeConfig())
+        cost = load_or_calibrate(target, SpeculativeConfig(), full=True)
     plain = SpecdecContender(bench_engine(target, "none", 0, max_seq_len), "none", 0)
     try:  # an EAGLE head is loaded here, and checked against the target
         engine = bench_engine(target, args.speculative, args.draft_n, max_seq_len, draft, cost,
@@ -243,6 +251,8 @@ def diagnose(args) -> Diagnosis:
     from specdec.proposers.draft_model import check_tokenizers
     from specdec.proposers.factory import resolve_draft
 
+    import torch
+
     d = Diagnosis()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,7 +284,7 @@ def diagnose(args) -> Diagnosis:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from specdec.bench.runner import _draft_n
+    from specdec.bench.flags import _draft_n
     from specdec.options import add_model_args
 
     p = subparsers.add_parser(
@@ -286,17 +296,20 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="draft model path, or self:DTYPE; with eagle/hybrid, the head's directory "
                    "(default: the head shipped for the default model)")
     p.add_argument("--speculative", choices=["draft", "ngram", "eagle", "hybrid"], default=None,
-                   help="default: draft with --draft-model, else ngram")
-    p.add_argument("--draft-n", type=_draft_n, default="auto", help="K or 'auto' (default)")
-    p.add_argument("-n", "--max-tokens", type=int, default=32, help="tokens per probe generation (default 32)")
+                   help="the proposer checked (default: generate's: draft with --draft-model, hybrid on the "
+                   "default model, ngram otherwise)")
+    p.add_argument("--draft-n", type=_draft_n, default="auto", help="K or 'auto' (default: %(default)s)")
+    p.add_argument("-n", "--max-tokens", type=int, default=32, help="tokens per probe generation (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
+    from specdec.options import resolve_speculative
+
     if args.speculative is None:
-        args.speculative = "draft" if args.draft_model else "ngram"
+        args.speculative = resolve_speculative("auto", args.draft_model, 0, args.model)
     if args.speculative == "draft" and not args.draft_model:
         raise ValueError("--speculative draft needs --draft-model PATH")
     d = diagnose(args)

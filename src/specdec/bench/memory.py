@@ -286,13 +286,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         "GGUF metadata, or --params with a layer shape). No weights are loaded.",
     )
     p.add_argument("--model", help="HF model directory or GGUF file (default: the embedded model)")
-    p.add_argument("--draft-model", help="HF directory or GGUF file of the draft; 'self' = the target again")
-    p.add_argument("--params", help="target parameter count instead of --model, e.g. 135M, 1.7B")
-    p.add_argument("--layers", type=int, help="with --params: number of layers")
-    p.add_argument("--hidden", type=int, help="with --params and --heads: hidden size (head dim = hidden/heads)")
+    p.add_argument("--draft-model", help="HF directory or GGUF file of the draft; 'self' = the target again (default: no draft)")
+    p.add_argument("--params", help="target parameter count instead of --model, e.g. 135M, 1.7B (default: none)")
+    p.add_argument("--layers", type=int, help="with --params: number of layers (default: none)")
+    p.add_argument("--hidden", type=int, help="with --params and --heads: hidden size, head dim = hidden/heads (default: none)")
     p.add_argument("--heads", type=int, help="with --params: attention heads (default: --kv-heads)")
     p.add_argument("--kv-heads", type=int, help="with --params: key/value heads (default: --heads)")
-    p.add_argument("--head-dim", type=int, help="with --params: head dimension")
+    p.add_argument("--head-dim", type=int, help="with --params: head dimension (default: hidden/heads)")
     p.add_argument("--dtype", choices=list(BYTES_PER_PARAM), default="float32",
                    help="weight dtype (default float32, as the engine runs on CPU)")
     p.add_argument("--draft-dtype", choices=list(BYTES_PER_PARAM), help="draft weight dtype (default --dtype)")

@@ -3,7 +3,7 @@
     specdec bench --speculative none,ngram,draft --draft-model D --draft-n auto,4 \
         --temperature 0,0.7 --categories grounded,creative --repeats 3 --peer hf,llamacpp
 
-Defaults: --speculative none,ngram (plus draft with --draft-model), --draft-n auto,2,4,8,
+Defaults: --speculative none plus generate's default proposer (flags.py), --draft-n auto,2,4,8,
 --temperature 0,0.7, --max-tokens 128, --repeats 3, every built-in category but heldout.
 
 The target is loaded once; each config is an Engine over the same weights (a KV cache
@@ -48,7 +48,6 @@ carry no acceptance fields (transformers and llama-cpp-python do not report them
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -60,17 +59,16 @@ from pathlib import Path
 
 import torch
 
+from specdec.bench.flags import METHODS, PEERS, default_methods
 from specdec.bench.peers import Measurement, synchronize
 from specdec.bench.summary import contender_name, stats_to_record, summarize
-from specdec.config import SamplingParams, SpeculativeConfig
+from specdec.config import SAMPLING_VERIFY, SamplingParams, SpeculativeConfig
 from specdec.engine.build import build_engine
 from specdec.engine.engine import Engine
 from specdec.engine.stats import SpecStats
 from specdec.models.native import cpu_model
 
-METHODS = ("none", "ngram", "draft", "eagle", "hybrid")
 HEAD_METHODS = ("eagle", "hybrid")  # proposers that draft with an EAGLE head (--draft-model DIR)
-PEERS = ("hf", "llamacpp")
 
 
 class SpecdecContender:
@@ -80,7 +78,8 @@ class SpecdecContender:
 
     def __init__(self, engine: Engine, method: str, draft_n: int | str, ignore_eos: bool = False) -> None:
         self.engine = engine
-        self.name = method
+        self.sampling_verify = engine.spec.sampling_verify
+        self.name = method + ("-rejection" if self.sampling_verify == "rejection" else "")
         self.draft_n = draft_n if method != "none" else 0
         self.ignore_eos = ignore_eos
 
@@ -104,7 +103,8 @@ class SpecdecContender:
 
 def bench_engine(target, method: str, draft_n: int | str, max_seq_len: int, draft=None, cost=None,
                  ngram_min: int = 1, ngram_max: int = 4, adaptive: str = "cost", tree_nodes: int = 0,
-                 tree_top_k: int = 8, prune: bool = True, head_dir: str | None = None, graft: bool = True) -> Engine:
+                 tree_top_k: int = 8, prune: bool = True, head_dir: str | None = None, graft: bool = True,
+                 sampling_verify: str = "coupled") -> Engine:
     """One bench config's engine over an already loaded target (and draft model), through the
     engine's own builder: nothing else is loaded here but an EAGLE head, for eagle and hybrid
     (`head_dir`'s, or the one shipped for the default model). cost: the calibrated surface
@@ -114,7 +114,7 @@ def bench_engine(target, method: str, draft_n: int | str, max_seq_len: int, draf
                              num_speculative_tokens=draft_n if method != "none" else 4,
                              ngram_min=ngram_min, ngram_max=ngram_max, adaptive=adaptive,
                              tree_nodes=tree_nodes if method in HEAD_METHODS else 0, tree_top_k=tree_top_k,
-                             prune=prune, graft=graft)
+                             prune=prune, graft=graft, sampling_verify=sampling_verify)
     if method == "draft" and draft is None:
         raise ValueError("--speculative draft needs --draft-model PATH")
     if spec.auto and adaptive == "cost" and method != "none" and cost is None:
@@ -171,88 +171,9 @@ def machine_info(args) -> dict:
     return info
 
 
-# ---------------------------------------------------------------------------------------
-# CLI
-
-
-def _list(kind):
-    def parse(text: str):
-        items = [x.strip() for x in text.split(",") if x.strip()]
-        try:
-            return [kind(x) for x in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
-    return parse
-
-
-def _draft_n(text: str):
-    return "auto" if text == "auto" else int(text)
-
-
-class _Extend(argparse.Action):
-    """Repeatable list flags: `--peer hf --peer x` and `--peer hf,x` both give [hf, x]."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        old = getattr(namespace, self.dest, None) or []
-        setattr(namespace, self.dest, old + [v for v in values if v not in old])
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    from specdec.options import add_model_args
-
-    p = subparsers.add_parser(
-        "bench", help="benchmark speculative configs against plain decoding (interleaved)",
-        description="Run every speculative config and plain decoding back to back on each prompt; "
-        "report tokens/s, speedup, acceptance, latency and greedy equality.")
-    add_model_args(p)
-    p.add_argument("--speculative", type=_list(str), default=None,
-                   help="comma list of none,ngram,draft,eagle (default none,ngram, plus draft with --draft-model); "
-                   "plain 'none' always runs as the baseline")
-    p.add_argument("--draft-model", default=None,
-                   help="draft model path, or self:DTYPE, for draft; an EAGLE head directory for eagle and hybrid "
-                   "(default: the head shipped for the default model)")
-    p.add_argument("--draft-n", type=_list(_draft_n), default=["auto", 2, 4, 8],
-                   help="comma list of K's and 'auto' (default auto,2,4,8)")
-    p.add_argument("--adaptive", default="cost", choices=["cost", "heuristic"], help="auto-K policy")
-    p.add_argument("--ngram-min", type=int, default=1)
-    p.add_argument("--ngram-max", type=int, default=4)
-    p.add_argument("--tree-nodes", type=_list(int), default=[0],
-                   help="eagle, hybrid: comma list of tree sizes, 0 = chain drafts (default 0); each size is its own "
-                   "config, eagle-treeN or hybrid-treeN; trees are batch-invariant only with the C attention kernel (CPU bfloat16/float32), "
-                   "elsewhere they turn --batch-invariant auto off")
-    p.add_argument("--tree-top-k", type=_list(int), default=[8],
-                   help="trees: comma list of children per expanded node (default 8); with several, each is its "
-                   "own config, ...-treeN-topK")
-    p.add_argument("--draft-prune", type=_list(str), default=["on"],
-                   help="comma list of on,off: auto K verifies only the EAGLE draft tokens whose own confidence "
-                   "pays for their verify cost (default on); 'off' adds eagle/hybrid auto configs named ...-noprune")
-    p.add_argument("--graft", type=_list(str), default=["on"],
-                   help="comma list of on,off: hybrid trees graft the n-gram continuation onto the EAGLE tree "
-                   "(default on); 'off' adds hybrid-treeN configs named ...-nograft")
-    p.add_argument("--temperature", "--temp", type=_list(float), default=[0.0, 0.7],
-                   help="comma list (default 0,0.7); greedy equality is checked at 0")
-    p.add_argument("-n", "--max-tokens", type=int, default=128)
-    p.add_argument("--ignore-eos", action="store_true", help="always generate --max-tokens tokens")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--categories", type=_list(str), default=None,
-                   help="workload names (default: every built-in category, not heldout)")
-    p.add_argument("--prompts", default=None, metavar="FILE.jsonl", help="a prompt file instead of built-ins")
-    p.add_argument("--max-prompts-per-category", type=int, default=None, metavar="N")
-    p.add_argument("--no-chat", action="store_true", help="raw prompts without the chat template")
-    p.add_argument("--peer", type=_list(str), action=_Extend, default=[],
-                   help="hf, llamacpp (repeatable or a comma list; llamacpp needs pip install 'specdec[llamacpp]')")
-    p.add_argument("--endpoint", default=None, metavar="URL", help="an OpenAI-compatible server to compare")
-    p.add_argument("--endpoint-model", default=None, metavar="NAME", help="model name sent to --endpoint")
-    p.add_argument("--out", default=None, metavar="DIR", help="results directory (default results/bench-<time>)")
-    p.add_argument("--json", action="store_true", help="print only the final JSON line on stdout")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed base (per prompt and repeat)")
-    p.set_defaults(func=run)
-    return p
-
-
 def check_args(args) -> list[str]:
     if args.speculative is None:
-        args.speculative = ["none", "ngram"] + (["draft"] if args.draft_model else [])
+        args.speculative = default_methods(args.draft_model, args.model)
     methods = list(dict.fromkeys(["none"] + args.speculative))
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -279,6 +200,8 @@ def check_args(args) -> list[str]:
     for flag, values in (("--draft-prune", args.draft_prune), ("--graft", args.graft)):
         if not values or any(x not in ("on", "off") for x in values):
             raise ValueError(f"{flag} values must be on or off, got {values}")
+    if not args.sampling_verify or any(v not in SAMPLING_VERIFY for v in args.sampling_verify):
+        raise ValueError(f"--sampling-verify values must be {' or '.join(SAMPLING_VERIFY)}, got {args.sampling_verify}")
     if any(t < 0 for t in args.temperature) or not args.temperature:
         raise ValueError(f"--temperature values must be >= 0, got {args.temperature}")
     for flag, value in (("--repeats", args.repeats), ("--max-tokens", args.max_tokens)):
@@ -319,12 +242,14 @@ def run(args) -> int:
         if "draft" in methods else None
     auto = len(methods) > 1 and "auto" in args.draft_n and args.adaptive == "cost"
     largest = SpeculativeConfig(method="eagle", tree_nodes=max(args.tree_nodes)) if trees else SpeculativeConfig()
-    cost = load_or_calibrate(target, largest) if auto else None
+    cost = load_or_calibrate(target, largest, full=True) if auto else None
     # v(K) for the predicted speedup: measured here, on this machine as loaded right now
     verify_seconds = measure_surface(target.model, 1, max_k + 1, repeats=3).forward_seconds if len(methods) > 1 else None
 
-    contenders = [SpecdecContender(bench_engine(target, "none", 0, max_seq_len), "none", 0, args.ignore_eos)]
-    for method in methods[1:]:
+    verifies = list(dict.fromkeys(args.sampling_verify)) if any(t > 0 for t in args.temperature) else ["coupled"]
+    contenders = [SpecdecContender(bench_engine(target, "none", 0, max_seq_len, sampling_verify=v), "none", 0,
+                                   args.ignore_eos) for v in verifies]
+    for method, verify in itertools.product(methods[1:], verifies):
         shapes = [(n, top_k) for n in (args.tree_nodes if method in HEAD_METHODS else [0])
                   for top_k in (dict.fromkeys(args.tree_top_k) if n else [args.tree_top_k[0]])]
         for (tree_nodes, top_k), k in itertools.product(shapes, args.draft_n):
@@ -337,7 +262,7 @@ def run(args) -> int:
                     ("-noprune" if prune == "off" else "") + ("-nograft" if graft == "off" else "")
                 engine = bench_engine(target, method, k, max_seq_len, draft, cost, args.ngram_min, args.ngram_max,
                                       args.adaptive, tree_nodes, top_k, prune=prune == "on",
-                                      head_dir=args.draft_model, graft=graft == "on")
+                                      head_dir=args.draft_model, graft=graft == "on", sampling_verify=verify)
                 contenders.append(SpecdecContender(engine, name, k, args.ignore_eos))
     peers = build_peers(args, target, draft, methods, max_seq_len)
     contenders += peers
@@ -373,11 +298,17 @@ def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], arg
     from tqdm import tqdm
 
     temps = args.temperature
-    total = (args.repeats * len(prompts) + 1) * len(temps) * len(contenders)
+
+    def runs_at(c, t: float) -> bool:  # greedy is the same under either sampling verifier
+        return not (t == 0 and c.kind == "specdec" and c.sampling_verify == "rejection")
+
+    total = (args.repeats * len(prompts) + 1) * sum(runs_at(c, t) for t in temps for c in contenders)
     bar = tqdm(total=total, desc="bench", file=sys.stderr, unit="run", dynamic_ncols=True)
     bar.set_postfix_str("warm-up")
     for t in temps:  # one excluded warm-up generation per config
         for c in contenders:
+            if not runs_at(c, t):
+                continue
             c.measure(prompts[0], prompt_ids[0], t, args.max_tokens, args.seed)
             bar.update()
     records = []
@@ -387,7 +318,7 @@ def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], arg
             shift = (repeat * len(prompts) + i) % len(contenders)
             order = contenders[shift:] + contenders[:shift]
             for t in temps:
-                for c in order:
+                for c in (c for c in order if runs_at(c, t)):
                     bar.set_postfix_str(f"{prompt.id} {contender_name(c.name, c.draft_n, t)}")
                     m = c.measure(prompt, ids, t, args.max_tokens, seed)
                     record = make_record(repeat, prompt, c, t, seed, len(ids), m)
@@ -421,6 +352,7 @@ def make_record(repeat: int, prompt, contender, temperature: float, seed: int, n
         "repeat": repeat, "prompt_id": prompt.id, "category": prompt.category,
         "contender": contender_name(contender.name, contender.draft_n, temperature),
         "kind": contender.kind, "speculative": contender.name, "draft_n": contender.draft_n,
+        "sampling_verify": contender.sampling_verify if contender.kind == "specdec" else None,
         "temperature": temperature, "seed": seed, "num_prompt_tokens": num_prompt_tokens,
         "num_generated_tokens": m.num_generated_tokens, "finish_reason": m.finish_reason,
         "prefill_seconds": m.prefill_seconds, "decode_seconds": m.decode_seconds,

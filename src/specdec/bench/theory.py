@@ -412,7 +412,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--from-results", metavar="DIR", type=Path,
-                   help="compare predicted and measured speedup of a bench results directory")
+                   help="compare predicted and measured speedup of a bench results directory (default: none)")
     p.set_defaults(func=run)
     return p
 
