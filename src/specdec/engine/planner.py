@@ -47,6 +47,7 @@ import hashlib
 import heapq
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -66,6 +67,10 @@ KERNELS_VERSION = 11
 # A cached surface whose one-token time is this many times the same time measured now was
 # calibrated while other work loaded the machine: it is measured again.
 STALE_RATIO = 1.5
+# A quick surface (the first run's): passes up to this many tokens, at a shorter context,
+# after which the engine's own steps refine it (CostSurface.observe_forward).
+QUICK_MAX_TOKENS, QUICK_CONTEXT = 16, 64
+PROBE_CONTEXT = 8  # tokens a staleness probe attends to: a few forwards, no long prefill
 
 
 class CostSurface:
@@ -340,9 +345,12 @@ def calibration_context(model, max_tokens: int) -> int:
     return context
 
 
-def calibration_points(max_tokens: int) -> list[int]:
-    points = [n for n in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256) if n < max_tokens]
-    return points + [max_tokens]
+def calibration_points(max_tokens: int, quick: bool = False) -> list[int]:
+    """Pass widths measured: every width a draft commonly sends, or for a quick surface the
+    powers of two up to QUICK_MAX_TOKENS (wider passes extrapolate linearly until steps measure them)."""
+    widths = (1, 2, 4, 8, 16) if quick else (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256)
+    points = [n for n in widths if n < max_tokens and (not quick or n <= QUICK_MAX_TOKENS)]
+    return points if quick and max_tokens > QUICK_MAX_TOKENS else points + [max_tokens]
 
 
 def calibration_tokens(spec: SpeculativeConfig, max_rows: int) -> int:
@@ -359,21 +367,28 @@ def _timed(model, fn) -> float:
 
 
 @torch.inference_mode()
-def measure_surface(model, max_rows: int, max_tokens: int, repeats: int = 3) -> CostSurface:
+def measure_surface(model, max_rows: int, max_tokens: int, repeats: int = 3, quick: bool = False,
+                    progress: bool = False) -> CostSurface:
     """The fastest of `repeats` timings (after a warm-up round) of one-row passes over N tokens
-    and of B-row passes of one token each, rows at the calibration context.
+    and of B-row passes of one token each, rows at the calibration context (QUICK_CONTEXT for
+    a quick surface, which measures `calibration_points(max_tokens, quick=True)` and extends
+    its curve linearly to max_tokens). progress: a bar on stderr (a terminal only).
 
     The minimum, not the median: on a shared machine other work only ever adds time, and a
     transient burst must not end up cached as this model's cost."""
+    from tqdm import tqdm
+
     dev = model.device
     context = calibration_context(model, max_tokens)
+    if quick:
+        context = min(context, QUICK_CONTEXT)
     rows = max_rows
     cache = model.new_cache(rows, context + max_tokens)
     prefix = torch.arange(context, device=dev)[None] % 1000 + 100
     for b in range(rows):
         view = cache.row_view(b, 0) if rows > 1 else cache
         model(prefix, torch.arange(context, device=dev)[None], view, logits_indices=slice(-1, None))
-    points = calibration_points(max_tokens)
+    points = calibration_points(max_tokens, quick)
     row_points = sorted({b for b in (2, 4, 8, 16, 32, 64) if b < rows} | ({rows} if rows > 1 else set()))
     one: dict[int, list[float]] = {n: [] for n in points}
     many: dict[int, list[float]] = {b: [] for b in row_points}
@@ -391,12 +406,18 @@ def measure_surface(model, max_rows: int, max_tokens: int, repeats: int = 3) -> 
         out = model(ids, seq_lens[:, None].clone(), cache, seq_lens=seq_lens, num_new=torch.ones(b, dtype=torch.long, device=dev))
         greedy(out.logits).tolist()
 
+    bar = tqdm(total=(repeats + 1) * (len(points) + len(row_points)), desc="specdec: calibrating", unit="pass",
+               file=sys.stderr, disable=not progress or None, leave=False)
     for _ in range(repeats + 1):  # the first round warms up and is dropped
         for n in points:
             one[n].append(_timed(model, lambda n=n: one_row(n)))
+            bar.update()
         for b in row_points:
             many[b].append(_timed(model, lambda b=b: batch(b)))
+            bar.update()
+    bar.close()
     forward = fit_verify_curve([n - 1 for n in points], [min(one[n][1:]) for n in points])
+    forward += [CostSurface._extrapolate(forward, i) for i in range(len(forward), max_tokens)]
     extra = {1: 0.0} | {b: max(0.0, min(many[b][1:]) - forward[b - 1]) for b in row_points}
     known = sorted(extra)
     row_seconds = [0.0]
@@ -406,24 +427,57 @@ def measure_surface(model, max_rows: int, max_tokens: int, repeats: int = 3) -> 
     return CostSurface(forward, row_seconds)
 
 
-def load_or_calibrate(loaded, spec: SpeculativeConfig, max_rows: int = 1, refresh: bool = False) -> CostSurface:
+def probe_seconds(model, repeats: int = 3) -> float:
+    """The fastest of a few one-token forwards at PROBE_CONTEXT: the machine's speed now, cheap
+    enough to take at every load and compared with the same probe taken at calibration."""
+    with torch.inference_mode():
+        cache = model.new_cache(1, PROBE_CONTEXT + 1)
+        dev = model.device
+        model(torch.arange(PROBE_CONTEXT, device=dev)[None] + 100, torch.arange(PROBE_CONTEXT, device=dev)[None], cache)
+
+        def step() -> None:
+            cache.truncate(PROBE_CONTEXT)
+            out = model(torch.full((1, 1), 200, device=dev), torch.full((1, 1), PROBE_CONTEXT, device=dev), cache)
+            greedy(out.logits).tolist()
+
+        step()  # warm-up
+        return min(_timed(model, step) for _ in range(repeats))
+
+
+def load_or_calibrate(loaded, spec: SpeculativeConfig, max_rows: int = 1, refresh: bool = False,
+                      full: bool = False) -> CostSurface:
     """The cost surface of this model, machine and thread count, cached as JSON.
 
-    A cached surface whose one-token time is more than STALE_RATIO times that time measured
-    now (a few forwards) was calibrated under load and is measured again; a machine busier
-    now than at calibration keeps the cache: the idle surface is the one to plan with."""
+    Without a cached surface, a quick one is measured (`measure_surface(quick=True)`, a few
+    narrow passes) so a first run answers soon; the engine refines it from its own steps. full:
+    a quick cached surface is replaced by a full calibration (bench and doctor ask for it).
+    A cached surface whose probe (`probe_seconds`) is more than STALE_RATIO times the same probe
+    now was calibrated under load and is measured again; a machine busier now than at
+    calibration keeps the cache: the idle surface is the one to plan with."""
     max_tokens = calibration_tokens(spec, max_rows)
     path = cache_dir() / "costs" / f"surface-{cost_key(loaded, max_tokens, max_rows)}.json"
+    model = loaded.model
     if path.exists() and not refresh:
-        surface = CostSurface.from_dict(json.loads(path.read_text()))
-        now = measure_surface(loaded.model, 1, 1, repeats=2).forward_seconds[0]
-        if surface.forward_seconds[0] <= STALE_RATIO * now:
+        data = json.loads(path.read_text())
+        surface = CostSurface.from_dict(data)
+        if "probe_seconds" in data:
+            then, now = data["probe_seconds"], probe_seconds(model)
+        else:  # a surface cached before probes: its one-token pass against one measured now
+            then, now = surface.forward_seconds[0], measure_surface(model, 1, 1, repeats=2).forward_seconds[0]
+        if then <= STALE_RATIO * now and not (full and data.get("quick")):
             return surface
-        print(f"specdec: the cached cost surface {path.name} says {surface.forward_seconds[0] * 1e3:.1f} ms per plain "
-              f"step, {now * 1e3:.1f} ms measured now: calibrating again", file=sys.stderr)
-    print(f"specdec: calibrating the verify cost ({max_rows} row{'s' if max_rows > 1 else ''}, up to {max_tokens} "
-          "tokens a pass; cached for later runs)", file=sys.stderr)
-    surface = measure_surface(loaded.model, max_rows if loaded.is_native else 1, max_tokens)  # the adapter runs one row
+        if then > STALE_RATIO * now:
+            print(f"specdec: the cached cost surface {path.name} was measured on a busier machine "
+                  f"({then * 1e3:.1f} ms a probe step, {now * 1e3:.1f} ms now): calibrating again", file=sys.stderr)
+    quick = not full
+    rows = max_rows if loaded.is_native else 1  # the adapter runs one row
+    print(f"specdec: {'measuring' if quick else 'calibrating'} the verify cost ({rows} row{'s' if rows > 1 else ''}, "
+          f"{'a few passes; refined as it runs' if quick else f'passes up to {max_tokens} tokens'}; cached in "
+          f"{path.parent})", file=sys.stderr)
+    surface = measure_surface(model, rows, max_tokens, repeats=2 if quick else 3, quick=quick, progress=True)
+    data = surface.to_dict() | {"probe_seconds": probe_seconds(model), "quick": quick}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(surface.to_dict()))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)  # atomic: a concurrent run reads the old surface or the new one
     return surface
