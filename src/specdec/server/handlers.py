@@ -14,7 +14,6 @@ its next engine step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from specdec.server.protocol import (
     error_body,
     refuse,
 )
-from specdec.server.scheduler import Event, QueueFull, Request, Scheduler, ShuttingDown, merge
+from specdec.server.scheduler import Event, QueueFull, Request, Scheduler, ShuttingDown
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 ENGINE_LOGPROBS = "logprobs" in {f.name for f in dataclasses.fields(StepOutput)}
@@ -206,20 +205,17 @@ class Generation:
 
     async def events(self):
         """(choice index, event) until every choice ends or the client leaves (then it just stops)."""
+        queue = self.handles[0].queue  # the choices share it
         watcher = asyncio.ensure_future(self._disconnected())
-        events = merge(self.handles)
+        pending: asyncio.Future | None = None
         try:
-            while True:
-                pending = asyncio.ensure_future(anext(events))
+            while not all(h.finished for h in self.handles):
+                pending = asyncio.ensure_future(queue.get())
                 await asyncio.wait({pending, watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if not pending.done():
-                    pending.cancel()
-                    await asyncio.gather(pending, return_exceptions=True)
                     return
-                try:
-                    i, event = pending.result()
-                except StopAsyncIteration:
-                    return
+                i, event = pending.result()
+                self.handles[i].finished = event.finish_reason is not None
                 choice = self.choices[i]
                 choice.text += event.text
                 choice.logprobs += step_logprobs(event)
@@ -227,8 +223,9 @@ class Generation:
                 yield i, event
         finally:
             watcher.cancel()
+            if pending is not None:
+                pending.cancel()
             self.cancel()
-            await events.aclose()
 
     def usage(self) -> Usage:
         finals = [c.last for c in self.choices if c.last is not None]

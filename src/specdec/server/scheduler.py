@@ -66,48 +66,16 @@ class Request:
 
 
 class Handle:
-    """The event loop's side of one request."""
+    """The event loop's side of one request (one choice): its events go, as (index, event),
+    to the asyncio queue it shares with the other choices of its HTTP request."""
 
-    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> None:
-        self.request = request
-        self.loop = loop
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.scheduler = scheduler
-        self.finished = False
+    def __init__(self, request: Request, index: int, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> None:
+        self.request, self.index, self.queue, self.loop, self.scheduler = request, index, queue, loop, scheduler
+        self.finished = False  # set by the reader when it takes the final event
 
     def cancel(self) -> None:
         if not self.finished:
             self.scheduler.cancel(self.request.request_id)
-
-    async def events(self):
-        while not self.finished:
-            event = await self.queue.get()
-            self.finished = event.finish_reason is not None
-            yield event
-
-
-async def merge(handles: list[Handle]):
-    """Every handle's events as (index in handles, event), in arrival order, until all end."""
-    if len(handles) == 1:
-        async for event in handles[0].events():
-            yield 0, event
-        return
-    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-
-    async def pump(i: int, handle: Handle) -> None:
-        async for event in handle.events():
-            queue.put_nowait((i, event))
-
-    tasks = [asyncio.ensure_future(pump(i, h)) for i, h in enumerate(handles)]
-    try:
-        remaining = len(handles)
-        while remaining:
-            i, event = await queue.get()
-            remaining -= event.finish_reason is not None
-            yield i, event
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 @dataclass
@@ -152,7 +120,8 @@ class Scheduler:
         return f"{prefix}-{next(self._ids)}-{int(time.time() * 1000) % 10**8}"
 
     def submit(self, requests: list[Request], loop: asyncio.AbstractEventLoop) -> list[Handle]:
-        handles = [Handle(r, loop, self) for r in requests]
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        handles = [Handle(r, i, queue, loop, self) for i, r in enumerate(requests)]
         with self._cond:
             if not self.alive:
                 raise ShuttingDown("the server is shutting down")
@@ -184,10 +153,12 @@ class Scheduler:
                 if not self._waiting and not self._running:
                     self._cond.wait(timeout=0.1)
                     continue
-                admit = []
-                while self._waiting and self.engine.num_free - len(admit) > 0:
-                    admit.append(self._waiting.popleft())
-            for handle in admit:
+            while self.engine.num_free:  # one at a time: a request cancelled meanwhile is not prefilled
+                with self._cond:
+                    self._apply_cancellations()
+                    handle = self._waiting.popleft() if self._waiting else None
+                if handle is None:
+                    break
                 self._admit(handle)
             if self._running:
                 self._step()
@@ -260,7 +231,7 @@ class Scheduler:
 
     def _deliver(self, handle: Handle, event: Event) -> None:
         try:
-            handle.loop.call_soon_threadsafe(handle.queue.put_nowait, event)
+            handle.loop.call_soon_threadsafe(handle.queue.put_nowait, (handle.index, event))
         except RuntimeError:  # the event loop is gone (shutdown)
             pass
 
