@@ -94,7 +94,7 @@ def test_llamacpp_peers_on_the_default_model(default_model, one_thread):
         plain.ignore_eos = False
         sampled = [plain.measure(None, ids, 1.0, 16, seed).token_ids for seed in (7, 7)]
         assert sampled[0] == sampled[1], "temperature sampling ignores the seed"
-        with pytest.raises(ValueError, match="n_ctx"):
-            plain.measure(None, ids, 0.0, 10_000, 0)
+        too_long = plain.measure(None, ids, 0.0, 10_000, 0)  # a failed run, recorded; the bench goes on
+        assert too_long.token_ids == [] and "n_ctx" in too_long.error and too_long.finish_reason.startswith("error")
     finally:
         plain.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from specdec.bench.peers import Measurement, measurement_from_arrivals
+from specdec.bench.peers import Measurement, Peer, measurement_from_arrivals
 
 LLAMACPP_DEFAULT_LOOKUP_TOKENS = 10  # LlamaPromptLookupDecoding's default num_pred_tokens
 INSTALL_HINT = "--peer llamacpp needs llama-cpp-python: pip install 'specdec[llamacpp]'"
@@ -80,10 +80,9 @@ def sampling_kwargs(temperature: float) -> dict:
     return dict(temp=temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0)
 
 
-class LlamaCppPeer:
-    """llama.cpp over the target's GGUF file: plain, or with its prompt-lookup draft."""
-
-    kind = "peer"
+class LlamaCppPeer(Peer):
+    """llama.cpp over the target's GGUF file: plain, or with its prompt-lookup draft. A prompt
+    it fails on (an error inside llama-cpp-python, a prompt past n_ctx) is a failed run (Peer)."""
 
     def __init__(self, name: str, session: LlamaCppSession, eos_ids: list[int], draft_n: int | str | None = None,
                  ngram_max: int = 4, ignore_eos: bool = False) -> None:
@@ -101,8 +100,8 @@ class LlamaCppPeer:
             self.llama = session.lookup
             self.draft = session.make_draft(max_ngram_size=ngram_max, num_pred_tokens=k)
 
-    def measure(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
-                seed: int) -> Measurement:
+    def measure_once(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
+                     seed: int) -> Measurement:
         llama = self.llama
         if len(prompt_ids) + max_tokens > llama.n_ctx():
             raise ValueError(f"{self.name}: prompt ({len(prompt_ids)}) + max_tokens ({max_tokens}) tokens > "

@@ -20,11 +20,17 @@ an SSE chunk) whose wall time is spread evenly over its tokens for inter-token l
   growth of the token count of the text so far).
 - `llamacpp`, `llamacpp-prompt-lookup`: llama-cpp-python on the target's GGUF file, an
   optional extra; see llamacpp.py.
+
+Every peer derives from `Peer`, whose `measure` turns an exception on one prompt into a
+failed Measurement (no tokens, finish_reason "error: TYPE: message", `error` set), reported
+on stderr, so the bench records the run as failed and goes on with the next one; the
+summary's speeds skip runs without a decode token. Each peer implements `measure_once`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -44,6 +50,7 @@ class Measurement:
     step_tokens: list[int] = field(default_factory=list)
     finish_reason: str = "length"
     spec: dict | None = None  # stats_to_record(SpecStats) for the engine; None for peers
+    error: str | None = None  # why a peer's run failed (then token_ids is empty)
 
     @property
     def num_generated_tokens(self) -> int:
@@ -53,6 +60,32 @@ class Measurement:
     def tokens_per_second(self) -> float:
         decode = self.num_generated_tokens - 1
         return decode / self.decode_seconds if decode > 0 and self.decode_seconds > 0 else 0.0
+
+
+MAX_ERROR_CHARS = 300
+
+
+def failed_measurement(name: str, error: Exception) -> Measurement:
+    message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+    print(f"bench: {name} failed on this prompt ({message}); recorded as failed, going on", file=sys.stderr)
+    return Measurement([], 0.0, 0.0, finish_reason=f"error: {message}", error=message)
+
+
+class Peer:
+    """A contender beside our engine (module docstring): one failing prompt does not end the run."""
+
+    kind = "peer"
+    name = "peer"
+
+    def measure(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int, seed: int) -> Measurement:
+        try:
+            return self.measure_once(prompt, prompt_ids, temperature, max_tokens, seed)
+        except Exception as e:  # noqa: BLE001 (any failure of the peer on this prompt is its record)
+            return failed_measurement(self.name, e)
+
+    def measure_once(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
+                     seed: int) -> Measurement:
+        raise NotImplementedError
 
 
 def synchronize(device: torch.device) -> None:
@@ -89,10 +122,9 @@ def measurement_from_arrivals(start: float, times: list[float], counts: list[int
     return Measurement(token_ids, times[0] - start, times[-1] - times[0], steps, counts[1:], finish_reason)
 
 
-class HFPeer:
+class HFPeer(Peer):
     """transformers' generate() over the same weights (plain, prompt lookup or assisted)."""
 
-    kind = "peer"
     ignore_eos = False
 
     def __init__(self, name: str, hf_model, eos_ids: list[int], device: torch.device,
@@ -124,7 +156,7 @@ class HFPeer:
         return kw
 
     @torch.inference_mode()
-    def measure(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
+    def measure_once(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
                 seed: int) -> Measurement:
         ids = torch.tensor([prompt_ids], device=self.device)
         timer = ArrivalTimer(self.device)
@@ -166,11 +198,10 @@ def _as_transformers(loaded, convert):
     return hf_model if hf_model is not None else convert(loaded.model, loaded.config)
 
 
-class EndpointPeer:
+class EndpointPeer(Peer):
     """An OpenAI-compatible server, streamed over /v1/chat/completions."""
 
     name = "endpoint"
-    kind = "peer"
     draft_n = None
 
     def __init__(self, url: str, model: str | None, tokenizer, ignore_eos: bool = False,
@@ -187,8 +218,8 @@ class EndpointPeer:
         self.ignore_eos = ignore_eos
         self.client = httpx.Client(timeout=timeout)
 
-    def measure(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
-                seed: int) -> Measurement:
+    def measure_once(self, prompt, prompt_ids: list[int], temperature: float, max_tokens: int,
+                     seed: int) -> Measurement:
         body = {"model": self.model, "messages": prompt.as_messages(), "max_tokens": max_tokens,
                 "temperature": temperature, "seed": seed, "stream": True}
         if self.ignore_eos:
