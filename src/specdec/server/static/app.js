@@ -17,7 +17,18 @@ async function loadModel() {
   }
 }
 
-function requestBody(speculative) {
+// One tokens/s everywhere (the stats card and the compare table): decode tokens per decode
+// second, from the first token to the last, as the server's and the CLI's tokens_per_second.
+function tokensPerSecond(tokens, decodeSeconds) {
+  return decodeSeconds > 0 && tokens > 1 ? (tokens - 1) / decodeSeconds : NaN;
+}
+
+// Special tokens (<|im_end|>, <|endoftext|>, ...) end a turn; they are not text.
+function isSpecial(text) {
+  return /^<\|[^<>|]*\|>$/.test(text.trim());
+}
+
+function requestBody(speculative, seed = null) {
   const body = {
     model: modelId,
     stream: true,
@@ -29,7 +40,8 @@ function requestBody(speculative) {
     top_k: Number($("top_k").value),
     max_tokens: Number($("max_tokens").value),
   };
-  if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if (seed !== null) body.seed = seed;
+  else if ($("seed").value !== "") body.seed = Number($("seed").value);
   const prompt = $("prompt").value;
   if ($("mode").value === "chat") {
     body.messages = [];
@@ -42,11 +54,11 @@ function requestBody(speculative) {
 }
 
 // One run: stream, render and measure. Returns {seconds, tokens, usage}.
-async function run(speculative, render = true) {
+async function run(speculative, render = true, seed = null) {
   const chat = $("mode").value === "chat";
   const path = chat ? "/v1/chat/completions" : "/v1/completions";
   controller = new AbortController();
-  const stats = { tokens: 0, steps: 0, drafts: 0, drafted: 0, accepted: 0, lengths: [], reached: [], acceptedAt: [] };
+  const stats = { texts: [], tokens: 0, steps: 0, drafts: 0, drafted: 0, accepted: 0, lengths: [], reached: [], acceptedAt: [] };
   const output = $("output");
   if (render) {
     output.textContent = "";
@@ -59,7 +71,7 @@ async function run(speculative, render = true) {
   const response = await fetch(path, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(requestBody(speculative)),
+    body: JSON.stringify(requestBody(speculative, seed)),
     signal: controller.signal,
   });
   if (!response.ok) {
@@ -91,17 +103,19 @@ async function run(speculative, render = true) {
     }
   }
   const seconds = (performance.now() - start) / 1000;
+  const decodeSeconds = first ? (performance.now() - first) / 1000 : 0;
   if (render) {
-    updateStats(stats, first ? (performance.now() - first) / 1000 : 0, seconds);
+    updateStats(stats, decodeSeconds, seconds);
     drawPositions(stats);
     drawChart(stats);
   }
-  return { seconds, tokens: stats.tokens, usage, stats };
+  return { seconds, decodeSeconds, tokens: stats.tokens, usage, stats };
 }
 
 function observe(stats, spec) {
   const k = spec.draft_ids.length;
   stats.tokens += spec.fates.length;
+  stats.texts.push(...spec.tokens);
   stats.steps += 1;
   stats.lengths.push(spec.num_accepted + 1);
   if (k > 0) {
@@ -117,6 +131,7 @@ function observe(stats, spec) {
 
 function renderStep(output, spec) {
   spec.tokens.forEach((text, i) => {
+    if (isSpecial(text)) return;
     const span = document.createElement("span");
     span.className = `tok fate-${spec.fates[i]}`;
     span.textContent = text;
@@ -138,7 +153,8 @@ function renderStep(output, spec) {
 
 function updateStats(stats, decodeSeconds, seconds) {
   $("s-tokens").textContent = stats.tokens;
-  $("s-tps").textContent = decodeSeconds > 0 ? (Math.max(stats.tokens - 1, 0) / decodeSeconds).toFixed(1) : "–";
+  const tps = tokensPerSecond(stats.tokens, decodeSeconds);
+  $("s-tps").textContent = Number.isFinite(tps) ? tps.toFixed(1) : "–";
   $("s-rate").textContent = stats.drafted ? `${((100 * stats.accepted) / stats.drafted).toFixed(1)}%` : "–";
   $("s-len").textContent = stats.drafts ? (1 + stats.accepted / stats.drafts).toFixed(2) : "–";
   $("s-steps").textContent = `${stats.steps} (${stats.drafts} drafting)`;
@@ -158,6 +174,10 @@ function drawPositions(stats) {
     bar.className = "bar";
     bar.style.height = `${Math.max(2, rate * 80)}px`;
     bar.title = `position ${i + 1}: ${(100 * rate).toFixed(0)}% of ${n}`;
+    const value = document.createElement("em");
+    value.className = "value";
+    value.textContent = `${(100 * rate).toFixed(0)}%`;
+    bar.appendChild(value);
     const label = document.createElement("span");
     label.textContent = i + 1;
     bar.appendChild(label);
@@ -182,7 +202,8 @@ function drawChart(stats) {
   }
   ctx.fillStyle = "#555";
   ctx.font = "11px sans-serif";
-  ctx.fillText(`max ${top} tokens/step`, 4, 11);
+  ctx.fillText(`y: tokens per step, 0..${top}`, 4, 11);
+  ctx.fillText(`x: verify steps ${start + 1}..${data.length}`, w - 150, 11);
 }
 
 function setBusy(busy, text = "") {
@@ -215,21 +236,35 @@ $("run").addEventListener("click", async () => {
 $("compare").addEventListener("click", async () => {
   setBusy(true, "running with speculation…");
   try {
-    const spec = await run(true);
+    // one seed for both runs: with it, speculative output equals plain output token for token
+    const seed = $("seed").value !== "" ? Number($("seed").value) : Math.floor(Math.random() * 2 ** 31);
+    const spec = await run(true, true, seed);
     setBusy(true, "running without speculation…");
-    const plain = await run(false, false);
+    const plain = await run(false, false, seed);
     const box = $("compare-result");
-    const same = spec.tokens === plain.tokens ? "" : " (different lengths: sampling is random unless seeded)";
     box.innerHTML = "";
     const table = document.createElement("table");
     table.innerHTML = "<tr><th></th><th>time</th><th>tokens</th><th>tokens/s</th></tr>";
     for (const [name, r] of [["speculative", spec], ["plain", plain]]) {
       const row = table.insertRow();
-      for (const v of [name, `${r.seconds.toFixed(2)} s`, r.tokens, (r.tokens / r.seconds).toFixed(1)]) row.insertCell().textContent = v;
+      const tps = tokensPerSecond(r.tokens, r.decodeSeconds);
+      for (const v of [name, `${r.seconds.toFixed(2)} s`, r.tokens, Number.isFinite(tps) ? tps.toFixed(1) : "–"]) {
+        row.insertCell().textContent = v;
+      }
     }
     box.appendChild(table);
+    const a = spec.stats.texts, b = plain.stats.texts;
+    let i = 0;
+    while (i < a.length && i < b.length && a[i] === b[i]) i++;
+    const verdict = document.createElement("p");
+    verdict.id = "compare-verdict";
+    verdict.textContent = i === a.length && i === b.length
+      ? `identical: ${a.length} tokens, seed ${seed}`
+      : `differs at token ${i + 1} (seed ${seed}): speculative ${JSON.stringify(a[i] ?? "(end)")}, plain ${JSON.stringify(b[i] ?? "(end)")}`;
+    verdict.className = i === a.length && i === b.length ? "identical" : "differs";
+    box.appendChild(verdict);
     const p = document.createElement("p");
-    p.textContent = `speedup ${(plain.seconds / spec.seconds).toFixed(2)}x${same}`;
+    p.textContent = `speedup ${(plain.seconds / spec.seconds).toFixed(2)}x (wall time)`;
     box.appendChild(p);
     box.hidden = false;
     setBusy(false, "compared");
