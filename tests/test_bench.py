@@ -43,7 +43,7 @@ def test_bench_end_to_end(tiny_model_dir, tiny_draft_dir, prompt_file, tmp_path,
     rc = main(["bench", "--threads", one_thread, "--model", str(tiny_model_dir), "--draft-model", str(tiny_draft_dir),
                "--prompts", str(prompt_file), "--max-tokens", "8", "--repeats", "1",
                "--speculative", "none,ngram,draft", "--draft-n", "2", "--temperature", "0,0.7", "--peer", "hf",
-               "--out", str(out), "--json"])
+               "--sampling-verify", "coupled,rejection", "--out", str(out), "--json"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1, "--json prints only the final JSON line on stdout"
@@ -52,7 +52,8 @@ def test_bench_end_to_end(tiny_model_dir, tiny_draft_dir, prompt_file, tmp_path,
     assert isinstance(result["baseline"]["tokens_per_second"], float)
     assert result["baseline"]["temperature"] == 0.0
     names = {c["name"] for c in result["configs"]}
-    assert names == {f"{m}@T{t}" for m in ("none", "ngram:2", "draft:2") for t in ("0", "0.7")}
+    assert names == {f"{m}@T{t}" for m in ("none", "ngram:2", "draft:2") for t in ("0", "0.7")} | \
+        {f"{m}@T0.7" for m in ("none-rejection", "ngram-rejection:2", "draft-rejection:2")}
     for c in result["configs"]:
         assert isinstance(c["speculative"], str)
         assert isinstance(c["draft_n"], (int, str))
@@ -63,6 +64,10 @@ def test_bench_end_to_end(tiny_model_dir, tiny_draft_dir, prompt_file, tmp_path,
             assert c["greedy_mismatches"] == 0, f"{c['name']} is not lossless"
         else:
             assert c["greedy_mismatches"] is None
+        if c["temperature"] > 0 and c["sampling_verify"] == "coupled":  # a seed gives plain's sample
+            assert c["seeded_mismatches"] == 0, f"{c['name']} changed the seeded sample"
+        else:
+            assert c["seeded_mismatches"] is None
         assert set(c["by_category"]) == {"grounded", "creative"}
         for cat in c["by_category"].values():
             assert all(isinstance(cat[k], float) for k in ("speedup", "tokens_per_second", "mean_acceptance_length"))
@@ -83,7 +88,8 @@ def test_bench_end_to_end(tiny_model_dir, tiny_draft_dir, prompt_file, tmp_path,
                  "predicted_vs_measured.png", "temperature_vs_acceptance.png"):
         assert (out / name).is_file(), name
     records = report.read_records(out / "records.jsonl")
-    assert len(records) == 2 * 2 * 6  # 2 prompts x 2 temperatures x (3 configs + 3 peers), no warm-ups
+    # 2 prompts x (2 temperatures x (3 configs + 3 peers) + 3 rejection configs at 0.7), no warm-ups
+    assert len(records) == 2 * (2 * 6 + 3)
     assert json.loads((out / "summary.json").read_text()) == result
 
     # `specdec theory --from-results` reads the same directory

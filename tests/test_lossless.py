@@ -1,8 +1,10 @@
 """Losslessness end to end: speculative output is exactly the target's own.
 
 - Greedy: for every proposer and K = 1..8, speculative token ids equal plain decoding's.
-- Sampling: the joint distribution of the first two sampled tokens matches the target's
-  exact distribution (computed by enumeration), by chi-square, for every proposer.
+- Sampling: the joint distribution of the first three sampled tokens matches the target's
+  exact distribution (computed by enumeration), by chi-square, for every proposer, with
+  coupled and with rejection-sampling verification (test_coupled.py: coupled samples equal
+  plain decoding's for the seed).
 """
 
 from __future__ import annotations
@@ -207,11 +209,13 @@ def check_joint(engine: Engine, target: LoadedModel, prompt: list[int], top_k: i
 @pytest.mark.parametrize("kind", ["draft", "ngram"])
 @pytest.mark.parametrize("top_k", [0, 3])
 @pytest.mark.parametrize("k", [1, 2])
-def test_sampled_joint_matches_target(kind, top_k, k):
+@pytest.mark.parametrize("sampling_verify", ["coupled", "rejection"])
+def test_sampled_joint_matches_target(kind, top_k, k, sampling_verify):
     target = tiny_native(0)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2] if kind == "ngram" else [1, 4, 2]
     if kind == "draft":
         proposer = DraftModelProposer(tiny_native(1, base=target.model), 64)
     else:
         proposer = NgramProposer(1, 2)
-    check_joint(Engine(target, proposer, SpeculativeConfig(kind, "x", k), 64), target, prompt, top_k)
+    spec = SpeculativeConfig(kind, "x", k, sampling_verify=sampling_verify)
+    check_joint(Engine(target, proposer, spec, 64), target, prompt, top_k)

@@ -39,6 +39,7 @@ from functools import cached_property
 import torch
 
 from specdec.config import SamplingParams
+from specdec.sampling import GumbelNoise
 
 
 def check_parents(parents: list[int] | torch.Tensor) -> list[int]:
@@ -168,6 +169,9 @@ class SequenceState:
     num_prompt_tokens: int
     params: SamplingParams
     generator: torch.Generator
+    # coupled sampling's position-keyed noise (sampling.GumbelNoise), None for rejection
+    # sampling: a drafter that samples draws token t with `draw(q, generator, noise, [t])`
+    noise: GumbelNoise | None = None
     # Target features for committed tokens the proposer has not consumed yet
     # (EAGLE heads); [T, D * num_feature_layers] or None.
     target_hidden: torch.Tensor | None = None

@@ -24,6 +24,16 @@ distributed exactly as sampling from p token by token. The draws come from the g
 in a fixed order, B*K uniforms (row-major) and then one multinomial draw per row, so a
 seed fixes the result.
 
+Coupled verification (`verify_coupled`, the engine's default when sampling): the token at
+absolute position t is argmax_v(log p_t(v) + g_t(v)) with Gumbel noise g_t keyed by the
+request's seed and t (sampling.py's GumbelNoise), the rule plain decoding draws by too. So
+a draft token is accepted exactly when it equals that perturbed argmax, the first mismatch
+emits it, and a fully accepted draft's bonus is the perturbed argmax at position K: greedy
+verification of log p + g. The output is the plain decoder's for that seed whatever the
+proposer, K or batch, and each token is an exact draw from p (Daliri, Musco and Suresh 2024).
+A drafter that samples should draw with the same g (sampling.draw) to be accepted often;
+q plays no part in the decision.
+
 Worked example, K = 3, draft [a, b, c], a and b accepted, c rejected, r recovered:
   num_accepted = 2, output_ids = [a, b, r, -1], bonus = False, emitted = [a, b, r]
 """
@@ -36,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from specdec.config import SamplingParams
-from specdec.sampling import greedy, logits_to_probs
+from specdec.sampling import GumbelNoise, greedy, logits_to_probs
 
 
 @dataclass
@@ -158,18 +168,39 @@ def verify_stochastic(
     return _build_result(draft_ids, num_accepted, next_ids)
 
 
+def verify_coupled(
+    draft_ids: torch.Tensor,  # [B, K]
+    target_probs: torch.Tensor,  # [B, K+1, V] p
+    noise: GumbelNoise,
+    position: int,  # absolute position of the token after the context (output column 0)
+) -> VerifyResult:
+    """Accept the longest draft prefix equal to argmax(log p + g) position by position, then
+    emit that argmax at the first mismatch or at position K. Every row reads the same noise
+    rows (the engine verifies one request per call)."""
+    _check_shapes(draft_ids, target_probs, "target_probs")
+    num_positions, vocab_size = target_probs.shape[1:]
+    g = noise(range(position, position + num_positions), vocab_size, target_probs.device)  # [K+1, V]
+    return verify_greedy(draft_ids, target_probs.log() + g)
+
+
 def verify(
     draft_ids: torch.Tensor,  # [B, K]
     draft_probs: torch.Tensor | None,  # [B, K, V] q, built with the same params, or None
     target_logits: torch.Tensor,  # [B, K+1, V]
     params: SamplingParams,
     generator: torch.Generator,
+    noise: GumbelNoise | None = None,
+    position: int = 0,
 ) -> VerifyResult:
     """Greedy verification at temperature 0; otherwise p = logits_to_probs(target_logits)
-    with the same temperature / top-k / top-p the draft used for q, then rejection sampling."""
+    with the same temperature / top-k / top-p / min-p the draft used for q, then coupled
+    verification when given the request's noise (and the absolute position of output
+    column 0), else rejection sampling."""
     if params.temperature == 0:
         return verify_greedy(draft_ids, target_logits)
     target_probs = logits_to_probs(
-        target_logits, params.temperature, params.top_k, params.top_p
+        target_logits, params.temperature, params.top_k, params.top_p, params.min_p
     )  # [B, K+1, V]
+    if noise is not None:
+        return verify_coupled(draft_ids, target_probs, noise, position)
     return verify_stochastic(draft_ids, draft_probs, target_probs, generator)

@@ -22,6 +22,10 @@ exactly when either
 Draws from the generator, in order: one uniform per child tried, then one multinomial
 draw for the recovered or bonus token, so a seed fixes the result.
 
+Coupled (sampling with the request's GumbelNoise): greedy verification of log p + g, where
+the token after node i sits at absolute position root + depth(i) + 1 and reads that
+position's noise; the accepted child is the one equal to the target's perturbed argmax.
+
 Worked example, parents [-1, 0, 0, 1] (root r; children a, b; c under a): the target's argmax
 at r is b (a is rejected, b accepted), at b it is x; b is a leaf, so the path is [0, 2],
 the emitted tokens are [b, x] and x is a bonus token.
@@ -35,7 +39,7 @@ import torch
 
 from specdec.config import SamplingParams
 from specdec.drafts import DraftTree
-from specdec.sampling import greedy, logits_to_probs
+from specdec.sampling import GumbelNoise, greedy, logits_to_probs
 from specdec.verify import VerifyResult
 
 
@@ -116,14 +120,30 @@ def verify_tree_stochastic(
         path.append(accepted)
 
 
+def verify_tree_coupled(
+    tree: DraftTree,
+    target_probs: torch.Tensor,  # [N, V] p
+    noise: GumbelNoise,
+    position: int,  # absolute position of the token after the root
+) -> TreeVerifyResult:
+    _check(tree, target_probs, "target_probs")
+    g = noise(position + tree.depths, target_probs.shape[-1], target_probs.device)  # [N, V] by node depth
+    return verify_tree_greedy(tree, target_probs.log() + g)
+
+
 def verify_tree(
     tree: DraftTree,
     target_logits: torch.Tensor,  # [N, V]
     params: SamplingParams,
     generator: torch.Generator,
+    noise: GumbelNoise | None = None,
+    position: int = 0,
 ) -> TreeVerifyResult:
-    """Greedy at temperature 0; otherwise p = logits_to_probs with the request's transform."""
+    """Greedy at temperature 0; otherwise p = logits_to_probs with the request's transform,
+    verified coupled when given the noise, else by recursive rejection sampling."""
     if params.temperature == 0:
         return verify_tree_greedy(tree, target_logits)
-    target_probs = logits_to_probs(target_logits, params.temperature, params.top_k, params.top_p)
+    target_probs = logits_to_probs(target_logits, params.temperature, params.top_k, params.top_p, params.min_p)
+    if noise is not None:
+        return verify_tree_coupled(tree, target_probs, noise, position)
     return verify_tree_stochastic(tree, target_probs, generator)

@@ -29,6 +29,8 @@ Definitions (all medians are over repeats, then aggregated over prompts):
 - TTFT: median prefill seconds over runs;
 - greedy_mismatches: at temperature 0, runs whose token ids differ from the baseline's run
   of the same prompt and repeat; null at temperature > 0;
+- seeded_mismatches: at temperature > 0, the same count for a config verified coupled (its
+  seeded sample must be plain's, token for token); null otherwise;
 - cost_ratio c: draft seconds per draft token / the baseline's seconds per decode token;
   verify_cost_ratio v: a verify pass over K+1 tokens / a plain decode step, from a
   verify-cost curve t(0..K) the runner measures at start (meta["verify_seconds"], with
@@ -193,6 +195,9 @@ def summarize_contender(records: list[dict], baseline: list[dict], categories: l
         "ttft_seconds": _round(statistics.median(r["prefill_seconds"] for r in records), 5),
         "latency_seconds": _latency(records),
         "greedy_mismatches": greedy_mismatches(records, baseline) if temperature == 0 else None,
+        "sampling_verify": first.get("sampling_verify"),
+        "seeded_mismatches": greedy_mismatches(records, baseline)
+        if temperature > 0 and first.get("sampling_verify") == "coupled" else None,
         "num_runs": len(records), "num_prompts": len({r["prompt_id"] for r in records}),
         "mean_generated_tokens": _round(statistics.mean(r["num_generated_tokens"] for r in records), 2),
     }

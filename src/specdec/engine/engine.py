@@ -24,8 +24,11 @@ cache, with its own SamplingParams, generator, proposer (one per row), speculati
 With one running row the forward is the one-sequence pass (`cache.row_view`), which is
 what batch-invariant mode and non-native targets run; with more, the ragged forward packs
 N = sum_b (tokens of row b), every matmul runs once over them, and each row's attention
-reads its own cache (models/llama.py). Each row consumes its generator in a fixed order (its
-proposal, then its verification), so a seeded row reproduces its solo run.
+reads its own cache (models/llama.py). Sampled rows draw by coupled verification by default
+(verify.py): every token is the Gumbel-max of p under noise keyed by the row's seed and the
+token's position, so a seeded row gives plain decoding's sample whatever the proposer, K or
+batch. With rejection sampling each row consumes its generator in a fixed order (its
+proposal, then its verification), so a seeded row reproduces its solo run at the same K only.
 
 Invariant per row: its cache holds every committed token except the newest, which is the
 first input of the next verify pass; so seq_len = committed tokens - 1.
@@ -46,6 +49,7 @@ from specdec.drafts import DraftProposal, SequenceState
 from specdec.engine.planner import CostSurface, Planner, RowPolicy
 from specdec.engine.stats import SpecStats
 from specdec.proposers.base import Proposer
+from specdec.sampling import GumbelNoise, process_logits, token_logprobs
 from specdec.verify import VerifyResult, verify
 from specdec.verify_tree import verify_tree
 
@@ -64,6 +68,9 @@ class StepOutput:
     finish_reason: str | None = None  # "stop" (EOS) | "length"; None while running
     draft_class: str | None = None  # the proposer's name for this draft's class, if it names them
     num_pruned: int = 0  # drafted tokens dropped unverified by the confidence pruner
+    # with params.logprobs set, one per committed token (sampling.token_logprobs):
+    # {"token_id", "logprob", "top": [(token_id, logprob), ...]}, from the verify pass's logits
+    logprobs: list[dict] | None = None
 
 
 @dataclass
@@ -89,6 +96,11 @@ class Request:
     seq_len: int = 0  # entries in this row's cache
     num_generated: int = 0
     t_decode: float = 0.0
+    stop_ids: set[int] = field(default_factory=set)  # EOS (unless ignore_eos) and params.stop_token_ids
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.state.token_ids[self.state.num_prompt_tokens :]
 
 
 @dataclass
@@ -98,11 +110,12 @@ class _Draft:
     proposal: DraftProposal
     num_pruned: int = 0
     confidence: tuple[list[float], list[int]] | None = None  # the pruner's (scores, depths) of kept nodes
+    logprobs: list[dict] | None = None  # of the committed tokens, when the request asks for them
 
 
-def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
+def new_generator(seed: int, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
-    g.manual_seed(seed if seed is not None else secrets.randbits(63))
+    g.manual_seed(seed & ((1 << 64) - 1))
     return g
 
 
@@ -267,8 +280,9 @@ class Engine:
         if not self.num_free:
             raise RuntimeError(f"all {self.max_batch_size} rows are busy")
         row = self._rows.index(None)
-        generator = new_generator(params.seed, self.device)
-        state = SequenceState(list(prompt_ids), len(prompt_ids), params, generator)
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        noise = GumbelNoise(seed) if self.spec.sampling_verify == "coupled" and not params.greedy else None
+        state = SequenceState(list(prompt_ids), len(prompt_ids), params, new_generator(seed, self.device), noise)
         proposer = self.proposers[row] if speculative else None
         policy = RowPolicy(self.spec, enabled=proposer is not None, max_probe_interval=self.planner.max_probe_interval())
         req = Request(request_id, row, params, state, proposer, policy, SpecStats())
@@ -277,8 +291,13 @@ class Engine:
         positions = torch.arange(len(prompt_ids), device=self.device)[None]
         out = self.model(ids, positions, self._row_cache(row, 0), hidden_layers=self.hidden_layers,
                          logits_indices=slice(-1, None))
-        result = verify(ids[:, :0], None, out.logits, params, generator)
+        req.stop_ids = stop_ids(params, self.eos_ids)
+        logits = out.logits
+        if params.processes_logits:
+            logits = process_logits(logits[0], params, prompt_ids, [], [[]], req.stop_ids)[None]
+        result = verify(ids[:, :0], None, logits, params, state.generator, noise, len(prompt_ids))
         first = int(result.output_ids[0, 0])
+        logprobs = token_logprobs(out.logits[0], [first], params.logprobs) if params.logprobs is not None else None
         state.token_ids.append(first)
         state.target_hidden = self._features(out, 0)
         if proposer is not None:
@@ -287,11 +306,11 @@ class Engine:
         req.num_generated = 1
         req.stats.prefill_seconds += time.perf_counter() - t0
         req.t_decode = time.perf_counter()
-        finish = stop_reason([first], 1, params, self.eos_ids)
+        finish = stop_reason([first], 1, params, req.stop_ids)
         if not finish:
             self._requests[request_id] = req
             self._rows[row] = request_id
-        return req, StepOutput([first], [FATE_PLAIN], [], 0, finish)
+        return req, StepOutput([first], [FATE_PLAIN], [], 0, finish, logprobs=logprobs)
 
     def cancel(self, request_id: str) -> bool:
         """Free a running request's row between steps; False if it is not running."""
@@ -392,17 +411,25 @@ class Engine:
             logits = list(out.logits.split(sizes))  # packed [N, V] -> rows
             features = self._features(out, None, sizes)
         results = []
-        for req, draft, lg, feats in zip(running, drafts, logits, features):
-            p = draft.proposal
+        for req, draft, raw, feats in zip(running, drafts, logits, features):
+            p, params = draft.proposal, req.params
+            lg = raw
+            if params.processes_logits:  # each row sees the history plain decoding would there
+                lg = process_logits(raw, params, req.state.token_ids[: req.state.num_prompt_tokens], req.output_ids,
+                                    continuations(p), req.stop_ids)
             if p.tree is None:
-                result = verify(p.token_ids.to(dev), p.probs, lg[None], req.params, req.state.generator)
+                result = verify(p.token_ids.to(dev), p.probs, lg[None], params, req.state.generator,
+                                req.state.noise, len(req.state.token_ids))
                 keep = slice(0, int(result.num_accepted[0]) + 1)
             else:
-                tree_result = verify_tree(p.tree, lg, req.params, req.state.generator)
+                tree_result = verify_tree(p.tree, lg, params, req.state.generator, req.state.noise,
+                                          len(req.state.token_ids))
                 self._row_cache(req.row, req.seq_len + p.tree.num_nodes).compact(req.seq_len, tree_result.path)
                 result = tree_result.to_verify_result()
                 keep = torch.tensor(tree_result.path, device=dev)
             req.state.target_hidden = None if feats is None else feats[keep]
+            if params.logprobs is not None:
+                draft.logprobs = token_logprobs(raw[keep], result.emitted(0), params.logprobs)
             results.append(result)
         return results
 
@@ -415,7 +442,7 @@ class Engine:
         fates = [FATE_ACCEPTED] * num_accepted + [
             FATE_PLAIN if num_draft == 0 else FATE_BONUS if bool(result.bonus[0]) else FATE_RECOVERED
         ]
-        emitted, fates, finish = truncate_step(emitted, fates, req.num_generated, req.params, self.eos_ids)
+        emitted, fates, finish = truncate_step(emitted, fates, req.num_generated, req.params, req.stop_ids)
         req.state.token_ids.extend(emitted)
         req.num_generated += len(emitted)
         draft_class = req.proposer.class_name(req.policy.draft_class) if num_draft and req.proposer is not None else None
@@ -434,7 +461,9 @@ class Engine:
         self.stats.num_generated_tokens += len(emitted)
         if finish:
             self.cancel(req.request_id)
-        return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class, draft.num_pruned)
+        logprobs = draft.logprobs[: len(emitted)] if draft.logprobs is not None else None
+        return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class,
+                          draft.num_pruned, logprobs)
 
     def _features(self, out, row: int | None, sizes: list[int] | None = None):
         """The target features at hidden_layers: [T, F] of a one-row forward (row 0), or a
@@ -477,21 +506,39 @@ def target_features(out, layers: tuple[int, ...], index=...) -> torch.Tensor:
     return torch.cat([out.hidden_states[i][index] for i in layers], dim=-1)
 
 
-def stop_reason(tokens: list[int], num_generated: int, params: SamplingParams, eos_ids: set[int]) -> str | None:
-    """"stop" if tokens hold an EOS, "length" at max_tokens, else None."""
-    if not params.ignore_eos and any(t in eos_ids for t in tokens):
+def stop_ids(params: SamplingParams, eos_ids: set[int]) -> set[int]:
+    """The tokens that end a request: EOS unless ignore_eos, and its stop_token_ids (which
+    stop it even with ignore_eos, as in vLLM)."""
+    return (set() if params.ignore_eos else set(eos_ids)) | set(params.stop_token_ids)
+
+
+def continuations(proposal: DraftProposal) -> list[list[int]]:
+    """Per verify row, the draft tokens between the committed sequence and that row: a
+    chain's row i follows drafts 0..i-1, a tree node follows its path from the root."""
+    if proposal.tree is None:
+        drafts = proposal.token_ids[0].tolist()
+        return [drafts[:i] for i in range(len(drafts) + 1)]
+    tokens, parents = proposal.tree.token_ids.tolist(), proposal.tree.parents.tolist()
+    paths: list[list[int]] = [[]]
+    for node in range(1, len(tokens)):  # parents come first
+        paths.append(paths[parents[node]] + [tokens[node]])
+    return paths
+
+
+def stop_reason(tokens: list[int], num_generated: int, params: SamplingParams, stops: set[int]) -> str | None:
+    """"stop" if tokens hold a stop token (`stop_ids`), "length" at max_tokens, else None."""
+    if any(t in stops for t in tokens):
         return "stop"
     if num_generated >= params.max_tokens:
         return "length"
     return None
 
 
-def truncate_step(emitted: list[int], fates: list[str], num_generated: int, params: SamplingParams, eos_ids: set[int]):
-    """Cut a step's tokens at the first EOS or at max_tokens; returns (tokens, fates, finish)."""
-    if not params.ignore_eos:
-        for i, t in enumerate(emitted):
-            if t in eos_ids:
-                return emitted[: i + 1], fates[: i + 1], "stop"
+def truncate_step(emitted: list[int], fates: list[str], num_generated: int, params: SamplingParams, stops: set[int]):
+    """Cut a step's tokens at the first stop token or at max_tokens; returns (tokens, fates, finish)."""
+    for i, t in enumerate(emitted):
+        if t in stops:
+            return emitted[: i + 1], fates[: i + 1], "stop"
     room = params.max_tokens - num_generated
     if len(emitted) >= room:
         return emitted[:room], fates[:room], "length"

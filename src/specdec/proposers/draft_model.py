@@ -4,7 +4,8 @@ The draft keeps its own KV cache. It remembers which token ids its cache holds, 
 each `propose` first rolls the cache back to the longest prefix it shares with the
 committed sequence, then feeds the committed tokens it has not seen and drafts K tokens
 autoregressively, sampling each from q = logits_to_probs(draft logits) with the request's
-own transform (greedy: argmax, q not needed).
+own transform (greedy: argmax, q not needed); when coupled, by Gumbel-max on the request's
+position-keyed noise, so that it meets the target's own draw whenever q is close to p.
 
 Worked example: committed [a b c], cache holds [a b]. propose(K=3) feeds [c] -> d1,
 then d1 -> d2, d2 -> d3; the cache holds [a b c d1 d2]. The target accepts d1 and
@@ -18,7 +19,7 @@ import torch
 
 from specdec.drafts import DraftProposal, SequenceState
 from specdec.proposers.base import Proposer
-from specdec.sampling import greedy, logits_to_probs, sample
+from specdec.sampling import draw, greedy, logits_to_probs
 
 # Strings whose token ids must agree between target and draft tokenizers.
 TOKENIZER_PROBES = (
@@ -91,7 +92,7 @@ class DraftModelProposer(Proposer):
         pending = committed[self.cache.length :]
         draft_ids: list[int] = []
         draft_probs: list[torch.Tensor] = []
-        for _ in range(num_tokens):
+        for i in range(num_tokens):
             start = self.cache.length
             ids = torch.tensor([pending], device=dev)
             positions = torch.arange(start, start + len(pending), device=dev)[None]
@@ -100,8 +101,8 @@ class DraftModelProposer(Proposer):
             if params.greedy:
                 token = int(greedy(logits[0]))
             else:
-                q = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)  # [1, V]
-                token = int(sample(q, state.generator)[0])
+                q = logits_to_probs(logits, params.temperature, params.top_k, params.top_p, params.min_p)  # [1, V]
+                token = int(draw(q, state.generator, state.noise, [len(committed) + i])[0])
                 draft_probs.append(q[0])
             draft_ids.append(token)
             pending = [token]

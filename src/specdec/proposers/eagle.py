@@ -7,7 +7,8 @@ the newest token (which the target has not seen yet). Those features are queued;
 (`start` feeds the prompt's at prefill time), then drafts:
   chain  K tokens, one head step each: greedy argmax, or sampled from
          q = logits_to_probs(draft logits mapped to the full vocabulary) with the
-         request's own transform (zero outside a reduced draft vocabulary)
+         request's own transform (zero outside a reduced draft vocabulary); coupled
+         sampling draws it by Gumbel-max on the request's position-keyed noise
   tree   EAGLE-2's dynamic tree: expand the top_k nodes of each depth by cumulative draft
          log-probability, top_k children each, then keep the best num_nodes of all
          candidates; depth <= K. The tree is deterministic (probs None), which the tree
@@ -35,7 +36,7 @@ import torch
 
 from specdec.drafts import DraftProposal, DraftTree, SequenceState
 from specdec.proposers.base import Proposer
-from specdec.sampling import logits_to_probs, sample
+from specdec.sampling import draw, logits_to_probs
 
 
 @dataclass
@@ -134,8 +135,9 @@ class EagleProposer(Proposer):
                 token = int(head.to_target_ids(torch.tensor(best)))
                 log_conf.append(float(logp[best]))
             else:
-                q = logits_to_probs(head.full_vocab_logits(logits), params.temperature, params.top_k, params.top_p)
-                token = int(sample(q[None], state.generator)[0])
+                q = logits_to_probs(head.full_vocab_logits(logits), params.temperature, params.top_k, params.top_p,
+                                    params.min_p)
+                token = int(draw(q[None], state.generator, state.noise, [len(state.token_ids) + i])[0])
                 draft_probs.append(q)
             draft_ids.append(token)
             if i == num_tokens - 1:
