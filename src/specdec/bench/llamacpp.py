@@ -30,7 +30,8 @@ import torch
 from specdec.bench.peers import Measurement, Peer, measurement_from_arrivals
 
 LLAMACPP_DEFAULT_LOOKUP_TOKENS = 10  # LlamaPromptLookupDecoding's default num_pred_tokens
-INSTALL_HINT = "--peer llamacpp needs llama-cpp-python: pip install 'specdec[llamacpp]'"
+INSTALL_HINT = ("--peer llamacpp needs llama-cpp-python: scripts/setup_peers.sh llamacpp builds .venv-llamacpp "
+                "(run the bench from there), or pip install 'specdec[llamacpp]'")
 
 
 def import_llama_cpp():
