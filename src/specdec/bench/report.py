@@ -227,3 +227,17 @@ def write_all(out: Path, records: list[dict], summary: dict | None = None) -> di
     plots, notes = write_plots(summary, out)
     (out / "report.md").write_text(markdown_report(summary, plots, notes))
     return summary
+
+
+def machine_table(summaries: dict[str, dict], field: str = "speedup", digits: int = 2, suffix: str = "x") -> str:
+    """One row per config, one column per machine: `field` of each summary's overall entries
+    (docs/benchmarks.md and the README's headline, where runs of one suite on several machines
+    sit side by side). summaries: machine label -> summary, in column order."""
+    names: list[str] = []
+    values: dict[tuple[str, str], object] = {}
+    for machine, summary in summaries.items():
+        for e in _entries(summary):
+            names.append(e["name"])
+            values[(e["name"], machine)] = e.get(field)
+    rows = [[name] + [_f(values.get((name, m)), digits, suffix) for m in summaries] for name in dict.fromkeys(names)]
+    return md_table(["config"] + list(summaries), rows)
