@@ -127,3 +127,16 @@ def test_vllm_peers_speak_json_with_a_worker_in_another_venv(tiny_model_dir, tmp
         for p in peers:
             p.close()
     assert all(p.worker.proc.poll() is not None for p in peers)
+
+
+def test_own_plain_mismatches_compare_vllm_with_vllm():
+    from specdec.bench.vllm_peer import own_plain_mismatches
+
+    def rec(spec, prompt, ids, t=0.0):
+        return {"speculative": spec, "contender": f"{spec}@T0", "prompt_id": prompt, "repeat": 0, "temperature": t,
+                "token_ids": ids}
+
+    records = [rec("vllm", "a", [1, 2]), rec("vllm", "b", [3]), rec("vllm-eagle", "a", [1, 2]),
+               rec("vllm-eagle", "b", [4]), rec("vllm-ngram", "a", [1, 9]), rec("none", "a", [7]),
+               rec("vllm-ngram", "b", [5], t=0.7)]
+    assert own_plain_mismatches(records) == {"vllm-eagle@T0": 1, "vllm-ngram@T0": 1}

@@ -16,6 +16,8 @@ the same prompt ids, max_tokens and EOS ids as the engine; greedy at temperature
 temperature sampling seeded per request. The worker steps vLLM's engine itself and times the
 arrivals (peers.measurement_from_arrivals), so the pipe costs the timing nothing. Each run's
 share of vLLM's speculative counters is kept on the peer (`spec_counters`), per prompt id.
+`own_plain_mismatches(records)` counts vLLM's speculative greedy runs whose tokens differ from
+vLLM's own plain run of the same prompt and repeat (the summary counts them against ours).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ class VllmWorker:
     """A worker process and its JSON-lines pipe (bench/vllm_worker.py documents the protocol)."""
 
     def __init__(self, python: Path, config: dict) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS=str(config.pop("threads", 1)))
+        threads = config.pop("threads", 1)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}")  # the bench's thread count, as ours
         self.proc = subprocess.Popen([str(python), str(WORKER), json.dumps(config)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read()
@@ -156,3 +160,16 @@ def vllm_peers(names: list[str], target, methods: list[str], draft_ns: list, ngr
             p.close()
         raise
     return peers
+
+
+def own_plain_mismatches(records: list[dict]) -> dict[str, int]:
+    """Contender name -> its greedy runs whose token ids differ from the `vllm` plain run of the
+    same prompt and repeat (bench records: runner.make_record), for vllm-ngram / vllm-eagle."""
+    plain = {(r["prompt_id"], r["repeat"]): r["token_ids"] for r in records
+             if r["speculative"] == "vllm" and r["temperature"] == 0}
+    counts: dict[str, int] = {}
+    for r in records:
+        key = (r["prompt_id"], r["repeat"])
+        if r["speculative"] in ("vllm-ngram", "vllm-eagle") and r["temperature"] == 0 and key in plain:
+            counts[r["contender"]] = counts.get(r["contender"], 0) + (r["token_ids"] != plain[key])
+    return counts
