@@ -6,9 +6,38 @@ const $ = (id) => document.getElementById(id);
 let modelId = null;
 let controller = null;
 
+// A server started with --api-key wants `Authorization: Bearer KEY` on /v1/. The page never
+// holds the key: on a 401 it asks for it, and keeps it in this tab's sessionStorage.
+const KEY_ITEM = "specdec-api-key";
+
+function api(path, options = {}) {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  const headers = { ...(options.headers || {}), ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+  return fetch(path, { ...options, headers }).then((r) => {
+    if (r.status === 401) {
+      sessionStorage.removeItem(KEY_ITEM);
+      $("key-form").hidden = false;
+      $("api-key").focus();
+    }
+    return r;
+  });
+}
+
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(KEY_ITEM, $("api-key").value.trim());
+  $("api-key").value = "";
+  $("key-form").hidden = true;
+  loadModel();
+});
+
 async function loadModel() {
   try {
-    const r = await fetch("/v1/models");
+    const r = await api("/v1/models");
+    if (r.status === 401) {
+      $("model-info").textContent = "this server wants an API key";
+      return;
+    }
     const card = (await r.json()).data[0];
     modelId = card.id;
     $("model-info").textContent = `${card.id} · speculative: ${card.speculative} · context ${card.max_model_len}`;
@@ -68,7 +97,7 @@ async function run(speculative, render = true, seed = null) {
   const start = performance.now();
   let first = null;
   let usage = null;
-  const response = await fetch(path, {
+  const response = await api(path, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(requestBody(speculative, seed)),
