@@ -170,9 +170,7 @@ print("HEAVY", heavy)
 
 @pytest.mark.parametrize("command", [
     "",
-    *(pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="server/app.py imports torch at module import"))
-      if c == "serve" else c for c in ("generate", "theory", "memory", "bench", "doctor", "serve", "train-draft",
-                                       "export-draft")),
+    "generate", "theory", "memory", "bench", "doctor", "serve", "train-draft", "export-draft",
 ])
 def test_help_imports_no_torch(command):
     """`specdec --help` and each subcommand's `--help` build only that parser: no torch import
