@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -37,9 +37,11 @@ class Server:
     proc: subprocess.Popen
     url: str
     log: Path
+    # one client for the test's own calls: httpx.get() builds a TLS context each time
+    http: httpx.Client = field(default_factory=httpx.Client)
 
     def metrics(self) -> dict[str, float]:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        text = self.http.get(f"{self.url}/metrics", timeout=10).text
         values = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -63,6 +65,7 @@ class Server:
         raise AssertionError("no VmRSS")
 
     def stop(self, timeout: float = 20.0) -> int:
+        self.http.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
@@ -95,7 +98,7 @@ def wait_ready(server: Server, timeout: float = 120.0) -> Server:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited {server.proc.returncode}:\n{server.log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+            if server.http.get(f"{server.url}/health", timeout=2).status_code == 200:
                 return server
         except httpx.TransportError:
             pass

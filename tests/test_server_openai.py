@@ -5,8 +5,8 @@ One tiny-model server (spawned as test_server.py spawns its own) with an API key
 body timeout and the default speculation (auto). Every OpenAI parameter is either honoured
 (compared with the in-process engine running plain decoding) or refused with a 400 naming
 it; every bad input of BAD_INPUTS gets a 4xx in OpenAI's error schema and leaves the server
-healthy. Tests of the engine's logits processors and logprobs skip until the engine
-reports them (handlers.ENGINE_LOGPROBS; an engine that ignores a processor).
+healthy. Logprobs and the logits processors are checked against plain decoding, with
+speculation on and off.
 """
 
 from __future__ import annotations
@@ -20,19 +20,18 @@ from test_server import REPEAT, Server, spawn, wait_ready
 
 from specdec.api import LLM
 from specdec.config import SamplingParams
-from specdec.server.handlers import ENGINE_LOGPROBS
 
 KEY = "sk-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHAT = [{"role": "user", "content": "Tell me about cats and mats and cats."}]
-needs_logprobs = pytest.mark.skipif(not ENGINE_LOGPROBS, reason="the engine does not report logprobs yet (StepOutput.logprobs)")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
+def server(tmp_path_factory, tiny_model_dir, request):
     srv = spawn(tmp_path_factory.mktemp("openai"), str(tiny_model_dir), "--api-key", KEY, "--body-timeout", "1",
                 "--max-model-len", "2048", "--max-batch-size", "4", "--served-model-name", "tiny")
     try:
+        request.getfixturevalue("greedy_repeat")  # the in-process reference loads while the server starts
         yield wait_ready(srv)
     finally:
         code = srv.stop()
@@ -41,7 +40,8 @@ def server(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60) as c:
+        yield c  # closed before the server stops: no idle keep-alive connection for its shutdown to wait out
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def tiny_llm(tiny_model_dir) -> LLM:
 def post(server: Server, path: str, body, timeout: float = 60, **headers) -> httpx.Response:
     kwargs = {"content": body, "headers": {"content-type": "application/json", **AUTH, **headers}} if isinstance(body, bytes) \
         else {"json": body, "headers": {**AUTH, **headers}}
-    return httpx.post(f"{server.url}/v1/{path}", timeout=timeout, **kwargs)
+    return server.http.post(f"{server.url}/v1/{path}", timeout=timeout, **kwargs)
 
 
 def plain(tiny_llm: LLM, prompt: str, **kw):
@@ -76,10 +76,10 @@ def test_api_key_guards_v1_only(server):
     with pytest.raises(openai.AuthenticationError) as e:
         wrong.models.list()
     assert e.value.status_code == 401 and e.value.body["code"] == "invalid_api_key"
-    r = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "max_tokens": 2})
+    r = server.http.post(f"{server.url}/v1/completions", json={"prompt": "x", "max_tokens": 2})
     assert r.status_code == 401 and set(r.json()["error"]) == {"message", "type", "param", "code"}
-    assert httpx.get(f"{server.url}/health").status_code == 200
-    assert httpx.get(f"{server.url}/metrics").status_code == 200
+    assert server.http.get(f"{server.url}/health").status_code == 200
+    assert server.http.get(f"{server.url}/metrics").status_code == 200
 
 
 def test_slow_body_gets_408_and_the_connection_is_closed(server):
@@ -91,7 +91,16 @@ def test_slow_body_gets_408_and_the_connection_is_closed(server):
         while chunk := s.recv(4096):  # the server closes the connection after its answer
             data += chunk
     assert data.startswith(b"HTTP/1.1 408") and b"body_timeout" in data, data[:300]
-    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert server.http.get(f"{server.url}/health").status_code == 200
+
+
+def test_playground_page_is_open_and_asks_for_the_key(server):
+    """The page and its files need no key and hold none; the page sends the key the user gives it."""
+    page = server.http.get(f"{server.url}/", timeout=10)
+    script = server.http.get(f"{server.url}/static/app.js", timeout=10)
+    assert page.status_code == script.status_code == 200
+    assert KEY not in page.text and KEY not in script.text
+    assert 'id="api-key"' in page.text and "Authorization: `Bearer ${key}`" in script.text and "sessionStorage" in script.text
 
 
 # --- cancellation ----------------------------------------------------------------------------
@@ -104,13 +113,13 @@ def test_client_timeout_cancels_the_rows(server, stream):
     before = server.metrics()
     body = dict(prompt="go on", max_tokens=1900, ignore_eos=True, n=2, stream=stream)
     if stream:  # read a few chunks, then hang up
-        with httpx.stream("POST", f"{server.url}/v1/completions", json=body, headers=AUTH, timeout=60) as r:
+        with server.http.stream("POST", f"{server.url}/v1/completions", json=body, headers=AUTH, timeout=60) as r:
             for i, _ in enumerate(r.iter_lines()):
                 if i == 6:
                     break
     else:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{server.url}/v1/completions", json=body, headers=AUTH, timeout=1.0)
+            server.http.post(f"{server.url}/v1/completions", json=body, headers=AUTH, timeout=1.0)
     after = server.wait_idle(timeout=5)
     assert after["specdec_requests_total{status=499}"] == before.get("specdec_requests_total{status=499}", 0) + 1
     assert after["specdec_generation_tokens_total"] - before["specdec_generation_tokens_total"] < 2 * 1900
@@ -199,8 +208,7 @@ def greedy_repeat(tiny_llm) -> str:
 @pytest.mark.parametrize("extra, kw", PROCESSORS, ids=[next(iter(e)) for e, _ in PROCESSORS])
 def test_logits_processors_match_plain_decoding(client, tiny_llm, greedy_repeat, extra, kw):
     expected = plain(tiny_llm, REPEAT, temperature=0, max_tokens=16, ignore_eos=True, **kw).text
-    if expected == greedy_repeat:
-        pytest.skip(f"the engine does not apply {next(iter(extra))} yet")
+    assert expected != greedy_repeat, f"{next(iter(extra))} should change greedy output on REPEAT"
     got = client.completions.create(model="tiny", prompt=REPEAT, max_tokens=16, temperature=0, extra_body={"ignore_eos": True, **extra})
     assert got.choices[0].text == expected
 
@@ -209,8 +217,7 @@ def test_stop_token_ids_and_min_tokens(client, tiny_llm):
     ids = tiny_llm.generate(REPEAT, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True), use_tqdm=False)[0].outputs[0].token_ids
     stop = ids[2]
     cut = plain(tiny_llm, REPEAT, temperature=0, max_tokens=12, stop_token_ids=[stop])
-    if cut.finish_reason != "stop":
-        pytest.skip("the engine does not honour stop_token_ids yet")
+    assert cut.finish_reason == "stop" and cut.token_ids[-1] == stop
     r = client.completions.create(model="tiny", prompt=REPEAT, max_tokens=12, temperature=0, extra_body={"stop_token_ids": [stop]})
     assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == ids.index(stop) + 1
     late = plain(tiny_llm, REPEAT, temperature=0, max_tokens=12, stop_token_ids=[stop], min_tokens=ids.index(stop) + 2)
@@ -225,7 +232,6 @@ def test_min_p_sampled_rows_match_plain(client, tiny_llm):
     assert got == plain(tiny_llm, REPEAT, temperature=1.0, seed=3, max_tokens=12, min_p=0.3).text
 
 
-@needs_logprobs
 def test_chat_logprobs_speculative_equal_plain(client):
     kw = dict(model="tiny", messages=CHAT, max_tokens=16, temperature=0, logprobs=True, top_logprobs=3)
     spec = client.chat.completions.create(**kw)
@@ -237,7 +243,6 @@ def test_chat_logprobs_speculative_equal_plain(client):
         assert x.logprob == pytest.approx(x.top_logprobs[0].logprob) and bytes(x.bytes).decode("utf-8", "replace")
 
 
-@needs_logprobs
 def test_completion_logprobs_speculative_equal_plain_streamed_and_not(client):
     kw = dict(model="tiny", prompt=REPEAT, max_tokens=16, temperature=0, logprobs=2, extra_body={"ignore_eos": True})
     full = client.completions.create(**kw).choices[0]
@@ -247,6 +252,38 @@ def test_completion_logprobs_speculative_equal_plain_streamed_and_not(client):
     assert all(len(top) <= 2 for top in full.logprobs.top_logprobs) and full.logprobs.text_offset[0] == 0
     chunks = [c.choices[0] for c in client.completions.create(**kw, stream=True) if c.choices]
     assert [t for c in chunks if c.logprobs for t in c.logprobs.tokens] == full.logprobs.tokens
+
+
+@pytest.mark.parametrize("stop", [" HEALTH alm", "ontal HE"], ids=["at-a-token-boundary", "inside-a-token"])
+def test_logprobs_end_with_the_text_a_stop_string_cuts(client, stop):
+    """No entry for a token cut whole by a stop string; the token it starts inside keeps its entry."""
+    kw = dict(model="tiny", prompt=REPEAT, max_tokens=16, temperature=0, logprobs=1, extra_body={"ignore_eos": True})
+    full = client.completions.create(**kw).choices[0]
+    assert stop in full.text, full.text  # REPEAT's greedy output on the tiny model
+    text = full.text[: full.text.index(stop)]
+    tokens = full.logprobs.tokens
+    keep = next(m for m in range(len(tokens) + 1) if len("".join(tokens[:m])) >= len(text))
+    cut = client.completions.create(**kw, stop=[stop]).choices[0]
+    assert cut.text == text and cut.finish_reason == "stop"
+    assert cut.logprobs.tokens == tokens[:keep] and cut.logprobs.token_logprobs == full.logprobs.token_logprobs[:keep]
+    streamed = [c.choices[0] for c in client.completions.create(**kw, stop=[stop], stream=True) if c.choices]
+    assert "".join(c.text for c in streamed) == text
+    assert [t for c in streamed if c.logprobs for t in c.logprobs.tokens] == tokens[:keep]
+    assert [o for c in streamed if c.logprobs for o in c.logprobs.text_offset] == cut.logprobs.text_offset
+
+
+def test_infinite_logprobs_are_written_as_vllm_writes_them():
+    from specdec.server.logprobs import TokenText, chat_logprobs, completion_logprobs
+
+    class Tok:  # two one-character tokens, no byte-level decoder
+        def decode(self, ids):
+            return "ab"[ids[0]]
+
+    entries = [{"token_id": 0, "logprob": float("-inf"), "top": [(1, -0.5), (0, float("-inf"))]}]
+    chat = chat_logprobs(entries, TokenText(Tok())).content[0]
+    assert chat.logprob == -9999.0 and [t.logprob for t in chat.top_logprobs] == [-0.5, -9999.0]
+    legacy = completion_logprobs(entries, TokenText(Tok()), 0)
+    assert legacy.token_logprobs == [-9999.0] and legacy.top_logprobs == [{"b": -0.5, "a": -9999.0}]
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -373,13 +410,13 @@ def test_bad_input_gets_an_openai_error_and_the_server_stays_healthy(server, pat
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"], error
     assert error["param"] == param, error
-    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+    assert server.http.get(f"{server.url}/health", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("method, path, status", [("GET", "/v1/models/nope", 404), ("GET", "/v1/nothing", 404),
                                                   ("GET", "/v1/completions", 405), ("POST", "/v1/models", 405)])
 def test_bad_routes(server, method, path, status):
-    r = httpx.request(method, f"{server.url}{path}", headers=AUTH, timeout=10)
+    r = server.http.request(method, f"{server.url}{path}", headers=AUTH, timeout=10)
     assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 

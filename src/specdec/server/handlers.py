@@ -14,7 +14,6 @@ its next engine step.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -23,7 +22,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from specdec.api import encode_prompt
 from specdec.config import SamplingParams
-from specdec.engine.engine import StepOutput
 from specdec.engine.stats import SpecStats
 from specdec.server.logprobs import TokenText, chat_logprobs, completion_logprobs
 from specdec.server.metrics import ServerMetrics
@@ -44,12 +42,10 @@ from specdec.server.protocol import (
     Usage,
     dump,
     error_body,
-    refuse,
 )
 from specdec.server.scheduler import Event, QueueFull, Request, Scheduler, ShuttingDown
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
-ENGINE_LOGPROBS = "logprobs" in {f.name for f in dataclasses.fields(StepOutput)}
 
 
 @dataclass
@@ -136,9 +132,6 @@ def sampling_params(state: ServerState, body, num_prompt: int, max_tokens: int |
             raise APIError(400, f"logit_bias keys are token ids, got {key!r}", param="logit_bias")
         check_token_ids(state, [int(key)], "logit_bias")
         logit_bias[int(key)] = float(bias)
-    if body.num_logprobs is not None and not ENGINE_LOGPROBS:
-        raise refuse("top_logprobs" if body.top_logprobs else "logprobs" if isinstance(body, CompletionRequest) else "logprobs",
-                     "this engine does not report logprobs yet")
     base = dict(
         temperature=float(body.temperature), top_p=float(body.top_p), top_k=max(body.top_k, 0), min_p=float(body.min_p),
         max_tokens=max_tokens, min_tokens=body.min_tokens, stop=list(body.stop or []), stop_token_ids=list(body.stop_token_ids or []),
@@ -163,10 +156,6 @@ def spec_chunk(event: Event) -> SpecChunk | None:
     return SpecChunk(fates=step.fates, draft_ids=step.draft_ids, num_accepted=step.num_accepted, tokens=event.token_texts, draft_tokens=event.draft_texts or [])
 
 
-def step_logprobs(event: Event) -> list[dict]:
-    return (getattr(event.step, "logprobs", None) or []) if event.step is not None else []
-
-
 @dataclass
 class Choice:
     """What one choice has produced so far."""
@@ -174,6 +163,10 @@ class Choice:
     text: str = ""  # the echoed prompt included
     logprobs: list[dict] = field(default_factory=list)
     last: Event | None = None
+    text_offset: int = 0  # where the next streamed logprob entry's token starts in text
+
+    def __post_init__(self) -> None:
+        self.text_offset = len(self.text)
 
 
 class Generation:
@@ -218,7 +211,7 @@ class Generation:
                 self.handles[i].finished = event.finish_reason is not None
                 choice = self.choices[i]
                 choice.text += event.text
-                choice.logprobs += step_logprobs(event)
+                choice.logprobs += event.logprobs
                 choice.last = event
                 yield i, event
         finally:
@@ -246,7 +239,7 @@ class Generation:
 
     def chunk(self, i: int, event: Event | None, text: str | None, finish: str | None, role: bool = False, offset: int = 0) -> dict:
         spec = spec_chunk(event) if event is not None else None
-        logprobs = self._logprobs(step_logprobs(event), offset) if event is not None else None
+        logprobs = self._logprobs(event.logprobs, offset) if event is not None else None
         model = self.state.model_id
         if self.chat:
             delta = Delta(role="assistant" if role else None, content=text)
@@ -275,9 +268,11 @@ class Generation:
                     finishes.append("error")
                     yield sse(error_body(event.error or "generation failed", type="server_error", code="engine_error"))
                     break
-                if event.text or event.finish_reason or self.body.spec_fates or step_logprobs(event):
-                    offset = len(self.choices[i].text) - len(event.text)
-                    yield sse(self.chunk(i, event, event.text, event.finish_reason, offset=offset))
+                if event.text or event.finish_reason or self.body.spec_fates or event.logprobs:
+                    # a token's entry may follow its text (held back while a stop string could match)
+                    choice = self.choices[i]
+                    yield sse(self.chunk(i, event, event.text, event.finish_reason, offset=choice.text_offset))
+                    choice.text_offset += sum(len(self.state.token_text(e["token_id"])[0]) for e in event.logprobs)
                 if event.finish_reason:
                     finishes.append(event.finish_reason)
             if len(finishes) == len(self.choices) and "error" not in finishes and self.body.include_usage:

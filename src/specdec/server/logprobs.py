@@ -4,13 +4,15 @@ The engine reports, per committed token, {"token_id", "logprob", "top": [(token_
 (the target's log-probabilities after the request's logits processors, as plain decoding
 computes them). Chat wants `content[] {token, logprob, bytes, top_logprobs[]}`; legacy
 completions want parallel lists `tokens, token_logprobs, top_logprobs ({token: logprob}),
-text_offset`. Logprobs of -inf are written as -9999.0 (JSON has no infinity).
+text_offset`. Logprobs of -inf are written as -9999.0 (LOGPROB_FLOOR).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
+# JSON has no -inf: a logprob of -inf is written as -9999.0,
+# as vLLM's OpenAI server writes it (max(logprob, -9999.0) in its chat and completion layouts).
 LOGPROB_FLOOR = -9999.0
 
 

@@ -53,6 +53,7 @@ class Event:
     num_generated: int = 0
     stats: SpecStats | None = None  # on the final event
     error: str | None = None
+    logprobs: list[dict] = field(default_factory=list)  # entries of tokens whose text is out (see Scheduler._release_logprobs)
 
 
 @dataclass
@@ -84,6 +85,8 @@ class _Running:
     detok: Detokenizer
     num_generated: int = 0
     last_emit: float = 0.0
+    held_logprobs: list[dict] = field(default_factory=list)  # entries of the tokens from num_released on
+    num_released: int = 0  # tokens whose logprobs have gone out
 
 
 class Scheduler:
@@ -219,6 +222,9 @@ class Scheduler:
             text += running.detok.flush()
         running.num_generated += len(step.token_ids)
         event = Event(text, step, finish, num_generated=running.num_generated)
+        if step.logprobs or running.held_logprobs:
+            running.held_logprobs += step.logprobs or []
+            event.logprobs = self._release_logprobs(running, finish)
         if handle.request.want_fates:
             decode = self.tokenizer.decode
             event.token_texts = [decode([t]) for t in step.token_ids]
@@ -228,6 +234,38 @@ class Scheduler:
             self._running.pop(rid, None)
             self.engine.cancel(rid)  # a stop string ends a row the engine still runs
         self._deliver(handle, event)
+
+    def _release_logprobs(self, running: _Running, finish: str | None) -> list[dict]:
+        """The held logprob entries whose tokens' text has gone out, as the text goes.
+
+        Without stop strings every token's entry goes at once. With them, text that might
+        start a stop string is held back, and so are the entries of its tokens: a token goes
+        once the text decoded up to it is a prefix of the text sent. When a stop string
+        matches, the tokens needed to spell the returned text go (one the stop string starts
+        inside included) and the rest are dropped. Example: stop " cat", tokens " the", " c",
+        "at": " c" is held after step 2; "at" completes the stop; the text is " the" and
+        only " the"'s entry is ever sent.
+        """
+        detok = running.detok
+        ids, sent = detok.token_ids, running.num_released
+
+        def decode(n: int) -> str:  # the text of the first n tokens, as the detokenizer spells it
+            return self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+
+        if detok.stopped:
+            keep = sent
+            while keep < len(ids) and len(decode(keep)) < len(detok.text):
+                keep += 1
+        elif finish or not detok.stop:
+            keep = sent + len(running.held_logprobs)
+        else:
+            keep = sent + len(running.held_logprobs)
+            while keep > sent and not detok.text.startswith(decode(keep)):
+                keep -= 1
+        out = running.held_logprobs[: keep - sent]
+        running.held_logprobs = [] if detok.stopped else running.held_logprobs[keep - sent :]
+        running.num_released = keep
+        return out
 
     def _deliver(self, handle: Handle, event: Event) -> None:
         try:
