@@ -159,3 +159,60 @@ def test_generate_default_is_hybrid_trees_when_sampling(temp, capsys, cost_cache
     sampled_trees = temp != "0" and native_attention_supported(torch.float32, "cpu")
     assert data["tree_nodes"] == (16 if sampled_trees else 0)
     assert data["num_generated_tokens"] > 0
+
+
+def test_lean_gguf_reader_matches_gguf_package_bit_for_bit():
+    """models/gguf_header.py against gguf.GGUFReader + gguf.quants: the same config, the same
+    tensor names and shapes, the same float32 bits (and a checksum over all of them)."""
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from specdec.models import gguf_file
+    from specdec.models.default import default_model_path
+    from specdec.models.gguf_header import GGUFHeader
+
+    path = default_model_path()
+    header, reader = GGUFHeader(path), GGUFReader(str(path))
+    assert gguf_file.read_config(header, path) == gguf_file.read_config(reader, path)
+    assert header.metadata["tokenizer.ggml.tokens"] == list(reader.fields["tokenizer.ggml.tokens"].contents())
+    assert [t.name for t in header.tensors] == [t.name for t in reader.tensors]
+    checksum_ours, checksum_ref = 0, 0
+    for ours, ref in zip(header.tensors, reader.tensors):
+        expected = torch.from_numpy(np.asarray(dequantize(ref.data, ref.tensor_type), dtype=np.float32).copy())
+        got = header.dequantize(ours)
+        assert got.shape == expected.shape and got.dtype == torch.float32, ref.name
+        assert torch.equal(got.view(torch.int32), expected.view(torch.int32)), ref.name
+        checksum_ours += int(got.view(torch.int32).to(torch.int64).sum())
+        checksum_ref += int(expected.view(torch.int32).to(torch.int64).sum())
+    assert checksum_ours == checksum_ref
+
+
+def test_cached_tokenizer_tokenizes_as_autotokenizer(tmp_path, monkeypatch):
+    """The converted tokenizer (converted directly, then loaded from the cache without
+    AutoTokenizer) saves the same files and gives the same ids, text and chat prompt as
+    transformers' AutoTokenizer reading the GGUF."""
+    from transformers import AutoTokenizer
+
+    from specdec.models import gguf_file
+    from specdec.models.default import default_model_path
+
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
+    path = default_model_path()
+    reference = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    converted = gguf_file.load_gguf_tokenizer(path)
+    cached = gguf_file.load_gguf_tokenizer(path)
+    key_dir = tmp_path / "tokenizers" / gguf_file.file_key(path)[:32]
+    reference.save_pretrained(str(tmp_path / "reference"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (key_dir / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    texts = ["What is the capital of France?", "  héllo\n\twörld 12345 <|im_start|>user", "def f(x):\n    return x**2"]
+    chat = [{"role": "user", "content": texts[0]}]
+    for tok in (converted, cached):
+        for text in texts:
+            ids = reference.encode(text)
+            assert tok.encode(text) == ids, text
+            assert tok.decode(ids) == reference.decode(ids)
+        assert tok.apply_chat_template(chat, add_generation_prompt=True) == reference.apply_chat_template(
+            chat, add_generation_prompt=True)
+        assert tok.eos_token_id == reference.eos_token_id

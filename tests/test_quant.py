@@ -181,3 +181,37 @@ def test_quantized_self_draft_is_lossless(tiny_model_dir, variant, k, prompt):
     assert spec_out.token_ids == plain.token_ids
     assert spec_out.stats.num_drafts > 0
     assert spec_out.stats.num_accepted_tokens > 0  # a near-copy of the target mostly agrees
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0", "F16", "F32"])
+def test_lean_gguf_reader_dequantizes_as_gguf_quants(tmp_path, qtype):
+    """models/gguf_header.py's torch dequantization against gguf.quants, bit for bit, on a
+    GGUF file written by the gguf package; a truncated copy is refused with a clear error."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import dequantize, quantize
+
+    from specdec.models.gguf_header import GGUFHeader
+
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((8, 64)) * rng.uniform(0.01, 2.0, (8, 1))).astype(np.float32)
+    kind = GGMLQuantizationType[qtype]
+    data = quantize(w, kind) if qtype not in ("F16", "F32") else w.astype(np.float16 if qtype == "F16" else np.float32)
+    path = tmp_path / "one.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_string("tokenizer.ggml.model", "gpt2")
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b", "ü"])
+    writer.add_tensor("t.weight", data, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    header = GGUFHeader(path)
+    assert header.metadata["tokenizer.ggml.tokens"] == ["a", "b", "ü"]
+    (info,) = header.tensors
+    assert info.shape == (8, 64) and info.type_name == qtype
+    expected = torch.from_numpy(np.asarray(dequantize(data, kind), dtype=np.float32).reshape(8, 64).copy())
+    assert torch.equal(header.dequantize(info).view(torch.int32), expected.view(torch.int32))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(path.read_bytes()[:-16])
+    with pytest.raises(ValueError, match="truncated"):
+        GGUFHeader(truncated)

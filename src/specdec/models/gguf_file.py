@@ -2,12 +2,18 @@
 
 llama.cpp's converter permutes the rows of attn_q/attn_k from Hugging Face's rotate-half
 RoPE layout into interleaved pairs; `unpermute_rope` undoes that so one native model
-serves GGUF files and HF directories alike. Weights are dequantized by the `gguf`
-package (float32), then cast to the requested dtype by the caller.
+serves GGUF files and HF directories alike. Weights are dequantized to float32, then cast
+to the requested dtype by the caller.
+
+The file is read by `GGUFHeader` (models/gguf_header.py), not by the `gguf` package's
+GGUFReader: that one wraps every token and merge string of the tokenizer in numpy views,
+which takes seconds for a 49k-token vocabulary. F32, F16, Q4_0, Q4_1 and Q8_0 tensors are
+dequantized in torch with the `gguf` package's arithmetic, bit for bit
+(tests/test_model.py compares the two); other types go through `gguf.quants`.
 
 Building a tokenizer from GGUF metadata through transformers is slow (seconds, for the
 default model too), so the converted tokenizer is cached under the user cache directory,
-keyed by the file's SHA-256.
+keyed by the file's resolved path, size and modification time (`file_key`).
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from specdec.config import ModelConfig
+from specdec.models.gguf_header import GGUFHeader
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 
@@ -69,7 +76,9 @@ def unpermute_rope(w: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _field(reader, key: str, default=None):
-    f = reader.fields.get(key)
+    if isinstance(reader, GGUFHeader):
+        return reader.metadata.get(key, default)
+    f = reader.fields.get(key)  # a gguf.GGUFReader
     if f is None:
         return default
     return f.contents()
@@ -93,8 +102,8 @@ def read_config(reader, path: Path) -> ModelConfig:
     hidden = int(get("embedding_length"))
     num_heads = int(get("attention.head_count"))
     num_kv_heads = int(get("attention.head_count_kv", num_heads))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens.data) if tokens else None)
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    vocab = _field(reader, f"{arch}.vocab_size") or (len(tokens) if tokens else None)
     if vocab is None:
         raise ValueError(f"{path}: GGUF metadata has neither {arch}.vocab_size nor a token list")
     rope_scaling = None
@@ -122,17 +131,11 @@ def read_config(reader, path: Path) -> ModelConfig:
     )
 
 
-def read_state_dict(reader, config: ModelConfig) -> dict[str, torch.Tensor]:
+def read_state_dict(header: GGUFHeader, config: ModelConfig) -> dict[str, torch.Tensor]:
     """Dequantized float32 weights under Hugging Face's parameter names."""
-    from gguf.quants import dequantize
-
     state: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
-        array = dequantize(t.data, t.tensor_type)
-        array = np.asarray(array, dtype=np.float32)
-        if not (array.flags.writeable and array.flags.c_contiguous):
-            array = array.copy()  # F32 tensors come back as read-only views of the file
-        weight = torch.from_numpy(array)
+    for t in header.tensors:
+        weight = header.dequantize(t)
         parts = t.name.split(".")
         if parts[0] == "blk":
             layer, kind, suffix = parts[1], parts[2], parts[3]
@@ -157,19 +160,25 @@ def read_state_dict(reader, config: ModelConfig) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_gguf_tokenizer(path: Path, sha256: str):
-    """Fast tokenizer from GGUF metadata, converted once and cached by file hash."""
-    from transformers import AutoTokenizer
+def file_key(path: Path) -> str:
+    """A cache key for a file: its resolved path, size and modification time (a hash of them),
+    so an edited or replaced file gets a new key without hashing its contents."""
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
 
-    cached = cache_dir() / "tokenizers" / sha256[:32]
+
+def load_gguf_tokenizer(path: Path, key: str | None = None, header: GGUFHeader | None = None):
+    """Fast tokenizer from GGUF metadata, converted once and cached under `key`
+    (default `file_key(path)`)."""
+    key = key or file_key(path)
+    cached = cache_dir() / "tokenizers" / key[:32]
     if (cached / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(path.parent), gguf_file=path.name, local_files_only=True
-    )
+        return _load_cached_tokenizer(cached)
+    status("converting the GGUF tokenizer (once per model file)")
+    tokenizer = _convert_gguf_tokenizer(path, header or GGUFHeader(path))
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "specdec_source.json").write_text(json.dumps({"gguf": str(path), "sha256": sha256}))
+    (tmp / "specdec_source.json").write_text(json.dumps({"gguf": str(path), "key": key}))
     try:
         tmp.replace(cached)
     except OSError:  # another process cached it first
@@ -177,14 +186,56 @@ def load_gguf_tokenizer(path: Path, sha256: str):
     return tokenizer
 
 
-def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], object]:
-    from gguf import GGUFReader
+def _convert_gguf_tokenizer(path: Path, header: GGUFHeader):
+    """transformers' tokenizer for a GGUF file. AutoTokenizer first reads the model's config
+    through gguf.GGUFReader (slow: every tokenizer string becomes numpy views) only to pick
+    the class, which for a byte-level BPE vocabulary ("gpt2") of the supported architectures
+    is transformers' tokenizers-backed class; that class converts the vocabulary itself with
+    transformers' lighter reader. The files both save are the same, byte for byte
+    (tests/test_model.py checks the default model's). Other vocabularies take AutoTokenizer."""
+    if header.metadata.get("tokenizer.ggml.model") == "gpt2" and header.metadata.get("general.architecture") in SUPPORTED_ARCHITECTURES:
+        try:
+            from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        except ImportError:  # another transformers layout
+            pass
+        else:
+            return TokenizersBackend.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+
+
+def _load_cached_tokenizer(cached: Path):
+    """AutoTokenizer's answer for a directory save_pretrained wrote, without AutoTokenizer where
+    the directory names transformers' tokenizers-backed class: AutoTokenizer imports the model
+    machinery (torch.distributed and more), which costs about a second of every load."""
     try:
-        reader = GGUFReader(str(path))
-    except Exception as e:  # gguf raises assorted errors on truncated files
+        name = json.loads((cached / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        name = None
+    if name == "TokenizersBackend":
+        try:
+            from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        except ImportError:  # another transformers layout
+            pass
+        else:
+            return TokenizersBackend.from_pretrained(str(cached), local_files_only=True)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+
+
+def status(message: str) -> None:
+    """One line on stderr for a step that takes more than a second (the first run's)."""
+    print(f"specdec: {message}", file=sys.stderr, flush=True)
+
+
+def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], object]:
+    try:
+        header = GGUFHeader(path)
+    except (ValueError, OSError) as e:
         raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
-    config = read_config(reader, path)
-    state = read_state_dict(reader, config)
-    tokenizer = load_gguf_tokenizer(path, file_sha256(path))
+    config = read_config(header, path)
+    state = read_state_dict(header, config)
+    tokenizer = load_gguf_tokenizer(path, header=header)
     return config, state, tokenizer

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from specdec.config import ModelConfig
 from specdec.models.convert import native_state_dict
 from specdec.models.default import default_model_path
 from specdec.models.linear import pack_linears_for_cpu
 from specdec.models.llama import LlamaModel
-from specdec.models.native import native_attention_supported, native_linear_supported
+from specdec.models.native import native_attention_supported, native_linear_supported, start_native_build
 from specdec.models.target import TargetModel
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -84,6 +85,18 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+class _SkipInit(TorchFunctionMode):
+    """Skip `torch.nn.init` while building a model whose weights are loaded next: on the meta
+    device the initializers do nothing useful, and the first one to run there imports
+    torch._dynamo (through torch._refs), which costs seconds at every load."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init" and func.__name__.endswith("_"):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
 def build_native(
     config: ModelConfig,
     hf_state: dict[str, torch.Tensor],
@@ -92,7 +105,7 @@ def build_native(
     max_seq_len: int | None,
 ) -> LlamaModel:
     state = native_state_dict(hf_state, config)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInit():
         model = LlamaModel(config, max_seq_len)
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
@@ -126,6 +139,8 @@ def load_model(
         raise ValueError(f"quant must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
     torch_dtype = TORCH_DTYPES[dtype]
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        start_native_build()  # a first run's compile overlaps the reading below
     path = Path(path).expanduser() if path else default_model_path()
     if not path.exists():
         raise FileNotFoundError(f"model path {path} does not exist")

@@ -27,7 +27,9 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -130,9 +132,24 @@ def _bind_elementwise(lib: ctypes.CDLL) -> None:
             fn.restype = _int
 
 
+_BUILD_LOCK = threading.Lock()
+
+
+def start_native_build() -> None:
+    """Build (or load) the kernels on a background thread, so that a first run's compile
+    overlaps the model's loading; `native_library()` then waits for it."""
+    if native_enabled():
+        threading.Thread(target=native_library, name="specdec-native-build", daemon=True).start()
+
+
 @lru_cache(maxsize=1)
 def native_library() -> ctypes.CDLL | None:
     """The compiled kernels, or None (disabled, no compiler, or every build failed)."""
+    with _BUILD_LOCK:  # one build, whichever thread asks first (start_native_build)
+        return _native_library()
+
+
+def _native_library() -> ctypes.CDLL | None:
     if not native_enabled():
         return None
     cc = _compiler()
@@ -146,6 +163,8 @@ def native_library() -> ctypes.CDLL | None:
         target = cache_dir() / "kernels" / f"specdec_cpu-{key}.so"
         try:
             if not target.exists():
+                print(f"specdec: compiling the C kernels into {target.parent} (once per CPU and source version)",
+                      file=sys.stderr, flush=True)
                 _build(cc, flags, target)
             lib = ctypes.CDLL(str(target))
             if lib.specdec_abi_version() != ABI_VERSION:
