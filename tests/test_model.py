@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 from specdec.config import ModelConfig
@@ -235,3 +236,29 @@ def test_cache_bounds_are_checked():
         cache.rollback(7)
     with pytest.raises(ValueError, match="compact"):
         cache.compact(4, [0, 5])
+
+
+def test_one_row_probe_tells_kernels_apart_and_says_so_once(monkeypatch, tmp_path, capsys):
+    """linear.one_row_kernel_agrees on its reduced rows: a one-row path that sums in another
+    order is caught, a row-by-row kernel agrees; the first probe says so on stderr."""
+    from specdec.models import linear
+
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
+    monkeypatch.setattr(linear, "_probed", {})
+    monkeypatch.setattr(linear, "_announced", [])
+
+    def row_by_row(x, w, b):
+        return torch.stack([F.linear(r[None], w, b)[0] for r in x])
+
+    def reordered_single(x, w, b):
+        return F.linear(x.flip(-1), w.flip(-1), b) if x.shape[0] == 1 else row_by_row(x, w, b)
+
+    layers = []
+    for fn, out_features in ((row_by_row, 96), (reordered_single, 97)):
+        layer = linear.CPULinear(torch.nn.Linear(256, out_features, bias=False))
+        layer._matmul = fn
+        layers.append(layer)
+    assert linear.one_row_kernel_agrees(layers[0])
+    assert not linear.one_row_kernel_agrees(layers[1])
+    assert capsys.readouterr().err.count("probing the one-row linear kernels") == 1
+    assert (tmp_path / "kernels" / "one-row-probes.json").exists()

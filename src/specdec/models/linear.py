@@ -37,7 +37,7 @@ a decode step's linears agree with a verify pass's, at a price: the two-row kern
 the weights slower, so a padded decode step costs more (`benchmarks/batch_invariance.py`
 measures it). Where the one-row kernel is the same reduction the padding is not
 needed, and `set_pad_single_row` finds out per weight shape (`one_row_kernel_agrees`):
-it compares 256 random rows computed one at a time with the same rows in products of 16.
+it compares 64 random rows computed one at a time with the same rows in products of 16.
 Which shapes agree depends on the torch version, the CPU and the thread count, hence the
 probe rather than a fixed list (`benchmarks/batch_invariance.py` reports it per linear; with
 blocked bfloat16 the wide-K weights, such as the default model's w2, K = 1536, are the ones
@@ -50,6 +50,7 @@ import functools
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -218,8 +219,11 @@ def set_pad_single_row(model: nn.Module, enabled: bool) -> None:
             module.pad_single_row = enabled and not one_row_kernel_agrees(module)
 
 
-PROBE_ROWS, PROBE_BLOCK = 256, 16
+# Each probed row has out_features outputs, so another reduction order shows in nearly every
+# row: 64 rows are ample evidence, and a quarter of the cost of the 256 once used.
+PROBE_ROWS, PROBE_BLOCK = 64, 16
 _probed: dict[str, bool] = {}
+_announced: list[bool] = []
 
 
 def _probe_file() -> Path:
@@ -233,7 +237,7 @@ def one_row_kernel_agrees(layer: CPULinear | BlockedLinear) -> bool:
     Probed on the layer's own weight with random rows, at the current thread count and at
     one thread, once per (kernel, weight shape, dtype, thread count, torch version, CPU):
     the answers are kept in the user cache directory (the probes, the LM head's most of all,
-    are too slow to repeat at every load). A different reduction order shows in some of 256
+    are too slow to repeat at every load). A different reduction order shows in some of the
     rows (as w2's does, above), so "agrees" is strong evidence of the same kernel; "differs"
     only costs speed.
     """
@@ -247,6 +251,10 @@ def one_row_kernel_agrees(layer: CPULinear | BlockedLinear) -> bool:
         except (OSError, ValueError):
             pass
     if key not in _probed:
+        if not _announced:
+            _announced.append(True)
+            print(f"specdec: probing the one-row linear kernels (once per shape, CPU and thread count; "
+                  f"cached in {_probe_file()})", file=sys.stderr, flush=True)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(PROBE_ROWS, layer.in_features, generator=gen).to(weight.dtype)
         agrees = True
