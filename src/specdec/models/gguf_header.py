@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,36 @@ class TensorInfo:
     @property
     def type_name(self) -> str:
         return TYPE_NAMES.get(self.type, str(self.type))
+
+
+class _LazyStrings(Sequence):
+    """A GGUF string array, decoded on first use (a vocabulary's strings are seldom needed)."""
+
+    def __init__(self, buffer, offset: int, count: int) -> None:
+        self._buffer, self._offset, self._count = buffer, offset, count
+        self._items: list[str] | None = None
+
+    def _decoded(self) -> list[str]:
+        if self._items is None:
+            items, pos, unpack = [], self._offset, struct.Struct("<Q").unpack_from
+            for _ in range(self._count):
+                n = unpack(self._buffer, pos)[0]
+                items.append(self._buffer[pos + 8 : pos + 8 + n].decode("utf-8"))
+                pos += 8 + n
+            self._items = items
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        return self._decoded()[index]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{self._count} GGUF strings>"
 
 
 def _block_sizes(ggml_type: int) -> tuple[int, int]:
@@ -82,13 +113,23 @@ class GGUFHeader:
         self._pos += n
         return value
 
+    def _skip_strings(self, count: int) -> int:
+        """Move past count strings; returns where they start."""
+        start, pos, end, unpack = self._pos, self._pos, len(self._map), struct.Struct("<Q").unpack_from
+        for _ in range(count):
+            pos += 8 + unpack(self._map, pos)[0]
+        if pos > end:
+            raise ValueError(f"{self.path}: a string array runs past the end of the file")
+        self._pos = pos
+        return start
+
     def _value(self, kind: int):
         if kind == _STRING:
             return self._string()
         if kind == _ARRAY:
             item, count = self._read("<I"), self._read("<Q")
             if item == _STRING:
-                return [self._string() for _ in range(count)]
+                return _LazyStrings(self._map, self._skip_strings(count), count)
             if item == _ARRAY:
                 return [self._value(_ARRAY) for _ in range(count)]
             dtype = np.dtype(_NUMPY[item])
@@ -151,10 +192,16 @@ def _dequantize_blocks(blocks: torch.Tensor, ggml_type: int) -> torch.Tensor:
     """[N, bytes] uint8 blocks -> [N, 32] float32, as gguf.quants.Q4_0/Q4_1/Q8_0 compute them."""
     d = blocks[:, :2].contiguous().view(torch.float16).float()
     if ggml_type == GGML_Q8_0:
-        return blocks[:, 2:].contiguous().view(torch.int8).float() * d
+        out = torch.empty(blocks.shape[0], blocks.shape[1] - 2, dtype=torch.float32)
+        out.copy_(blocks[:, 2:].view(torch.int8))
+        return out.mul_(d)
     packed = blocks[:, 4:] if ggml_type == GGML_Q4_1 else blocks[:, 2:]
-    qs = torch.cat([packed & 0x0F, packed >> 4], dim=1)  # low nibbles are elements 0..15
+    half = packed.shape[1]
+    # in place, each step as gguf.quants computes it: low nibbles are elements 0..15
+    out = torch.empty(packed.shape[0], 2 * half, dtype=torch.float32)
+    out[:, :half] = packed & 0x0F
+    out[:, half:] = packed >> 4
     if ggml_type == GGML_Q4_0:
-        return d * (qs.to(torch.int8) - 8).float()
+        return out.sub_(8).mul_(d)  # (q - 8) is exact in int8 and in float32
     m = blocks[:, 2:4].contiguous().view(torch.float16).float()
-    return d * qs.float() + m
+    return out.mul_(d).add_(m)
