@@ -192,7 +192,7 @@ def _convert_gguf_tokenizer(path: Path, header: GGUFHeader):
     the class, which for a byte-level BPE vocabulary ("gpt2") of the supported architectures
     is transformers' tokenizers-backed class; that class converts the vocabulary itself with
     transformers' lighter reader. The files both save are the same, byte for byte
-    (tests/test_model.py checks the default model's). Other vocabularies take AutoTokenizer."""
+    (tests/test_default_model.py checks the default model's). Other vocabularies take AutoTokenizer."""
     if header.metadata.get("tokenizer.ggml.model") == "gpt2" and header.metadata.get("general.architecture") in SUPPORTED_ARCHITECTURES:
         try:
             from transformers.tokenization_utils_tokenizers import TokenizersBackend
@@ -208,7 +208,7 @@ def _convert_gguf_tokenizer(path: Path, header: GGUFHeader):
 def _load_cached_tokenizer(cached: Path):
     """AutoTokenizer's answer for a directory save_pretrained wrote, without AutoTokenizer where
     the directory names transformers' tokenizers-backed class: AutoTokenizer imports the model
-    machinery (torch.distributed and more), which costs about a second of every load."""
+    machinery (torch.distributed and more) at every load."""
     try:
         name = json.loads((cached / "tokenizer_config.json").read_text()).get("tokenizer_class")
     except (OSError, ValueError):

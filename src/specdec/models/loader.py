@@ -88,7 +88,7 @@ def resolve_device(device: str) -> torch.device:
 class _SkipInit(TorchFunctionMode):
     """Skip `torch.nn.init` while building a model whose weights are loaded next: on the meta
     device the initializers do nothing useful, and the first one to run there imports
-    torch._dynamo (through torch._refs), which costs seconds at every load."""
+    torch._dynamo (through torch._refs), a large import, at every load."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
