@@ -4,8 +4,9 @@
     python benchmarks/serve_fault.py --cuts 20 --streams 8 --threads 2
 
 Starts `specdec serve` (a subprocess on loopback, the default model unless --model), warms it
-up (full streams and a few cut requests, so every batch size and allocation has run once) and
-records its RSS. Then:
+up with one round at the measured phase's concurrency (--streams concurrent full streams, then
+--cut-concurrency cut streams and cut requests), so the RSS baseline is taken after the
+allocator's high-water mark for that load, not before it. Then:
   1. --streams concurrent streaming chat requests run to the end (each must finish, no errors);
   2. --cuts streaming requests whose clients hang up after a few chunks;
   3. --cuts non-streaming requests whose clients give up after a short timeout;
@@ -175,8 +176,9 @@ def main() -> int:
                 pass
             time.sleep(0.5)
         t_start = time.perf_counter()
-        asyncio.run(load(url, args, rng, streams=args.max_batch_size, cuts=args.cut_concurrency))  # warm-up
+        asyncio.run(load(url, args, rng, streams=args.streams, cuts=args.cut_concurrency))  # warm-up: one round at full concurrency
         wait_idle(url, args.idle_timeout)
+        time.sleep(1.0)  # as before the end reading
         rss_start = rss_kib(proc.pid)
         before = gauges(url)
         figures = asyncio.run(load(url, args, rng, streams=args.streams, cuts=args.cuts))
