@@ -105,6 +105,14 @@ def test_vllm_eagle1_layout_reproduces_the_head(tiny_target, tmp_path, draft_voc
     assert (unfolded - hidden).abs().max() > 1e-2
 
 
+def test_check_export_refuses_the_sglang_eagle1_config_for_vllm(tiny_target, tmp_path):
+    """The SGLang layout's "bias": true (fc's) is attention bias to vLLM's Llama layer."""
+    export_head(make_head(tiny_target, "eagle1", 3000), tmp_path, torch.float32, "sglang")
+    assert check_export(tmp_path, "sglang") == []
+    problems = check_export(tmp_path, "vllm")
+    assert any("attention biases" in p for p in problems) and any("d2t" in p for p in problems)
+
+
 def test_vllm_eagle1_without_bias_shares_the_target_embedding(tiny_target, tmp_path):
     head = make_head(tiny_target)
     head.fc.bias = None

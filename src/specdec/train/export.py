@@ -4,9 +4,13 @@ a written directory back and lists where it departs from the layout it claims.
 Two layouts (`LAYOUTS`), both config.json + model.safetensors:
 
 vllm    what vLLM's loaders read (vllm/model_executor/models/llama_eagle.py, llama_eagle3.py)
-  eagle1  speculative_config method "eagle": EagleLlamaForCausalLM. Its fc has no bias, its
-          loader drops an unexpected `fc.bias` without a word, and it has no d2t (its drafts
-          range over the target's whole vocabulary, through the target's own LM head). So:
+  eagle1  speculative_config method "eagle": EagleLlamaForCausalLM. Its decoder layer is
+          vLLM's Llama layer, which reads a config "bias": true as *attention* bias: it then
+          builds q/k/v/o biases that no checkpoint holds and runs them unloaded (the EAGLE-1
+          layout's "bias" means fc's; a head exported that way loads and accepts no drafts).
+          Its fc has no bias, its loader drops an unexpected `fc.bias` without a word, and it
+          has no d2t (drafts range over the target's whole vocabulary, through the target's
+          own LM head). So "bias": false, and:
           - the full vocabulary: no lm_head, d2t or t2d. A reduced head's rows are the
             target's rows (lm_head_from_target), so over the draft vocabulary the logits are
             the same; the drafts may now also name tokens outside it;
@@ -199,6 +203,9 @@ def check_export(out_dir: str | Path, layout: str) -> list[str]:
     eagle3 = bool(set(config["architectures"]) & set(EAGLE3_ARCHS))
     if config.get("num_hidden_layers") != 1:
         problems.append(f"num_hidden_layers {config.get('num_hidden_layers')} != 1")
+    if layout == "vllm" and (config.get("bias") or config.get("attention_bias")):
+        problems.append("config bias/attention_bias is true: vLLM's Llama layer then builds attention biases "
+                        "that the checkpoint lacks")
     if layout == "vllm" and not eagle3:
         if config["architectures"] != ["LlamaForCausalLM"]:  # vLLM's method eagle prefixes "Eagle"
             problems.append(f"architectures {config['architectures']} != ['LlamaForCausalLM']")
