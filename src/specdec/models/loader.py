@@ -139,11 +139,11 @@ def load_model(
         raise ValueError(f"quant must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
     torch_dtype = TORCH_DTYPES[dtype]
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        start_native_build()  # a first run's compile overlaps the reading below
     path = Path(path).expanduser() if path else default_model_path()
     if not path.exists():
         raise FileNotFoundError(f"model path {path} does not exist")
+    if dev.type == "cpu":
+        start_native_build()  # a first run's compile overlaps the reading below
 
     if path.is_dir():
         hf_config = hf_dir.read_hf_config(path)
