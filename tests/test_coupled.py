@@ -20,7 +20,7 @@ from specdec.config import SamplingParams, SpeculativeConfig
 from specdec.engine.engine import Engine
 from specdec.models.loader import load_model
 from specdec.proposers.factory import build_proposers
-from specdec.sampling import GumbelNoise, draw, perturbed_argmax
+from specdec.sampling import GumbelNoise, draw, perturbed_argmax, perturbed_scores
 from specdec.verify import verify, verify_coupled, verify_greedy
 
 # --- the noise ----------------------------------------------------------------------------
@@ -42,13 +42,13 @@ def test_noise_is_a_pure_function_of_seed_position_and_token():
 
 
 def test_noise_is_gumbel_and_independent_across_tokens_and_positions():
-    g = GumbelNoise(123)(range(8), 4096).double()  # [8, 4096]
+    g = -GumbelNoise(123)(range(8), 4096).double().log()  # [8, 4096]; the rows hold E = exp(-g)
     assert kstest(g.flatten().numpy(), "gumbel_r").pvalue > 1e-3
     # a negative control: shifted noise is not Gumbel(0, 1)
     assert kstest((g.flatten() + 0.1).numpy(), "gumbel_r").pvalue < 1e-3
     corr = torch.corrcoef(g)  # positions against each other
     assert (corr - torch.eye(8)).abs().max() < 0.06
-    seeds = torch.stack([GumbelNoise(s)([0], 4096)[0] for s in range(8)]).double()
+    seeds = torch.stack([GumbelNoise(s)([0], 4096)[0] for s in range(8)]).double().log()
     assert (torch.corrcoef(seeds) - torch.eye(8)).abs().max() < 0.06
 
 
@@ -101,7 +101,7 @@ def coupled_step(seed: int, noise_class=GumbelNoise, accept_on_q: bool = False) 
     noise = noise_class(seed)
     drafts = draw(Q[:2], torch.Generator(), noise, [0, 1])[None]  # [1, 2]
     if accept_on_q:  # the control: acceptance judged by the draft's own perturbed argmax
-        result = verify_greedy(drafts, (Q.log() + noise(range(3), V))[None])
+        result = verify_greedy(drafts, perturbed_scores(Q, noise, range(3))[None])
     else:
         result = verify_coupled(drafts, P[None], noise, 0)
     tokens = result.emitted(0)

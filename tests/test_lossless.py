@@ -206,10 +206,13 @@ def check_joint(engine: Engine, target: LoadedModel, prompt: list[int], top_k: i
     return stats
 
 
-@pytest.mark.parametrize("kind", ["draft", "ngram"])
-@pytest.mark.parametrize("top_k", [0, 3])
-@pytest.mark.parametrize("k", [1, 2])
-@pytest.mark.parametrize("sampling_verify", ["coupled", "rejection"])
+# every proposer, top-k and K coupled (the default); rejection sampling at K = 2, where a
+# step holds accepted, recovered and bonus tokens alike
+JOINT_CASES = [(kind, top_k, k, "coupled") for kind in ("draft", "ngram") for top_k in (0, 3) for k in (1, 2)] + \
+    [(kind, top_k, 2, "rejection") for kind in ("draft", "ngram") for top_k in (0, 3)]
+
+
+@pytest.mark.parametrize("kind, top_k, k, sampling_verify", JOINT_CASES)
 def test_sampled_joint_matches_target(kind, top_k, k, sampling_verify):
     target = tiny_native(0)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2] if kind == "ngram" else [1, 4, 2]

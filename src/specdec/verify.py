@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from specdec.config import SamplingParams
-from specdec.sampling import GumbelNoise, greedy, logits_to_probs
+from specdec.sampling import GumbelNoise, greedy, logits_to_probs, perturbed_scores
 
 
 @dataclass
@@ -178,9 +178,9 @@ def verify_coupled(
     emit that argmax at the first mismatch or at position K. Every row reads the same noise
     rows (the engine verifies one request per call)."""
     _check_shapes(draft_ids, target_probs, "target_probs")
-    num_positions, vocab_size = target_probs.shape[1:]
-    g = noise(range(position, position + num_positions), vocab_size, target_probs.device)  # [K+1, V]
-    return verify_greedy(draft_ids, target_probs.log() + g)
+    num_positions = target_probs.shape[1]
+    scores = perturbed_scores(target_probs, noise, range(position, position + num_positions))  # [B, K+1, V]
+    return verify_greedy(draft_ids, scores)
 
 
 def verify(

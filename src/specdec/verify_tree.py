@@ -39,7 +39,7 @@ import torch
 
 from specdec.config import SamplingParams
 from specdec.drafts import DraftTree
-from specdec.sampling import GumbelNoise, greedy, logits_to_probs
+from specdec.sampling import GumbelNoise, greedy, logits_to_probs, perturbed_scores
 from specdec.verify import VerifyResult
 
 
@@ -127,8 +127,7 @@ def verify_tree_coupled(
     position: int,  # absolute position of the token after the root
 ) -> TreeVerifyResult:
     _check(tree, target_probs, "target_probs")
-    g = noise(position + tree.depths, target_probs.shape[-1], target_probs.device)  # [N, V] by node depth
-    return verify_tree_greedy(tree, target_probs.log() + g)
+    return verify_tree_greedy(tree, perturbed_scores(target_probs, noise, position + tree.depths))  # by node depth
 
 
 def verify_tree(
