@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 METHODS = ("none", "ngram", "draft", "eagle", "hybrid")
-PEERS = ("hf", "llamacpp")
+PEERS = ("hf", "llamacpp", "vllm")
 
 
 def _list(kind):
@@ -94,8 +94,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="the first N prompts of each category (default: all)")
     p.add_argument("--no-chat", action="store_true", help="raw prompts without the chat template")
     p.add_argument("--peer", type=_list(str), action=_Extend, default=[], metavar="LIST",
-                   help="hf, llamacpp (repeatable or a comma list; llamacpp needs pip install 'specdec[llamacpp]'; "
-                   "default: none)")
+                   help="hf, llamacpp, vllm (repeatable or a comma list; llamacpp and vllm run from their own "
+                   "venvs, set up by scripts/setup_peers.sh; default: none)")
     p.add_argument("--endpoint", default=None, metavar="URL", help="an OpenAI-compatible server to compare (default: none)")
     p.add_argument("--endpoint-model", default=None, metavar="NAME", help="model name sent to --endpoint (default: \"default\")")
     p.add_argument("--out", default=None, metavar="DIR", help="results directory (default: results/bench-<time>)")

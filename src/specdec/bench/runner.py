@@ -282,6 +282,10 @@ def run(args) -> int:
         getattr(c, "close", lambda: None)()
     meta["load_average_end"] = load_average()
 
+    if "vllm" in args.peer:  # vLLM's speculative greedy runs against its own plain run
+        from specdec.bench.vllm_peer import own_plain_mismatches
+
+        meta["vllm_own_plain_mismatches"] = own_plain_mismatches(records)
     summary = summarize(records, meta)
     report.write_all(out, records, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -341,6 +345,13 @@ def build_peers(args, target, draft, methods: list[str], max_seq_len: int) -> li
 
         peers += llamacpp_peers(args.peer, target, methods, args.draft_n, args.ngram_max, max_seq_len,
                                 args.ignore_eos)
+    if "vllm" in args.peer:  # each a worker process in .venv-vllm (scripts/setup_peers.sh)
+        from specdec.bench.vllm_peer import vllm_peers
+
+        peers += vllm_peers(args.peer, target, methods, args.draft_n, args.ngram_max, max_seq_len,
+                            head_dir=args.draft_model,
+                            dtype=args.dtype if args.dtype in ("float32", "bfloat16") else "float32",
+                            threads=torch.get_num_threads(), ignore_eos=args.ignore_eos)
     if args.endpoint:
         peers.append(EndpointPeer(args.endpoint, args.endpoint_model, target.tokenizer, args.ignore_eos))
     return peers
@@ -357,5 +368,5 @@ def make_record(repeat: int, prompt, contender, temperature: float, seed: int, n
         "num_generated_tokens": m.num_generated_tokens, "finish_reason": m.finish_reason,
         "prefill_seconds": m.prefill_seconds, "decode_seconds": m.decode_seconds,
         "tokens_per_second": m.tokens_per_second, "token_ids": m.token_ids,
-        "step_seconds": m.step_seconds, "step_tokens": m.step_tokens, "spec": m.spec,
+        "step_seconds": m.step_seconds, "step_tokens": m.step_tokens, "spec": m.spec, "error": m.error,
     }
