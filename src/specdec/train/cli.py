@@ -36,27 +36,28 @@ def register(sub) -> None:
     p.add_argument("--prompts", default=None, help="JSONL of prompts, messages or ShareGPT conversations, or a comma list of them "
                    "(default: the shipped train_prompts.jsonl then train_corpus.jsonl)")
     p.add_argument("--num-prompts", type=int, default=0,
-                   help="use the first N prompts (default 0 = all: the shipped 6415 take ~16 minutes of generation on 2 cores)")
-    p.add_argument("--max-new-tokens", type=int, default=192)
-    p.add_argument("--gen-batch", type=int, default=128, help="sequences generated together (continuous batching)")
+                   help="use the first N prompts (default: %(default)s = all of them)")
+    p.add_argument("--max-new-tokens", type=int, default=192, help="tokens the target generates per prompt at most (default: %(default)s)")
+    p.add_argument("--gen-batch", type=int, default=128, help="sequences generated together (continuous batching; default: %(default)s)")
     p.add_argument("--data-dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                   help="dtype the target generates and records the data in (bfloat16: ~4x faster on CPU)")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (0 = the target's full vocabulary)")
-    p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"])
-    p.add_argument("--unroll", type=int, default=3, help="training-time test steps (1 = teacher forcing only)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy")
-    p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression (eagle1)")
-    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch")
-    p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1); > 0 also records the target's labels there")
-    p.add_argument("--seed", type=int, default=0)
+                   help="dtype the target generates and records the data in (bfloat16 is faster where the CPU has bfloat16 instructions; default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=6, help="passes over the data (default: %(default)s)")
+    p.add_argument("--draft-vocab", type=int, default=8192, help="draft vocabulary size (0 = the target's full vocabulary; default: %(default)s)")
+    p.add_argument("--arch", default="eagle1", choices=["eagle1", "eagle3"],
+                   help="head architecture: EAGLE-1 reads the last layer, EAGLE-3 three fused layers (default: %(default)s)")
+    p.add_argument("--unroll", type=int, default=3, help="training-time test steps (1 = teacher forcing only; default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the next-token cross-entropy (default: %(default)s)")
+    p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression, eagle1 (default: %(default)s)")
+    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch (default: %(default)s)")
+    p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1); > 0 also records the target's labels there (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head's initialization and the data order (default: %(default)s)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--reply-prompts", type=int, default=0,
                    help="after the first round, generate N more prompts that quote the target's own replies "
-                   "(summarize, copy, rewrite, translate them: text the head has not seen; OUT/replies)")
-    p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs (teacher-forced)")
+                   "(summarize, copy, rewrite, translate them: text the head has not seen; OUT/replies; default: %(default)s)")
+    p.add_argument("--python-docs", type=int, default=0, help="also train on up to N tokens of CPython's reference docs, teacher-forced (default: %(default)s)")
     p.add_argument("--time-budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",
                    help=f"wall-clock budget of the whole run (default {DEFAULT_BUDGET_MINUTES:g}; 0 = none): prompts stop "
                    f"joining the data at {DATA_SHARE * 100:.0f}%% of it, and training's schedule is shortened to end within it")
@@ -74,8 +75,8 @@ def register(sub) -> None:
     e.add_argument("-m", "--model", default=None, help="the head's target (default: embedded SmolLM2-135M-Instruct)")
     e.add_argument("--format", default="vllm", choices=["vllm", "sglang"],
                    help="vllm: what vLLM's EAGLE/EAGLE-3 loaders read (eagle1: full vocabulary, fc bias folded into "
-                   "embed_tokens); sglang: SGLang/SpecForge names with d2t/t2d (train/export.py documents both)")
-    e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="weight dtype written")
+                   "embed_tokens); sglang: SGLang/SpecForge names with d2t/t2d (train/export.py documents both; default: %(default)s)")
+    e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="weight dtype written (default: %(default)s)")
     e.set_defaults(func=run_export_draft)
 
 
