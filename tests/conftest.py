@@ -91,6 +91,19 @@ def default_model():
     return load_model(None, "float32", "cpu", 1024)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP's barriers make
+    two threads far slower than one. A module takes it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class FrozenCost(CostSurface):
     """A cost surface that does not follow measured step times: a test's auto K is then
     planned by the curve it gives, whatever this machine's load (the engine blends real step

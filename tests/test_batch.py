@@ -17,6 +17,8 @@ from specdec.proposers.factory import build_proposers
 from specdec.models.loader import load_model
 from specdec.proposers.ngram import NgramProposer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROMPTS = [
     "the cat sat on the mat. the cat sat on the mat. the cat",
     "1 2 3 4 1 2 3 4 1 2",
@@ -24,16 +26,6 @@ PROMPTS = [
     "Write a list: apples, pears, apples, pears, apples, pears, apples, pears, and then",
     "a b c d e f g h i j k l m n o p",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP's barriers
-    make 2 threads up to ~25x slower than 1 (measured here under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

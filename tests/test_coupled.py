@@ -23,6 +23,8 @@ from specdec.proposers.factory import build_proposers
 from specdec.sampling import GumbelNoise, draw, perturbed_argmax, perturbed_scores
 from specdec.verify import verify, verify_coupled, verify_greedy
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # --- the noise ----------------------------------------------------------------------------
 
 
@@ -177,14 +179,6 @@ PROMPTS = [
 # so that drafts are accepted and rejected both
 PARAMS = [SamplingParams(temperature=1.0, top_k=3, max_tokens=24, ignore_eos=True, seed=7),
           SamplingParams(temperature=0.7, top_p=0.9, top_k=5, max_tokens=24, ignore_eos=True, seed=2**63 + 5)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

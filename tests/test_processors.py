@@ -20,6 +20,8 @@ from specdec.models.loader import load_model
 from specdec.proposers.factory import build_proposers
 from specdec.sampling import logits_to_probs, process_logits, token_logprobs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_openai_penalties_and_logit_bias():
     logits = torch.tensor([[1.0, 2.0, -1.0, 0.5, 3.0]])
@@ -77,14 +79,6 @@ def test_bad_logit_bias_token_is_refused():
 PROMPTS = ["the cat sat on the mat. the cat sat on the mat. the cat", "1 2 3 4 1 2 3 4 1 2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def target(tiny_model_dir):
     return load_model(str(tiny_model_dir), "float32", "cpu", 256)
@@ -121,7 +115,6 @@ def test_processed_outputs_and_logprobs_equal_plain(target, method, k, tree_node
     prompts = [target.tokenizer.encode(p) for p in PROMPTS]
     jobs = [(ids, params) for ids in prompts for params in cases]
     results = engine.generate_batch([ids for ids, _ in jobs], [params for _, params in jobs])
-    stopped = 0
     for (ids, params), got in zip(jobs, results):
         ref = plain.generate(ids, params)
         assert got.token_ids == ref.token_ids, params

@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from specdec.api import LLM
 from specdec.config import SamplingParams
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FATES = {"accepted", "recovered", "bonus", "plain"}
 REPEAT = "the cat sat on the mat. the cat sat on the mat. the cat sat on the mat. the cat"
 
@@ -128,17 +130,6 @@ def server(servers) -> Server:
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process references use one thread: on a shared 2-core box two are far slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
