@@ -95,7 +95,7 @@ def test_bench_end_to_end(tiny_model_dir, tiny_draft_dir, prompt_file, tmp_path,
     # `specdec theory --from-results` reads the same directory
     data = theory.read_results(out)
     rows = theory.compare_results(data, c=0.05)["rows"]
-    assert {r["speculative"] for r in rows} == {"ngram", "draft"}
+    assert {r["speculative"] for r in rows} == {"ngram", "draft", "ngram-rejection", "draft-rejection"}
     assert any(r["cost_ratio"] == draft["cost_ratio"] for r in rows)
 
 
@@ -135,8 +135,8 @@ def test_bench_rejects_bad_flags(tmp_path, capsys):
     assert "--tree-top-k values must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--speculative", "draft", "--out", str(tmp_path)]) == 2
     assert "--draft-model" in capsys.readouterr().err
-    assert main(["bench", "--peer", "vllm", "--out", str(tmp_path)]) == 2
-    assert "--peer 'vllm'" in capsys.readouterr().err
+    assert main(["bench", "--peer", "sglang", "--out", str(tmp_path)]) == 2
+    assert "--peer 'sglang'" in capsys.readouterr().err
     assert main(["bench", "--draft-prune", "on,maybe", "--out", str(tmp_path)]) == 2
     assert "--draft-prune values must be on or off" in capsys.readouterr().err
 
