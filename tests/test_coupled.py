@@ -249,3 +249,18 @@ def test_rejection_sampling_stays_available_and_differs(target, draft, plain, mo
     got = [engine.generate(target.tokenizer.encode(PROMPTS[i]), PARAMS[j]).token_ids for i, j in plain]
     assert got != list(plain.values())
     assert engine.generate(target.tokenizer.encode(PROMPTS[0]), PARAMS[0]).token_ids == got[0]  # still seeded
+
+
+def test_llm_api_takes_the_sampling_verifier(tiny_model_dir):
+    """The Python API: coupled by default (a seed gives plain's sample), rejection on request."""
+    from specdec import LLM
+
+    params = SamplingParams(temperature=1.0, top_k=3, max_tokens=12, seed=5, ignore_eos=True)
+    plain = LLM(str(tiny_model_dir), max_model_len=256, max_num_seqs=1)
+    spec = LLM(str(tiny_model_dir), speculative_method="ngram", num_speculative_tokens=3, max_model_len=256,
+               max_num_seqs=1)
+    rejection = LLM(str(tiny_model_dir), speculative_method="ngram", max_model_len=256, max_num_seqs=1,
+                    sampling_verify="rejection")
+    assert spec.spec_config.sampling_verify == "coupled" and rejection.spec_config.sampling_verify == "rejection"
+    [a], [b] = plain.generate(PROMPTS[0], params, use_tqdm=False), spec.generate(PROMPTS[0], params, use_tqdm=False)
+    assert a.outputs[0].token_ids == b.outputs[0].token_ids

@@ -126,6 +126,7 @@ class LLM:
         draft_prune: bool = True,
         graft: bool = True,
         max_num_seqs: int = 8,
+        sampling_verify: str = "coupled",
     ) -> None:
         self.engine_config, self.spec_config = make_configs(
             model=model, dtype=dtype, device=device, threads=threads, max_model_len=max_model_len, quant=quant,
@@ -133,6 +134,7 @@ class LLM:
             speculative=speculative_method or ("draft" if speculative_model else "none"), draft_model=speculative_model,
             draft_n=num_speculative_tokens, adaptive=adaptive, ngram_min=ngram_min, ngram_max=ngram_max,
             tree_nodes=tree_nodes, tree_top_k=tree_top_k, draft_prune=draft_prune, graft=graft,
+            sampling_verify=sampling_verify,
         )
         self.target, self.engine = load_engine(self.engine_config, self.spec_config)
         self.tokenizer = self.target.tokenizer
