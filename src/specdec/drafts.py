@@ -169,9 +169,9 @@ class SequenceState:
     num_prompt_tokens: int
     params: SamplingParams
     generator: torch.Generator
-    # coupled sampling's position-keyed noise (sampling.GumbelNoise), None for rejection
-    # sampling: a drafter that samples draws token t with `draw(q, generator, noise, [t])`
-    noise: GumbelNoise | None = None
     # Target features for committed tokens the proposer has not consumed yet
     # (EAGLE heads); [T, D * num_feature_layers] or None.
     target_hidden: torch.Tensor | None = None
+    # coupled sampling's position-keyed noise (sampling.GumbelNoise), None for rejection
+    # sampling: a drafter that samples draws token t with `draw(q, generator, noise, [t])`
+    noise: GumbelNoise | None = None

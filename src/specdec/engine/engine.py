@@ -282,7 +282,7 @@ class Engine:
         row = self._rows.index(None)
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         noise = GumbelNoise(seed) if self.spec.sampling_verify == "coupled" and not params.greedy else None
-        state = SequenceState(list(prompt_ids), len(prompt_ids), params, new_generator(seed, self.device), noise)
+        state = SequenceState(list(prompt_ids), len(prompt_ids), params, new_generator(seed, self.device), noise=noise)
         proposer = self.proposers[row] if speculative else None
         policy = RowPolicy(self.spec, enabled=proposer is not None, max_probe_interval=self.planner.max_probe_interval())
         req = Request(request_id, row, params, state, proposer, policy, SpecStats())
