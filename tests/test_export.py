@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from specdec.models.eagle import EagleConfig, EagleHead, save_head
+from specdec.models.eagle import EagleHead, save_head
 from specdec.models.head_io import target_lm_head_weight
 from specdec.models.loader import load_model
 from specdec.train.export import check_export, export_head
+from test_eagle import make_head as eagle_head
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +25,12 @@ def tiny_target(tiny_model_dir):
 
 
 def make_head(target, arch="eagle1", draft_vocab=None, seed=0) -> EagleHead:
-    torch.manual_seed(seed)
-    head = EagleHead(EagleConfig.for_target(target.config, arch, draft_vocab))
-    with torch.no_grad():
-        for name, p in head.named_parameters():
-            if p.dim() > 1 and "lm_head" not in name:
-                p.normal_(0.0, 0.08)
-            elif name == "fc.bias":
-                p.normal_(0.0, 0.5)  # a bias large enough that dropping it shows
-        if head.draft_to_target is not None:
-            g = torch.Generator().manual_seed(seed)
-            head.draft_to_target.copy_(torch.randperm(target.config.vocab_size, generator=g)[:draft_vocab].sort().values)
-            head.init_from_target(target_lm_head_weight(target.model), target.model.norm.weight)
-    return head.eval().requires_grad_(False).attach(target.model.embed, target.model.lm_head)
+    """test_eagle's random head, with an fc bias large enough that dropping it shows."""
+    head = eagle_head(target, arch, draft_vocab, seed)
+    if head.fc is not None and head.fc.bias is not None:
+        with torch.no_grad():
+            head.fc.bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(seed))
+    return head
 
 
 def rms_norm(x, weight, eps):

@@ -23,6 +23,7 @@ top_k=1 picks the same token as greedy decoding.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -165,6 +166,12 @@ def _as_int32(x: int) -> int:
     return x - (1 << 32) if x >= 1 << 31 else x
 
 
+@functools.lru_cache(maxsize=8)
+def _token_hashes(vocab_size: int, device: torch.device) -> torch.Tensor:  # [V] int32
+    """mix32(token id) for every token: the same for every request, so computed once."""
+    return _mix32(torch.arange(vocab_size, dtype=torch.int32, device=device))
+
+
 class GumbelNoise:
     """Gumbel noise g(seed, position, token) from a counter-based generator: a pure function
     of its keys, the same on every device and thread count and in any order of calls.
@@ -183,16 +190,12 @@ class GumbelNoise:
         self.seed = seed
         self._key = _mix32((seed & _M32) ^ _mix32(seed >> 32 ^ 0x9E3779B9))
         self._rows: dict[int, torch.Tensor] = {}
-        self._token_hash: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def _row(self, position: int, vocab_size: int, device: torch.device) -> torch.Tensor:  # [V] float32
         row = self._rows.get(position)
         if row is not None and row.shape[0] == vocab_size and row.device == device:
             return row
-        hashed = self._token_hash.get((vocab_size, device))
-        if hashed is None:
-            hashed = _mix32(torch.arange(vocab_size, dtype=torch.int32, device=device))
-            self._token_hash[(vocab_size, device)] = hashed
+        hashed = _token_hashes(vocab_size, device)
         key = _mix32(self._key ^ _mix32(position & _M32))
         bits = (_mix32(hashed ^ _as_int32(key)) >> 8) & 0xFFFFFF  # [V] in [0, 2^24)
         row = bits.float().add_(0.5).mul_(1.0 / (1 << 24)).log_().neg_()  # E = -log u > 0
