@@ -53,6 +53,9 @@ def test_names_groups_and_cap():
     # the held-out set is capped on its own, not against the shipped grounded prompts
     mixed = load_workload(["grounded", "heldout"], max_per_category=1)
     assert [p.id for p in mixed] == ["grounded-01", "heldout-01", "heldout-04"]
+    questions = load_workload(["qa", "spec_bench_heldout"], max_per_category=1)
+    assert [p.id for p in questions] == ["qa-01", "sbq-multi_turn-1", "sbq-translation-1", "sbq-summarization-1",
+                                         "sbq-qa-1", "sbq-math-1", "sbq-rag-1"]
     with pytest.raises(ValueError, match="unknown workload 'poetry'"):
         load_workload(["poetry"])
     with pytest.raises(ValueError, match="max_per_category"):
@@ -82,7 +85,7 @@ def test_user_file(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ('{"id": "x", "prompt": "ok"', "bad.jsonl:2: not valid JSON"),
     ('{"id": "x", "category": "c"}', 'bad.jsonl:2: needs exactly one of "prompt"'),
-    ('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}', "got both"),
+    ('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}', "got prompt and messages"),
     ('{"prompt": ""}', '"prompt" must be a non-empty string'),
     ('{"messages": []}', '"messages" must be a non-empty list'),
     ('{"messages": [{"role": "robot", "content": "hi"}]}', "messages[0] must be"),
