@@ -203,6 +203,14 @@ def test_summary_of_synthetic_records():
     assert ngram["predicted_speedup"] < ngram["predicted_speedup_paper"]
     assert base["latency_seconds"]["p50"] > 0
     assert s["baseline"]["tokens_per_second"] == base["tokens_per_second"]
+    # Spec-Bench's table: a row per config, the categories and overall as columns
+    table = s["category_table"]
+    assert table["columns"] == ["grounded", "creative", "overall"]
+    assert table["rows"][1] == {"name": "ngram:4@T0",
+                                "speedup": {"grounded": 2.0, "creative": 1.5, "overall": ngram["speedup"]},
+                                "mean_acceptance_length": {"grounded": 1 + 18 / 6, "creative": 1 + 3 / 6,
+                                                           "overall": ngram["mean_acceptance_length"]}}
+    assert table["rows"][0]["mean_acceptance_length"]["overall"] == 1.0
 
 
 def test_report_files_from_synthetic_records(tmp_path):
@@ -217,6 +225,11 @@ def test_report_files_from_synthetic_records(tmp_path):
                     "## Predicted vs measured speedup", "## Drafts by class"):
         assert heading in md
     assert "ngram:4@T0" in md and "temperature vs acceptance rate: skipped" in md
+    assert "| config | grounded | creative | overall |" in md and "| ngram:4@T0 | 2.00x | 1.50x | 1.73x |" in md
+    text = report.text_table(s)
+    assert "speedup over plain, by category:" in text and "mean acceptance length (tokens per drafted step)" in text
+    with pytest.raises(ValueError, match="may not be named 'overall'"):
+        summarize([dict(r, category="overall") for r in synthetic_records()])
     assert (tmp_path / "speedup_by_category.png").stat().st_size > 1000
     assert s["configs"][1]["speedup"] > 1
 

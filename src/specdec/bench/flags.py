@@ -88,11 +88,17 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ignore-eos", action="store_true", help="always generate --max-tokens tokens")
     p.add_argument("--repeats", type=int, default=3, help="runs of every config on every prompt (default: %(default)s)")
     p.add_argument("--categories", type=_list(str), default=None, metavar="LIST",
-                   help="workload names (default: every built-in category, not heldout)")
-    p.add_argument("--prompts", default=None, metavar="FILE.jsonl", help="a prompt file instead of built-ins (default: none)")
+                   help="workload names: categories, spec_bench (its six), all, or the held-out sets heldout and "
+                   "spec_bench_heldout (Spec-Bench-form questions); with --prompts, the file's categories to run "
+                   "(default: every built-in category, no held-out set)")
+    p.add_argument("--prompts", default=None, metavar="FILE.jsonl",
+                   help="a prompt file instead of built-ins: lines of {\"prompt\"}, {\"messages\"} or MT-bench/Spec-Bench "
+                   "questions {\"question_id\", \"category\", \"turns\"}, whose later turns follow each config's own "
+                   "answers (default: none)")
     p.add_argument("--max-prompts-per-category", type=int, default=None, metavar="N",
-                   help="the first N prompts of each category (default: all)")
-    p.add_argument("--no-chat", action="store_true", help="raw prompts without the chat template")
+                   help="the first N prompts (or questions) of each category (default: all)")
+    p.add_argument("--no-chat", action="store_true",
+                   help="raw prompts without the chat template (messages and questions always use it)")
     p.add_argument("--peer", type=_list(str), action=_Extend, default=[], metavar="LIST",
                    help="hf, llamacpp, vllm (repeatable or a comma list; llamacpp and vllm run from their own "
                    "venvs, set up by scripts/setup_peers.sh; default: none)")

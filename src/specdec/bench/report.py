@@ -125,10 +125,12 @@ def overall_table(summary: dict) -> str:
 
 
 def category_table(summary: dict, field: str, digits: int = 2, suffix: str = "") -> str:
+    """Spec-Bench's layout: a row per config, a column per category, then the overall figure."""
     cats = summary["categories"]
     rows = [[e["name"]] + [_f((e["by_category"].get(cat) or {}).get(field), digits, suffix) for cat in cats]
+            + [_f(e.get(field), digits, suffix)]
             for e in _entries(summary) if any((e["by_category"].get(c) or {}).get(field) is not None for c in cats)]
-    return md_table(["config"] + list(cats), rows)
+    return md_table(["config"] + list(cats) + ["overall"], rows)
 
 
 def position_table(summary: dict) -> str:
@@ -209,12 +211,20 @@ def markdown_report(summary: dict, plots: list[str], plot_notes: list[str]) -> s
 
 
 def text_table(summary: dict) -> str:
-    """A compact plain-text overview for the terminal."""
+    """A compact plain-text overview for the terminal, then Spec-Bench's table (summary's
+    category_table): speedup and mean acceptance length per category and overall."""
     lines = [f"{'config':<28} {'tok/s':>8} {'speedup':>8} {'acc.rate':>8} {'acc.len':>8} {'mismatch':>8}"]
     for e in _entries(summary):
         lines.append(f"{e['name']:<28} {_f(e['tokens_per_second'], 1):>8} {_f(e['speedup'], 2, 'x'):>8} "
                      f"{_f(e.get('acceptance_rate')):>8} {_f(e.get('mean_acceptance_length')):>8} "
                      f"{_f(e.get('greedy_mismatches')):>8}")
+    table = summary["category_table"]
+    width = max(len(c) for c in table["columns"]) + 1
+    for field, title, suffix in (("speedup", "speedup over plain", "x"),
+                                 ("mean_acceptance_length", "mean acceptance length (tokens per drafted step)", "")):
+        lines += ["", f"{title}, by category:", f"{'config':<28}" + "".join(f"{c:>{width}}" for c in table["columns"])]
+        lines += [f"{row['name']:<28}" + "".join(f"{_f(row[field][c], 2, suffix):>{width}}" for c in table["columns"])
+                  for row in table["rows"]]
     return "\n".join(lines)
 
 

@@ -9,7 +9,10 @@ Defaults: --speculative none plus generate's default proposer (flags.py), --draf
 The target is loaded once; each config is an Engine over the same weights (a KV cache
 and a proposer of its own). After one warm-up generation per config (excluded), each
 repeat walks the prompts and runs every contender back to back on the same prompt, the
-order rotating from prompt to prompt, so the machine's noise hits all alike. Medians over
+order rotating from prompt to prompt, so the machine's noise hits all alike. A question
+of several turns (MT-bench / Spec-Bench form, workloads.py) runs turn by turn, every
+contender back to back on each turn, and each contender's next turn follows its own
+answers (decoded from its tokens); each turn is a sample of its own. Medians over
 repeats; definitions in specdec/bench/summary.py. Outputs in --out: records.jsonl (one
 raw record per run), summary.json (the final JSON), summary.csv, report.md, *.png.
 
@@ -37,6 +40,8 @@ The last stdout line is one JSON object:
                | "endpoint":   # a peer run at several K's is keyed NAME:K, once per K
                {the same fields at the lowest temperature it ran (speedup over our plain
                 baseline; acceptance fields absent), "by_temperature": {"0": {...}, "0.7": {...}}}},
+     "category_table": {"columns": [CAT, ..., "overall"],   # Spec-Bench's table: a row per config
+                        "rows": [{"name": str, "speedup": {COLUMN: float}, "mean_acceptance_length": {COLUMN: float}}]},
      "temperatures": [float], "categories": [str],
      "meta": {"command", "model", "draft_model", "dtype", "device", "threads", "cpu", "torch",
               "transformers", "llama_cpp" (with --peer llamacpp), "load_average", "load_average_end",
@@ -61,7 +66,7 @@ import torch
 
 from specdec.bench.flags import METHODS, PEERS, default_methods
 from specdec.bench.peers import Measurement, synchronize
-from specdec.bench.summary import contender_name, stats_to_record, summarize
+from specdec.bench.summary import OVERALL, contender_name, stats_to_record, summarize
 from specdec.config import SAMPLING_VERIFY, SamplingParams, SpeculativeConfig
 from specdec.engine.build import build_engine
 from specdec.engine.engine import Engine
@@ -69,6 +74,10 @@ from specdec.engine.stats import SpecStats
 from specdec.models.native import cpu_model
 
 HEAD_METHODS = ("eagle", "hybrid")  # proposers that draft with an EAGLE head (--draft-model DIR)
+# room per earlier answer of a question beyond its max_tokens: the decoded answer, encoded
+# again inside the next turn's chat template, need not split into the same tokens
+ANSWER_SLACK_TOKENS = 16
+TURN_SEED_STRIDE = 100_000  # seed of turn k = the question's seed + k * stride
 
 
 class SpecdecContender:
@@ -132,11 +141,21 @@ def load_draft(path: str, target, dtype: str, device: str, max_seq_len: int):
 
 
 def encode(tokenizer, prompt, chat: bool = True) -> list[int]:
+    """A prompt's token ids (a question's: its first turn's); `chat` applies to raw prompts only."""
     from specdec.api import encode_prompt
 
-    if prompt.messages is not None:
-        return encode_prompt(tokenizer, messages=prompt.messages)
+    if prompt.prompt is None:
+        return encode_prompt(tokenizer, messages=prompt.as_messages())
     return encode_prompt(tokenizer, prompt.prompt, chat=chat)
+
+
+def max_prompt_len(tokenizer, prompt, first_ids: list[int], max_tokens: int) -> int:
+    """Room for the longest turn's prompt: the last turn after empty answers, plus each earlier
+    answer at max_tokens and ANSWER_SLACK_TOKENS."""
+    if prompt.num_turns == 1:
+        return len(first_ids)
+    last = encode(tokenizer, prompt.sample([""] * (prompt.num_turns - 1)))
+    return len(last) + (prompt.num_turns - 1) * (max_tokens + ANSWER_SLACK_TOKENS)
 
 
 def load_average() -> float | None:
@@ -220,6 +239,8 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prompts = load_workload(args.categories, args.prompts, args.max_prompts_per_category)
+    if any(p.category == OVERALL for p in prompts):  # before the run, not after it
+        raise ValueError(f"{args.prompts}: a category may not be named {OVERALL!r}: the report's overall column has that name")
     out = Path(args.out or f"results/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     print(f"bench: loading {args.model or 'the default model'} ({args.dtype}, {args.device})", file=sys.stderr)
@@ -234,7 +255,8 @@ def run(args) -> int:
     prompt_ids = [encode(target.tokenizer, p, chat=not args.no_chat) for p in prompts]
     ints = [k for k in args.draft_n if k != "auto"]
     max_k = max(ints + ([SpeculativeConfig().max_speculative_tokens] if "auto" in args.draft_n else []))
-    max_seq_len = max(len(ids) for ids in prompt_ids) + args.max_tokens + max_k + 2
+    longest = max(max_prompt_len(target.tokenizer, p, ids, args.max_tokens) for p, ids in zip(prompts, prompt_ids))
+    max_seq_len = longest + args.max_tokens + max_k + 2
     if max_seq_len > args.max_model_len:
         raise ValueError(f"the longest prompt + --max-tokens needs {max_seq_len} tokens > --max-model-len "
                          f"{args.max_model_len}")
@@ -277,7 +299,7 @@ def run(args) -> int:
                 started=time.strftime("%Y-%m-%d %H:%M:%S"))
 
     with open(out / "records.jsonl", "w") as f:
-        records = run_rounds(contenders, prompts, prompt_ids, args, f)
+        records = run_rounds(contenders, prompts, prompt_ids, args, f, target.tokenizer)
     for c in peers:
         getattr(c, "close", lambda: None)()
     meta["load_average_end"] = load_average()
@@ -296,24 +318,30 @@ def run(args) -> int:
     return 0
 
 
-def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], args, records_file) -> list[dict]:
-    """Warm-up (excluded), then per repeat, per prompt, per temperature every contender back to
-    back, the order rotating by one from prompt to prompt. Records are written as they come."""
+def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], args, records_file,
+               tokenizer=None) -> list[dict]:
+    """Warm-up (excluded), then per repeat, per prompt, per temperature, per turn every contender
+    back to back, the order rotating by one from prompt to prompt. prompt_ids: each prompt's
+    first turn; `tokenizer` decodes each contender's answers and encodes its later turns (needed
+    only for questions of several turns). Records are written as they come."""
     from tqdm import tqdm
+
+    if tokenizer is None and any(p.num_turns > 1 for p in prompts):
+        raise ValueError("questions of several turns need the tokenizer to prompt later turns")
 
     temps = args.temperature
 
     def runs_at(c, t: float) -> bool:  # greedy is the same under either sampling verifier
         return not (t == 0 and c.kind == "specdec" and c.sampling_verify == "rejection")
 
-    total = (args.repeats * len(prompts) + 1) * sum(runs_at(c, t) for t in temps for c in contenders)
+    total = (args.repeats * sum(p.num_turns for p in prompts) + 1) * sum(runs_at(c, t) for t in temps for c in contenders)
     bar = tqdm(total=total, desc="bench", file=sys.stderr, unit="run", dynamic_ncols=True)
     bar.set_postfix_str("warm-up")
     for t in temps:  # one excluded warm-up generation per config
         for c in contenders:
             if not runs_at(c, t):
                 continue
-            c.measure(prompts[0], prompt_ids[0], t, args.max_tokens, args.seed)
+            c.measure(prompts[0].sample([]), prompt_ids[0], t, args.max_tokens, args.seed)
             bar.update()
     records = []
     for repeat in range(args.repeats):
@@ -322,14 +350,21 @@ def run_rounds(contenders: list, prompts: list, prompt_ids: list[list[int]], arg
             shift = (repeat * len(prompts) + i) % len(contenders)
             order = contenders[shift:] + contenders[:shift]
             for t in temps:
-                for c in (c for c in order if runs_at(c, t)):
-                    bar.set_postfix_str(f"{prompt.id} {contender_name(c.name, c.draft_n, t)}")
-                    m = c.measure(prompt, ids, t, args.max_tokens, seed)
-                    record = make_record(repeat, prompt, c, t, seed, len(ids), m)
-                    records_file.write(json.dumps(record) + "\n")
-                    records_file.flush()
-                    records.append(record)
-                    bar.update()
+                answers: dict[int, list[str]] = {id(c): [] for c in order}  # by contender identity
+                for turn in range(prompt.num_turns):
+                    for c in (c for c in order if runs_at(c, t)):
+                        sample = prompt.sample(answers[id(c)])
+                        sample_ids = ids if turn == 0 else encode(tokenizer, sample)
+                        turn_seed = seed + turn * TURN_SEED_STRIDE
+                        bar.set_postfix_str(f"{sample.id} {contender_name(c.name, c.draft_n, t)}")
+                        m = c.measure(sample, sample_ids, t, args.max_tokens, turn_seed)
+                        if turn + 1 < prompt.num_turns:
+                            answers[id(c)].append(tokenizer.decode(m.token_ids, skip_special_tokens=True))
+                        record = make_record(repeat, sample, c, t, turn_seed, len(sample_ids), m, turn + 1)
+                        records_file.write(json.dumps(record) + "\n")
+                        records_file.flush()
+                        records.append(record)
+                        bar.update()
     bar.close()
     return records
 
@@ -358,9 +393,9 @@ def build_peers(args, target, draft, methods: list[str], max_seq_len: int) -> li
 
 
 def make_record(repeat: int, prompt, contender, temperature: float, seed: int, num_prompt_tokens: int,
-                m: Measurement) -> dict:
+                m: Measurement, turn: int = 1) -> dict:
     return {
-        "repeat": repeat, "prompt_id": prompt.id, "category": prompt.category,
+        "repeat": repeat, "prompt_id": prompt.id, "turn": turn, "category": prompt.category,
         "contender": contender_name(contender.name, contender.draft_n, temperature),
         "kind": contender.kind, "speculative": contender.name, "draft_n": contender.draft_n,
         "sampling_verify": contender.sampling_verify if contender.kind == "specdec" else None,

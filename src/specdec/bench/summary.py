@@ -2,7 +2,8 @@
 
 A *record* is one measured generation (one JSON line of records.jsonl):
 
-    {"repeat": 0, "prompt_id": "grounded-1", "category": "grounded",
+    {"repeat": 0, "prompt_id": "grounded-1",   # a sample: a prompt, or one turn of a question ("q1/turn2")
+     "turn": 1, "category": "grounded",
      "contender": "ngram:4@T0",         # unique name of (engine, method, K, temperature)
      "kind": "specdec" | "peer",
      "speculative": "none" | "ngram" | "draft" | "hf" | "hf-prompt-lookup" | "hf-assisted" | "llamacpp"
@@ -27,6 +28,9 @@ Definitions (all medians are over repeats, then aggregated over prompts):
 - inter-token latency: each decode step's wall time divided over the tokens it emitted;
   p50/p95/p99 over every decode token of every run;
 - TTFT: median prefill seconds over runs;
+- category_table: Spec-Bench's table, a row per config and peer, a column per category and
+  one "overall": the speedup and mean acceptance length above (samples are the unit: each
+  turn of a question counts as one prompt);
 - greedy_mismatches: at temperature 0, runs whose token ids differ from the baseline's run
   of the same prompt and repeat; null at temperature > 0;
 - seeded_mismatches: at temperature > 0, the same count for a config verified coupled (its
@@ -238,6 +242,24 @@ def summarize_contender(records: list[dict], baseline: list[dict], categories: l
     return out
 
 
+OVERALL = "overall"
+
+
+def category_table(entries: list[dict], categories: list[str]) -> dict:
+    """Spec-Bench's layout of `entries` (summarize_contender's): methods as rows, categories
+    and "overall" as columns, each with the speedup over plain and the mean acceptance length."""
+    if OVERALL in categories:
+        raise ValueError(f"a category may not be named {OVERALL!r}: the table's overall column has that name")
+    rows = []
+    for e in entries:
+        row = {"name": e["name"]}
+        for field in ("speedup", "mean_acceptance_length"):
+            cells = {cat: (e["by_category"].get(cat) or {}).get(field) for cat in categories}
+            row[field] = dict(cells, **{OVERALL: e.get(field)})
+        rows.append(row)
+    return {"columns": list(categories) + [OVERALL], "rows": rows}
+
+
 def peer_keys(groups: dict[str, list[dict]]) -> dict[str, str]:
     """contender -> its key in "peers": the peer's name, or NAME:K where that peer ran at several K's."""
     ks: dict[str, set] = defaultdict(set)
@@ -281,6 +303,8 @@ def summarize(records: list[dict], meta: dict | None = None) -> dict:
                                               "latency_seconds", "by_category")},
         "configs": configs,
         "peers": peers,
+        "category_table": category_table(
+            configs + [e for p in peers.values() for e in p["by_temperature"].values()], categories),
         "temperatures": temperatures,
         "categories": categories,
         "meta": dict(meta or {}),
