@@ -1,8 +1,8 @@
 """`specdec train-draft`: self-distill a dataset from the target and train an EAGLE head.
 
     specdec train-draft --out runs/head [--model TARGET] [--prompts FILE.jsonl]
-        [--num-prompts 0] [--max-new-tokens 192] [--epochs 6] [--unroll 3] [--draft-vocab 8192]
-        [--time-budget 55] [--resume]
+        [--prompt-source corpus|self|mix] [--num-prompts 0] [--max-new-tokens 192] [--epochs 6]
+        [--unroll 3] [--draft-vocab 8192] [--time-budget 55] [--resume]
 
 The defaults are the recipe of the head shipped for the default model (README: figures and
 the time it takes on 2 CPU cores).
@@ -10,6 +10,9 @@ the time it takes on 2 CPU cores).
 With `--reply-prompts N`, a second round follows the first: N prompts that quote the
 target's own first-round replies (copy, summarize, rewrite, translate them; corpus.grounded_in),
 generated and recorded the same way into OUT/replies, and trained on together with OUT/data.
+
+With `--prompt-source self` the prompts are N the target writes itself (train/self_prompts.py,
+cached in OUT/self_prompts.jsonl); `mix` interleaves N/2 of them with the first N/2 of --prompts.
 
 OUT/data holds the dataset (shards written as sequences finish; a rerun resumes), OUT holds
 checkpoint.pt, metrics.jsonl, summary.json and the head (config.json + model.safetensors),
@@ -36,7 +39,16 @@ def register(sub) -> None:
     p.add_argument("--prompts", default=None, help="JSONL of prompts, messages or ShareGPT conversations, or a comma list of them "
                    "(default: the shipped train_prompts.jsonl then train_corpus.jsonl)")
     p.add_argument("--num-prompts", type=int, default=0,
-                   help="use the first N prompts (default: %(default)s = all of them)")
+                   help="use the first N prompts (default: %(default)s = all of them; self and mix need N > 0)")
+    p.add_argument("--prompt-source", default="corpus", choices=["corpus", "self", "mix"],
+                   help="corpus: the --prompts files; self: N prompts the target writes after its chat template's "
+                   "opening of a user turn (Magpie; deduplicated, filtered, none near the bench sets); mix: half of "
+                   "each, interleaved (default: %(default)s)")
+    p.add_argument("--self-prompts", default=None, metavar="FILE",
+                   help="JSONL cache of the prompts the target writes, reused and extended by a rerun "
+                   "(default: OUT/self_prompts.jsonl)")
+    p.add_argument("--self-max-tokens", type=int, default=128,
+                   help="tokens the target writes per self prompt at most; a prompt cut there is dropped (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=192, help="tokens the target generates per prompt at most (default: %(default)s)")
     p.add_argument("--gen-batch", type=int, default=128, help="sequences generated together (continuous batching; default: %(default)s)")
     p.add_argument("--data-dtype", default="bfloat16", choices=["bfloat16", "float32"],
@@ -52,7 +64,8 @@ def register(sub) -> None:
     p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the next-feature regression, eagle1 (default: %(default)s)")
     p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per training batch (default: %(default)s)")
     p.add_argument("--prompt-weight", type=float, default=0.0, help="loss weight of prompt positions (responses: 1); > 0 also records the target's labels there (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the head's initialization and the data order (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the head's initialization, the data order and the self prompts (default: %(default)s)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--reply-prompts", type=int, default=0,
                    help="after the first round, generate N more prompts that quote the target's own replies "
@@ -124,21 +137,37 @@ def run_export_draft(args: argparse.Namespace) -> int:
     return 0
 
 
+def prompt_conversations(args: argparse.Namespace, target, out: Path, deadline: float | None) -> list[list[dict]]:
+    """The conversations --prompt-source names: the --prompts files, self prompts, or both interleaved."""
+    from specdec.train.data import DEFAULT_PROMPTS, load_conversations
+    from specdec.train.self_prompts import interleave, self_prompts
+
+    files = args.prompts.split(",") if args.prompts else DEFAULT_PROMPTS
+    if args.prompt_source == "corpus":
+        return load_conversations(files, args.num_prompts or None)
+    if args.num_prompts <= 0:
+        raise SystemExit(f"train-draft: --prompt-source {args.prompt_source} needs --num-prompts N > 0")
+    if args.prompt_source == "self" and args.prompts:
+        raise SystemExit("train-draft: --prompts is not read with --prompt-source self (mix reads it)")
+    num_self = args.num_prompts if args.prompt_source == "self" else args.num_prompts // 2
+    cache = Path(args.self_prompts) if args.self_prompts else out / "self_prompts.jsonl"
+    try:
+        texts = self_prompts(target, num_self, cache, args.seed, args.self_max_tokens, args.gen_batch, deadline) if num_self else []
+    except ValueError as e:  # settings that differ from the cache's, or no usable prompt
+        raise SystemExit(f"train-draft: {e}") from e
+    written = [[{"role": "user", "content": text}] for text in texts]
+    if args.prompt_source == "self":
+        return written
+    return interleave(load_conversations(files, args.num_prompts - num_self), written)
+
+
 def run_train_draft(args: argparse.Namespace) -> int:
     import torch
 
     from specdec.models.eagle import EagleConfig, EagleHead, draft_vocab_from_counts, save_head
     from specdec.models.head_io import target_lm_head_weight
     from specdec.models.loader import load_model
-    from specdec.train.data import (
-        DEFAULT_PROMPTS,
-        build_dataset,
-        build_text_dataset,
-        load_conversations,
-        load_dataset,
-        python_docs_texts,
-        reply_passages,
-    )
+    from specdec.train.data import build_dataset, build_text_dataset, load_dataset, python_docs_texts, reply_passages
     from specdec.train.corpus import grounded_in
     from specdec.train.trainer import TrainConfig, Trainer, hold_freed_memory
 
@@ -159,8 +188,7 @@ def run_train_draft(args: argparse.Namespace) -> int:
     if (data_dir / "dataset.json").is_file():
         print(f"train-draft: reusing the dataset in {data_dir}")
     else:
-        prompts = args.prompts.split(",") if args.prompts else DEFAULT_PROMPTS
-        conversations = load_conversations(prompts, args.num_prompts or None)
+        conversations = prompt_conversations(args, target, out, data_deadline)
         record = tuple(int(x) for x in args.record_layers.split(",")) if args.record_layers else head_config.feature_layers
         build_dataset(target, conversations, data_dir, record, args.max_new_tokens, args.gen_batch,
                       deadline=data_deadline, prompt_labels=args.prompt_weight > 0)
