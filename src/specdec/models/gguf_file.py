@@ -13,7 +13,9 @@ dequantized in torch with the `gguf` package's arithmetic, bit for bit
 
 Building a tokenizer from GGUF metadata through transformers is slow (seconds, for the
 default model too), so the converted tokenizer is cached under the user cache directory,
-keyed by the file's resolved path, size and modification time (`file_key`).
+keyed by the file's resolved path, size and modification time (`file_key`). The cached
+directory is read back by our own `SavedTokenizer` (models/tokenizer.py), so a warm run does
+not import transformers at all; only the first run's conversion does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from specdec.config import ModelConfig
 from specdec.models.gguf_header import GGUFHeader
+from specdec.models.tokenizer import SavedTokenizer, UnsupportedTokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 
@@ -183,7 +186,7 @@ def load_gguf_tokenizer(path: Path, key: str | None = None, header: GGUFHeader |
         tmp.replace(cached)
     except OSError:  # another process cached it first
         shutil.rmtree(tmp, ignore_errors=True)
-    return tokenizer
+    return _load_cached_tokenizer(cached)  # the warm runs' class from the first run on
 
 
 def _convert_gguf_tokenizer(path: Path, header: GGUFHeader):
@@ -206,13 +209,14 @@ def _convert_gguf_tokenizer(path: Path, header: GGUFHeader):
 
 
 def _load_cached_tokenizer(cached: Path):
-    """AutoTokenizer's answer for a directory save_pretrained wrote, without AutoTokenizer where
-    the directory names transformers' tokenizers-backed class: AutoTokenizer imports the model
-    machinery (torch.distributed and more) at every load."""
+    """Our `SavedTokenizer` for a directory save_pretrained wrote, which it serves exactly as
+    transformers would (tests/test_tokenizer.py); else transformers' class, without AutoTokenizer
+    where the directory names the tokenizers-backed class (AutoTokenizer imports the model
+    machinery, torch.distributed and more, at every load)."""
     try:
-        name = json.loads((cached / "tokenizer_config.json").read_text()).get("tokenizer_class")
-    except (OSError, ValueError):
-        name = None
+        return SavedTokenizer.from_dir(cached)
+    except UnsupportedTokenizer as e:
+        name = e.tokenizer_class
     if name == "TokenizersBackend":
         try:
             from transformers.tokenization_utils_tokenizers import TokenizersBackend
