@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-EVAL_PROMPTS_DIR = DATA_DIR / "prompts"
+EVAL_PROMPTS_DIRS = (DATA_DIR / "prompts", DATA_DIR / "questions")  # bench prompts, Spec-Bench-form questions
 DEFAULT_CORPUS = DATA_DIR / "train_corpus.jsonl"
 CORPUS_DATA_DIR = DATA_DIR / "corpus"
 MAX_TEMPLATE_SHARE = 0.04  # of num_prompts, per template
@@ -1012,24 +1012,27 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def eval_user_texts(prompts_dir: str | Path = EVAL_PROMPTS_DIR) -> list[tuple[str, str]]:
-    """(prompt id, text) for every user turn of every benchmark prompt in `prompts_dir`."""
+def eval_user_texts(prompts_dirs: str | Path | tuple = EVAL_PROMPTS_DIRS) -> list[tuple[str, str]]:
+    """(prompt id, text) for every user turn of every benchmark prompt or question in `prompts_dirs`."""
     texts = []
-    paths = sorted(Path(prompts_dir).glob("*.jsonl"))
+    dirs = (prompts_dirs,) if isinstance(prompts_dirs, (str, Path)) else prompts_dirs
+    paths = sorted(p for d in dirs for p in Path(d).glob("*.jsonl"))
     if not paths:
-        raise FileNotFoundError(f"no benchmark prompt files (*.jsonl) in {prompts_dir}")
+        raise FileNotFoundError(f"no benchmark prompt files (*.jsonl) in {', '.join(map(str, dirs))}")
     for path in paths:
         for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             row = json.loads(line)
-            where = row.get("id", f"{path.name}:{line_no}")
-            if "prompt" in row:
+            where = str(row.get("id", row.get("question_id", f"{path.name}:{line_no}")))
+            if "turns" in row:
+                texts.extend((where, turn) for turn in row["turns"])
+            elif "prompt" in row:
                 texts.append((where, row["prompt"]))
             elif "messages" in row:
                 texts.extend((where, m["content"]) for m in row["messages"] if m["role"] == "user")
             else:
-                raise ValueError(f"{path}:{line_no}: expected a 'prompt' or 'messages' field")
+                raise ValueError(f"{path}:{line_no}: expected a 'prompt', 'messages' or 'turns' field")
     return texts
 
 
