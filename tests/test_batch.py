@@ -314,6 +314,29 @@ def test_seeded_sampled_rows_reproduce_solo_runs(target):
         assert tokens[rid] == solo(target, prompt, params, NgramProposer(), 3), rid
 
 
+def test_choices_of_one_prompt_share_its_prefill(target, monkeypatch):
+    """Rows that join with the same prompt before the next step (a request's n choices) prefill
+    once: the others copy that row's cache and reuse its logits and features. Each choice still
+    gives its solo run, seeded sampled and greedy, with EAGLE reading the shared features."""
+    spec, proposers = eagle_rows(target, "eagle", 4, monkeypatch)
+    engine = Engine(target, proposers, spec, 256, FrozenCost([1.0 + 0.02 * n for n in range(1, 40)]))
+    prefills = []
+    forward = engine.model.forward
+    monkeypatch.setattr(engine.model, "forward", lambda ids, *a, **k: prefills.append(ids.shape) or forward(ids, *a, **k))
+    prompt, other = encode(target, PROMPTS[0]), encode(target, PROMPTS[3])
+    jobs = {f"n{i}": (prompt, SamplingParams(temperature=0.9, max_tokens=25, seed=7 + i, ignore_eos=True)) for i in range(3)}
+    jobs["g"] = (other, SamplingParams(temperature=0, max_tokens=25, ignore_eos=True))
+    tokens, _ = run_batch(engine, jobs)
+    assert [s for s in prefills if s[1] > 1 and s[0] == 1][:2] == [(1, len(prompt)), (1, len(other))]  # two prefills
+    assert len({tuple(tokens[f"n{i}"]) for i in range(3)}) == 3  # three different samples
+    for rid, (ids, params) in jobs.items():
+        assert tokens[rid] == solo(target, ids, params), rid
+    late = Engine(target, [None, None], None, 256)  # a row that joins after the first stepped prefills anew
+    late.add("a", prompt, SamplingParams(temperature=0, max_tokens=5))
+    late.step()
+    assert late._prefilled(prompt) is None
+
+
 def test_check_request_and_full_batch(target):
     engine = Engine(target, [None], None, 64)
     with pytest.raises(ValueError, match="exceeds the context"):

@@ -489,19 +489,18 @@ def test_a_run_stopped_and_resumed_ends_on_the_same_weights(tiny_target, tmp_pat
     assert resumed_last["train_seconds"] > 0
 
 
-@pytest.mark.parametrize("max_prefill_tokens", [512, 1])  # 1: one prompt joins per step
-def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, max_prefill_tokens):
-    """generate_records (continuous batching, prompts prefilled in the same forwards as the
-    other rows' decode steps, features recorded while decoding) against the engine's own
-    greedy run and a teacher-forced forward over the same tokens."""
+def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target):
+    """generate_records (the engine's continuous batching, features and labels recorded
+    while decoding, rows refilled as sequences end) against the engine's own greedy run and
+    a teacher-forced forward over the same tokens."""
     from specdec.api import encode_prompt
     from specdec.train.data import generate_records
 
     prompts = [encode_prompt(tiny_target.tokenizer, "Tell me a fact about the number " + "1" * i + ".") for i in range(5)]
     every: dict[int, dict] = {}
     records: dict[int, dict] = {}
-    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, every.__setitem__, max_prefill_tokens, prompt_labels=True)
-    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, records.__setitem__, max_prefill_tokens)  # 5 prompts, 2 rows
+    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, every.__setitem__, prompt_labels=True)
+    generate_records(tiny_target, prompts, 10, 2, (1, -1), 4, records.__setitem__)  # 5 prompts, 2 rows
     assert sorted(records) == sorted(every) == list(range(5))
     engine = Engine(tiny_target, max_seq_len=512)
     d = tiny_target.config.hidden_size
@@ -524,6 +523,27 @@ def test_batched_recording_matches_solo_greedy_and_teacher_forcing(tiny_target, 
         torch.testing.assert_close(rec["label_probs"][p:], full["label_probs"][p:], atol=1e-3, rtol=0)
         assert not rec["label_ids"][:p].any() and not rec["label_probs"][:p].any()
         assert rec["target_ids"][:p].tolist() == ids[1:]
+
+
+def test_recording_ends_a_response_at_its_first_eos(tiny_target, monkeypatch):
+    """A response ends at its first EOS, kept, with a feature and labels for it (the row runs a
+    step past EOS), whether EOS came as the step's last token or inside it."""
+    from specdec.api import encode_prompt
+    from specdec.train.data import generate_records
+
+    ids = encode_prompt(tiny_target.tokenizer, "Count: one two three")
+    solo = Engine(tiny_target, max_seq_len=512).generate(ids, SamplingParams(temperature=0, max_tokens=12)).token_ids
+    cut = next(i for i in range(2, len(solo) - 1) if solo[i] not in solo[:i])  # a token first seen there
+    monkeypatch.setattr(tiny_target.config, "eos_token_ids", [solo[cut]])
+    records: dict[int, dict] = {}
+    generate_records(tiny_target, [ids, ids[:-1]], 12, 2, (-1,), 4, records.__setitem__)
+    rec = records[0]
+    assert rec["token_ids"].tolist() == ids + solo[: cut + 1]
+    assert rec["features"].shape[0] == rec["label_ids"].shape[0] == rec["target_ids"].shape[0] == len(ids) + cut + 1
+    assert rec["target_ids"][len(ids) - 1 : -1].tolist() == solo[: cut + 1]
+    forced = features_for(tiny_target, ids + solo[: cut + 2], (-1,))
+    torch.testing.assert_close(rec["features"].float(), forced[: len(ids) + cut + 1], atol=2e-2, rtol=1e-2)
+    assert int(rec["target_ids"][-1]) == solo[cut + 1]  # the label after EOS: what the target predicts there
 
 
 def test_reply_passages_keep_plain_prose_cut_at_a_sentence(tmp_path):

@@ -11,6 +11,7 @@ engine and passed to the model's ragged forward); `row_view(b, length)` is row b
 batch-size-1 cache sharing storage, for the paths that run one row alone (prefill).
 
 - `rollback(n)` forgets the newest n entries (rejected draft tokens): O(1).
+- `copy_row(src, dst, n)` gives row dst row src's first n entries (a shared prompt).
 - `compact(start, keep)` keeps a chosen subset of the entries written since `start`
   (the accepted path of a tree draft), moves them to `start, start+1, ...` in order,
   and sets `length = start + len(keep)`.
@@ -80,6 +81,11 @@ class KVCache:
             self.k[:, :, :, start : start + n] = self.k[:, :, :, src]
             self.v[:, :, :, start : start + n] = self.v[:, :, :, src]
         self.length = start + n
+
+    def copy_row(self, src: int, dst: int, length: int) -> None:
+        """Row dst's first `length` entries become row src's (a prompt prefilled once for two rows)."""
+        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
 
     def reset(self) -> None:
         self.length = 0

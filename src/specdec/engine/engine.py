@@ -71,6 +71,12 @@ class StepOutput:
     # with params.logprobs set, one per committed token (sampling.token_logprobs):
     # {"token_id", "logprob", "top": [(token_id, logprob), ...]}, from the verify pass's logits
     logprobs: list[dict] | None = None
+    # with Engine(record=...), what the target computed for this step's kept inputs (train-draft's
+    # data): features [T, F] at hidden_layers of every token fed and kept (the prompt at prefill;
+    # the previous newest token and the accepted drafts after), and the raw logits [T', V] that
+    # followed them (T' = len(token_ids); the prompt's every position with record="prompt")
+    features: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -97,6 +103,9 @@ class Request:
     num_generated: int = 0
     t_decode: float = 0.0
     stop_ids: set[int] = field(default_factory=set)  # EOS (unless ignore_eos) and params.stop_token_ids
+    # until its first step: the prefill's last logits [1, 1, V] and features, which a request
+    # with the same prompt that joins before then reuses with a copy of this row's cache
+    prefill: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @property
     def output_ids(self) -> list[int]:
@@ -111,6 +120,8 @@ class _Draft:
     num_pruned: int = 0
     confidence: tuple[list[float], list[int]] | None = None  # the pruner's (scores, depths) of kept nodes
     logprobs: list[dict] | None = None  # of the committed tokens, when the request asks for them
+    features: torch.Tensor | None = None  # the kept inputs' features and logits, when recording
+    logits: torch.Tensor | None = None
 
 
 def new_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -127,7 +138,14 @@ class Engine:
         spec: SpeculativeConfig | None = None,
         max_seq_len: int = 4096,
         cost: CostSurface | None = None,
+        hidden_layers: tuple[int, ...] | None = None,
+        record: str | None = None,
     ) -> None:
+        """hidden_layers: the target layers whose features the forwards return (default: what
+        the proposers read). record: "outputs" puts every step's features and logits in its
+        StepOutput, "prompt" also the logits of every prompt position (train-draft's data)."""
+        if record not in (None, "outputs", "prompt"):
+            raise ValueError(f"record must be None, 'outputs' or 'prompt', got {record!r}")
         proposers = list(proposers) if isinstance(proposers, (list, tuple)) else [proposers]
         if not proposers:
             raise ValueError("need at least one row (one proposer entry per row, None for plain)")
@@ -135,9 +153,12 @@ class Engine:
             raise ValueError(f"batching {len(proposers)} rows needs a native Llama-family target, "
                              f"{target.name} runs through transformers (one row)")
         layers = {p.target_hidden_layers for p in proposers if p is not None}
+        if hidden_layers is not None:
+            layers.add(tuple(hidden_layers))
         if len(layers) > 1:
             raise ValueError(f"the rows' proposers read different target layers {sorted(layers)}; one forward serves all")
         self.hidden_layers: tuple[int, ...] = layers.pop() if layers else ()
+        self.record = record
         self.target = target
         self.model = target.model
         self.spec = spec or SpeculativeConfig()
@@ -287,30 +308,53 @@ class Engine:
         policy = RowPolicy(self.spec, enabled=proposer is not None, max_probe_interval=self.planner.max_probe_interval())
         req = Request(request_id, row, params, state, proposer, policy, SpecStats())
         t0 = time.perf_counter()
-        ids = torch.tensor([prompt_ids], device=self.device)
-        positions = torch.arange(len(prompt_ids), device=self.device)[None]
-        out = self.model(ids, positions, self._row_cache(row, 0), hidden_layers=self.hidden_layers,
-                         logits_indices=slice(-1, None))
+        twin = self._prefilled(prompt_ids)
+        if twin is not None:  # the same prompt prefilled in another row this step (n choices)
+            self.cache.copy_row(twin.row, row, len(prompt_ids))
+            raw, features = twin.prefill
+            prompt_logits = None
+        else:
+            ids = torch.tensor([prompt_ids], device=self.device)
+            positions = torch.arange(len(prompt_ids), device=self.device)[None]
+            out = self.model(ids, positions, self._row_cache(row, 0), hidden_layers=self.hidden_layers,
+                             logits_indices=None if self.record == "prompt" else slice(-1, None))
+            raw, features, prompt_logits = out.logits[:, -1:], self._features(out, 0), out.logits[0]
         req.stop_ids = stop_ids(params, self.eos_ids)
-        logits = out.logits
+        logits = raw
         if params.processes_logits:
             logits = process_logits(logits[0], params, prompt_ids, [], [[]], req.stop_ids)[None]
-        result = verify(ids[:, :0], None, logits, params, state.generator, noise, len(prompt_ids))
+        result = verify(torch.empty(1, 0, dtype=torch.long, device=self.device), None, logits, params,
+                        state.generator, noise, len(prompt_ids))
         first = int(result.output_ids[0, 0])
-        logprobs = token_logprobs(out.logits[0], [first], params.logprobs) if params.logprobs is not None else None
+        logprobs = token_logprobs(raw[0], [first], params.logprobs) if params.logprobs is not None else None
         state.token_ids.append(first)
-        state.target_hidden = self._features(out, 0)
+        state.target_hidden = features
+        req.prefill = (raw, features)
+        first_out = StepOutput([first], [FATE_PLAIN], [], 0, None, logprobs=logprobs)
+        if self.record:
+            first_out.features, first_out.logits = features, prompt_logits
         if proposer is not None:
             proposer.start(state)
         req.seq_len = len(prompt_ids)
         req.num_generated = 1
         req.stats.prefill_seconds += time.perf_counter() - t0
         req.t_decode = time.perf_counter()
-        finish = stop_reason([first], 1, params, req.stop_ids)
-        if not finish:
+        first_out.finish_reason = stop_reason([first], 1, params, req.stop_ids)
+        if not first_out.finish_reason:
             self._requests[request_id] = req
             self._rows[row] = request_id
-        return req, StepOutput([first], [FATE_PLAIN], [], 0, finish, logprobs=logprobs)
+        return req, first_out
+
+    def _prefilled(self, prompt_ids: list[int]) -> Request | None:
+        """A running request with this prompt that has not stepped yet (its prefill is reusable)."""
+        if self.record or not self.target.is_native:
+            return None
+        for req in self._requests.values():
+            state = req.state
+            if (req.prefill is not None and state.num_prompt_tokens == len(prompt_ids)
+                    and state.token_ids[: state.num_prompt_tokens] == prompt_ids):
+                return req
+        return None
 
     def cancel(self, request_id: str) -> bool:
         """Free a running request's row between steps; False if it is not running."""
@@ -326,6 +370,8 @@ class Engine:
         running = sorted(self._requests.values(), key=lambda r: r.row)
         if not running:
             return []
+        for req in running:
+            req.prefill = None
         drafts = self._propose(running)  # 2)
         t_verify = time.perf_counter()
         results = self._verify(running, drafts)  # 3)
@@ -430,6 +476,8 @@ class Engine:
             req.state.target_hidden = None if feats is None else feats[keep]
             if params.logprobs is not None:
                 draft.logprobs = token_logprobs(raw[keep], result.emitted(0), params.logprobs)
+            if self.record:
+                draft.features, draft.logits = req.state.target_hidden, raw[keep]
             results.append(result)
         return results
 
@@ -462,8 +510,12 @@ class Engine:
         if finish:
             self.cancel(req.request_id)
         logprobs = draft.logprobs[: len(emitted)] if draft.logprobs is not None else None
-        return StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class,
-                          draft.num_pruned, logprobs)
+        out = StepOutput(emitted, fates, proposal.token_ids[0].tolist(), num_accepted, finish, draft_class,
+                         draft.num_pruned, logprobs)
+        if self.record:  # the inputs whose next tokens were emitted
+            out.features = None if draft.features is None else draft.features[: len(emitted)]
+            out.logits = draft.logits[: len(emitted)]
+        return out
 
     def _features(self, out, row: int | None, sizes: list[int] | None = None):
         """The target features at hidden_layers: [T, F] of a one-row forward (row 0), or a
