@@ -147,6 +147,16 @@ def test_seeded_sampling_n_choices_are_seed_plus_i(client):
     assert len({c.text for c in many.choices}) > 1
 
 
+def test_n_choices_prefill_their_prompt_once(server, client):
+    server.wait_idle()
+    before = server.metrics()
+    out = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=6, temperature=1.0, n=3, seed=3)
+    after = server.metrics()
+    prompt = out.usage.prompt_tokens  # counted once, as OpenAI does, though three rows ran it
+    assert after["specdec_prompt_tokens_total"] - before["specdec_prompt_tokens_total"] == 3 * prompt
+    assert after["specdec_prompt_tokens_shared_total"] - before.get("specdec_prompt_tokens_shared_total", 0) == 2 * prompt
+
+
 def test_seeded_sampling_is_reproducible_under_auto_k(client):
     texts = {client.completions.create(model="tiny", prompt=REPEAT, max_tokens=24, temperature=1.0, seed=7).choices[0].text
              for _ in range(5)}

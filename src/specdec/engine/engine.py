@@ -106,6 +106,7 @@ class Request:
     # until its first step: the prefill's last logits [1, 1, V] and features, which a request
     # with the same prompt that joins before then reuses with a copy of this row's cache
     prefill: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    shared_prefill: bool = False  # its prompt's prefill was another row's
 
     @property
     def output_ids(self) -> list[int]:
@@ -312,7 +313,7 @@ class Engine:
         if twin is not None:  # the same prompt prefilled in another row this step (n choices)
             self.cache.copy_row(twin.row, row, len(prompt_ids))
             raw, features = twin.prefill
-            prompt_logits = None
+            prompt_logits, req.shared_prefill = None, True
         else:
             ids = torch.tensor([prompt_ids], device=self.device)
             positions = torch.arange(len(prompt_ids), device=self.device)[None]

@@ -70,7 +70,10 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("specdec_requests", "Finished requests by HTTP status (499: client went away).", ["status"], registry=r)
-        self.prompt_tokens = Counter("specdec_prompt_tokens", "Prefilled prompt tokens.", registry=r)
+        self.prompt_tokens = Counter("specdec_prompt_tokens", "Prompt tokens of admitted requests.", registry=r)
+        self.prompt_tokens_shared = Counter(
+            "specdec_prompt_tokens_shared", "Prompt tokens not prefilled again: another row with the same prompt "
+            "(a request's other choice) had just prefilled them.", registry=r)
         self.generation_tokens = Counter("specdec_generation_tokens", "Generated tokens.", registry=r)
         self.ttft = Histogram("specdec_time_to_first_token_seconds", "Arrival to first token.", buckets=TTFT_BUCKETS, registry=r)
         self.itl = Histogram("specdec_inter_token_latency_seconds", "Seconds per generated token after the first.", buckets=ITL_BUCKETS, registry=r)

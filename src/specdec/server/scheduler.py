@@ -187,6 +187,8 @@ class Scheduler:
             return
         now = time.perf_counter()
         self.metrics.prompt_tokens.inc(len(req.prompt_ids))
+        if batch_req.shared_prefill:
+            self.metrics.prompt_tokens_shared.inc(len(req.prompt_ids))
         self.metrics.ttft.observe(now - req.arrival)
         self.metrics.generation_tokens.inc(len(step.token_ids))
         running = _Running(handle, Detokenizer(self.tokenizer, req.params.stop), last_emit=now)
