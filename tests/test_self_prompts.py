@@ -1,5 +1,6 @@
 """Self prompts (train/self_prompts.py): the user-turn opening cut from a chat template, the
-filters and the n-gram overlap on hand-made strings, seeded sampling through the engine on a
+filters and the n-gram overlap on hand-made strings (the bench filter on a shipped bench prompt
+and a held-out question), seeded sampling through the engine on a
 tiny random-weight target, the cache, and `train-draft --prompt-source`."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import pytest
 
 from specdec.models.loader import load_model
+from specdec.train.corpus import EVAL_PROMPTS_DIRS
 from specdec.train import self_prompts as sp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -70,19 +72,6 @@ def test_length_and_language_filters():
     assert not sp.is_english("1234 5678 !!!")
 
 
-def test_bench_texts_read_prompts_messages_and_turns(tmp_path):
-    (tmp_path / "a.jsonl").write_text(json.dumps({"prompt": "alpha one"}) + "\n\n" + json.dumps(
-        {"messages": [{"role": "user", "content": "beta two"}, {"role": "assistant", "content": "gamma three"}]}) + "\n")
-    (tmp_path / "b.jsonl").write_text(json.dumps({"question_id": 81, "category": "writing",
-                                                  "turns": ["delta four", "epsilon five"]}) + "\n")
-    assert sp.bench_texts(tmp_path) == ["alpha one", "beta two", "gamma three", "delta four", "epsilon five"]
-    (tmp_path / "c.jsonl").write_text(json.dumps({"question": "zeta"}) + "\n")
-    with pytest.raises(ValueError, match="c.jsonl:1: expected"):
-        sp.bench_texts(tmp_path)
-    shipped = sp.bench_texts()
-    assert "What is the capital of France?" in shipped and len(shipped) > 50
-
-
 def test_interleave_alternates_and_keeps_the_tail():
     assert sp.interleave([1, 2, 3], ["a", "b"]) == [1, "a", 2, "b", 3]
     assert sp.interleave([1], ["a", "b", "c"]) == [1, "a", "b", "c"]
@@ -93,6 +82,8 @@ GOOD = ["Write a short story about a dragon who learns to bake bread.",
         "What are some good habits for learning a new language?",
         "Give me three ideas for a birthday party in the garden.",
         "How do I keep my houseplants healthy during the winter months?"]
+# a held-out Spec-Bench-form question (data/questions/), its first turn
+QUESTION = json.loads(sorted(EVAL_PROMPTS_DIRS[1].glob("*.jsonl"))[0].read_text().splitlines()[0])["turns"][0]
 # (text, ended) and the stage it fails
 CANDIDATES = [
     (("Write a long essay about the history of the Roman empire and", False), "ended"),
@@ -102,6 +93,7 @@ CANDIDATES = [
     (("What is the capital of France?", True), "not_bench"),  # data/prompts/qa.jsonl
     ((GOOD[1], True), None),
     (("Write a short story about a dragon who learns to bake cakes.", True), "unique"),  # near GOOD[0]
+    ((QUESTION + " Thanks!", True), "not_bench"),
     ((GOOD[2], True), None),
     ((GOOD[1].upper(), True), "unique"),
     ((GOOD[3], True), None),
@@ -135,8 +127,8 @@ def test_filters_cache_and_resume(tiny_target, tmp_path, monkeypatch, capsys):
     assert sp.self_prompts(tiny_target, 2, cache, seed=7, batch_size=3) == GOOD[:2] and calls == []
     assert sp.self_prompts(tiny_target, 4, cache, seed=7, batch_size=3) == GOOD[:4]
     assert calls == [[7, 8, 9, 10]]
-    assert "sampled 11, ended 10, length 9, english 8, not_bench 7, unique 5" in capsys.readouterr().err
-    assert len(cache.read_text().splitlines()) == 5
+    assert "sampled 11, ended 10, length 9, english 8, not_bench 6, unique 4" in capsys.readouterr().err
+    assert len(cache.read_text().splitlines()) == 4
 
     with pytest.raises(ValueError, match="other settings"):
         sp.self_prompts(tiny_target, 2, cache, seed=8)
@@ -186,7 +178,7 @@ def test_prompt_source_end_to_end(tiny_target, tmp_path, monkeypatch, capsys):
     assert main(common + ["--out", str(tmp_path / "self"), "--prompt-source", "self", "--num-prompts", "3"]) == 0
     assert json.loads((tmp_path / "self" / "data" / "dataset.json").read_text())["num_sequences"] == 3
     cached = [json.loads(line)["prompt"] for line in (tmp_path / "self" / "self_prompts.jsonl").read_text().splitlines()]
-    assert cached == GOOD[:4]  # the last round's every kept prompt is cached, the first 3 trained on
+    assert cached == GOOD[:3]
 
 
 def test_prompt_source_errors(tiny_target, tmp_path, capsys):

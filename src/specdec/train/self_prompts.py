@@ -11,10 +11,11 @@
            top-p 0.95, candidate i seeded by (seed, i), so a rerun writes the same prompts;
            a turn ends at its end token, EOS or `max_tokens`
 3) filter  in this order, each stage's survivors counted on stderr: the turn ended (not cut
-           at max_tokens); its length in words; English (`is_english`); no near-copy of a
-           bench or held-out prompt (every JSONL file in data/prompts/); no near-copy of a
-           prompt kept before it. A near-copy shares at least MAX_OVERLAP of its word n-grams
-           with the texts already indexed (`NgramIndex`: one hash set, linear in the words)
+           at max_tokens); its length in words; English (`is_english`); no overlap with the
+           bench prompts and held-out questions (corpus.find_overlaps, the template corpus's
+           guard: data/prompts/ and data/questions/); no near-copy of a prompt kept before it,
+           one that shares at least MAX_OVERLAP of its word n-grams with the kept prompts
+           (`NgramIndex`: one hash set, linear in the words)
 4) cache   after every round the kept prompts are written to a JSONL file of {"prompt",
            "index"} rows (usable as `--prompts`) and the next candidate's index to a sidecar
            JSON; a rerun with the same settings samples only what is missing
@@ -33,12 +34,11 @@ SENTINEL = "SPECDEC-USER-MESSAGE-7f3a"
 TEMPERATURE = 1.0
 TOP_P = 0.95
 NGRAM = 5  # words per n-gram of the overlap checks
-MAX_OVERLAP = 0.5  # share of a prompt's n-grams already seen that makes it a near-copy
+MAX_OVERLAP = 0.5  # share of a prompt's n-grams among the kept prompts' that makes it a near-copy
 MIN_WORDS, MAX_WORDS = 4, 300
 MIN_ASCII_LETTERS = 0.95  # share of a prompt's letters that are ASCII
 MIN_STOPWORDS = 0.1  # share of a prompt's words that are common English function words
 TRIES_PER_PROMPT = 8  # candidates sampled at most per prompt asked for
-BENCH_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
 STAGES = ("sampled", "ended", "length", "english", "not_bench", "unique")
 STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from about into as is are was were be been "
@@ -109,26 +109,6 @@ def is_english(text: str) -> bool:
     return ascii_share >= MIN_ASCII_LETTERS and sum(w in STOPWORDS for w in words) / len(words) >= MIN_STOPWORDS
 
 
-def bench_texts(directory: str | Path = BENCH_DIR) -> list[str]:
-    """Every prompt text of the bench and held-out sets: rows with "prompt", "messages" (every
-    message's content) or Spec-Bench "turns"."""
-    texts = []
-    for path in sorted(Path(directory).glob("*.jsonl")):
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if "prompt" in row:
-                texts.append(row["prompt"])
-            elif "messages" in row:
-                texts += [m["content"] for m in row["messages"]]
-            elif "turns" in row:
-                texts += list(row["turns"])
-            else:
-                raise ValueError(f"{path}:{line_no}: expected a 'prompt', 'messages' or 'turns' field")
-    return texts
-
-
 def interleave(first: list, second: list) -> list:
     """first[0], second[0], first[1], second[1], ...; the longer list's tail at the end."""
     out = []
@@ -173,7 +153,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def self_prompts(target, num_prompts: int, cache: str | Path, seed: int = 0, max_tokens: int = 128,
-                 batch_size: int = 64, deadline: float | None = None, bench_dir: str | Path = BENCH_DIR) -> list[str]:
+                 batch_size: int = 64, deadline: float | None = None) -> list[str]:
     """num_prompts prompts the target writes (module docstring), read from `cache` where an
     earlier run kept them. Sampling stops after TRIES_PER_PROMPT * num_prompts candidates or
     past `deadline` (time.perf_counter()); fewer prompts than asked are then returned (none: ValueError)."""
@@ -197,7 +177,9 @@ def self_prompts(target, num_prompts: int, cache: str | Path, seed: int = 0, max
         rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()][: state["num_kept"]]
         next_index, counts = state["next_index"], state["counts"]
         print(f"train-draft: {len(rows)} self prompts in {cache}", file=sys.stderr)
-    bench, seen = NgramIndex(bench_texts(bench_dir)), NgramIndex([r["prompt"] for r in rows])
+    from specdec.train.corpus import eval_user_texts, find_overlaps
+
+    bench, seen = eval_user_texts(), NgramIndex([r["prompt"] for r in rows])
     max_index = TRIES_PER_PROMPT * num_prompts
     while len(rows) < num_prompts and next_index < max_index:
         if deadline is not None and time.perf_counter() >= deadline:
@@ -208,7 +190,7 @@ def self_prompts(target, num_prompts: int, cache: str | Path, seed: int = 0, max
         turns = sample_user_turns(target, opening, [candidate_seed(seed, i) for i in indices], max_tokens, batch_size)
         for i, (text, ended) in zip(indices, turns):
             checks = (lambda: ended, lambda: length_ok(text), lambda: is_english(text),
-                      lambda: bench.overlap(text) < MAX_OVERLAP, lambda: seen.overlap(text) < MAX_OVERLAP)
+                      lambda: not find_overlaps([{"id": i, "prompt": text}], bench), lambda: seen.overlap(text) < MAX_OVERLAP)
             counts["sampled"] += 1
             for stage, passes in zip(STAGES[1:], checks):
                 if not passes():
