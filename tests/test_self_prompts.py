@@ -130,6 +130,10 @@ def test_filters_cache_and_resume(tiny_target, tmp_path, monkeypatch, capsys):
     assert "sampled 11, ended 10, length 9, english 8, not_bench 6, unique 4" in capsys.readouterr().err
     assert len(cache.read_text().splitlines()) == 4
 
+    calls.clear()  # rounds of at most ROUND_BATCHES batches: a stopped run loses little
+    assert sp.self_prompts(tiny_target, 3, tmp_path / "small.jsonl", seed=7, batch_size=1) == GOOD[:3]
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
     with pytest.raises(ValueError, match="other settings"):
         sp.self_prompts(tiny_target, 2, cache, seed=8)
     monkeypatch.setattr(sp, "sample_user_turns", lambda *a: [("Hello.", True)] * len(a[2]))

@@ -16,9 +16,10 @@
            guard: data/prompts/ and data/questions/); no near-copy of a prompt kept before it,
            one that shares at least MAX_OVERLAP of its word n-grams with the kept prompts
            (`NgramIndex`: one hash set, linear in the words)
-4) cache   after every round the kept prompts are written to a JSONL file of {"prompt",
-           "index"} rows (usable as `--prompts`) and the next candidate's index to a sidecar
-           JSON; a rerun with the same settings samples only what is missing
+4) cache   after every round (twice the prompts still missing, at most ROUND_BATCHES batches,
+           so a stopped run loses one round at most) the kept prompts are written to a JSONL
+           file of {"prompt", "index"} rows (usable as `--prompts`) and the next candidate's
+           index to a sidecar JSON; a rerun with the same settings samples only what is missing
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from specdec.train.corpus import eval_user_texts, find_overlaps
+
 SENTINEL = "SPECDEC-USER-MESSAGE-7f3a"
 TEMPERATURE = 1.0
 TOP_P = 0.95
@@ -39,6 +42,7 @@ MIN_WORDS, MAX_WORDS = 4, 300
 MIN_ASCII_LETTERS = 0.95  # share of a prompt's letters that are ASCII
 MIN_STOPWORDS = 0.1  # share of a prompt's words that are common English function words
 TRIES_PER_PROMPT = 8  # candidates sampled at most per prompt asked for
+ROUND_BATCHES = 4  # a round samples at most this many batches of candidates, then writes the cache
 STAGES = ("sampled", "ended", "length", "english", "not_bench", "unique")
 STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from about into as is are was were be been "
@@ -177,15 +181,13 @@ def self_prompts(target, num_prompts: int, cache: str | Path, seed: int = 0, max
         rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()][: state["num_kept"]]
         next_index, counts = state["next_index"], state["counts"]
         print(f"train-draft: {len(rows)} self prompts in {cache}", file=sys.stderr)
-    from specdec.train.corpus import eval_user_texts, find_overlaps
-
     bench, seen = eval_user_texts(), NgramIndex([r["prompt"] for r in rows])
     max_index = TRIES_PER_PROMPT * num_prompts
     while len(rows) < num_prompts and next_index < max_index:
         if deadline is not None and time.perf_counter() >= deadline:
             print(f"train-draft: the time budget stops self prompts at {len(rows)}", file=sys.stderr)
             break
-        n = min(max(2 * (num_prompts - len(rows)), batch_size), max_index - next_index)
+        n = min(max(2 * (num_prompts - len(rows)), batch_size), ROUND_BATCHES * batch_size, max_index - next_index)
         indices = range(next_index, next_index + n)
         turns = sample_user_turns(target, opening, [candidate_seed(seed, i) for i in indices], max_tokens, batch_size)
         for i, (text, ended) in zip(indices, turns):
