@@ -15,7 +15,13 @@ import torch
 
 from specdec.engine.planner import CostSurface
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# under pytest-xdist (`-n N`) the workers share the cores: each takes its part, and so do the
+# CLIs and servers the tests start (OMP_NUM_THREADS is inherited)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS)
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+torch.set_num_threads(_THREADS)
 
 TINY_LLAMA = dict(
     hidden_size=64,

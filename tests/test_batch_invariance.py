@@ -208,15 +208,15 @@ def greedy(engine: Engine, ids: list[int], n: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bfloat16:none", "bfloat16:int4"])
 def test_speculative_greedy_equals_plain(invariant_models, mode):
-    """n-gram (K = 4) and a self:int4 draft (K = 3), against plain decoding, on 8 prompts x 64 tokens."""
+    """n-gram (K = 4) and a self:int4 draft (K = 3), against plain decoding, on 6 prompts x 48 tokens."""
     loaded = invariant_models[mode]
     dtype = mode.split(":")[0]
     plain = Engine(loaded, max_seq_len=1024)
     ngram = Engine(loaded, NgramProposer(1, 4), SpeculativeConfig(method="ngram", num_speculative_tokens=4), 1024)
     draft = resolve_draft("self:int4", loaded, dtype, "cpu", 1024)
     drafted = Engine(loaded, DraftModelProposer(draft, 1024), SpeculativeConfig(method="draft", draft_model="self:int4", num_speculative_tokens=3), 1024)
-    for prompt in GREEDY_PROMPTS:
+    for prompt in GREEDY_PROMPTS[:6]:
         ids = encode_prompt(loaded.tokenizer, prompt)
-        reference = greedy(plain, ids, 64)
-        assert greedy(ngram, ids, 64) == reference, prompt
-        assert greedy(drafted, ids, 64) == reference, prompt
+        reference = greedy(plain, ids, 48)
+        assert greedy(ngram, ids, 48) == reference, prompt
+        assert greedy(drafted, ids, 48) == reference, prompt

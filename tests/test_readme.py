@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     'specdec generate -p "Write a poem." --speculative hybrid --seed 1': ("run", ["-n", "4"]),
     'specdec generate -p "Write a poem." --speculative none --seed 1': ("run", ["-n", "4"]),
     'specdec generate -p "Explain gravity." --dtype bfloat16 --quant int4': ("run", ["-n", "4", "--model", TINY]),
-    "python -m pytest -q": ("help", []),  # the suite itself
+    "python -m pytest -q -n auto": ("help", []),  # the suite itself
     "specdec serve --speculative-algorithm auto --port 30000": ("help", []),  # a server runs until stopped
     "specdec bench --speculative none,ngram --draft-n auto -n 32 --repeats 1 --categories grounded":
         ("run", ["-n", "4", "--model", TINY, "--max-prompts-per-category", "1", "--out", OUT, "--json"]),
@@ -73,6 +73,8 @@ def test_readme_command(command, tiny_model_dir, tmp_path, capsys):
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert "usage" in r.stdout.lower()
+        if "-n" in argv:  # the test command's workers come from pytest-xdist, in the test extra
+            assert "--numprocesses" in r.stdout
         return
     extra = [x.replace(TINY, str(tiny_model_dir)).replace(OUT, str(tmp_path / "out")) for x in extra]
     if argv[0] == "python":
