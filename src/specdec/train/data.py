@@ -2,8 +2,8 @@
 
     build_dataset(target, conversations, out_dir, ...) -> DatasetInfo
 
-1) generate  greedy responses to every prompt through the chat template, continuously
-   + record  batched on the native model (`generate_records`), keeping at every position
+1) generate  greedy responses to every prompt through the chat template, by the engine's
+   + record  continuous batching (`generate_records`, `Engine(record=...)`), keeping at every position
              the target's hidden features at `feature_layers`, its argmax token
              (`target_ids[i]` = the prediction for token i+1) and its top-k next tokens
              with their probabilities (soft labels)
